@@ -1,0 +1,71 @@
+//! Topic creation at start-up. The seeds' known failure was an app that
+//! crashed when its topic did not exist yet; sitewatch creates missing topics
+//! itself and, when the broker is not reachable yet, waits and retries with
+//! backoff, saying why in the log.
+
+use std::time::Duration;
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::types::RDKafkaErrorCode;
+use tokio_util::sync::CancellationToken;
+
+use super::{client_config, BusError};
+use crate::config::Settings;
+
+/// Creates each topic in `names` that does not exist yet, with the configured
+/// partition count and replication factor. Existing topics are left alone.
+pub async fn ensure_topics(settings: &Settings, names: &[&str]) -> Result<(), BusError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(settings).create()?;
+    let new: Vec<NewTopic> = names
+        .iter()
+        .map(|n| {
+            NewTopic::new(
+                n,
+                settings.kafka.partitions,
+                TopicReplication::Fixed(settings.kafka.replication_factor),
+            )
+        })
+        .collect();
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    for result in admin.create_topics(&new, &opts).await? {
+        match result {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(BusError::CreateTopic {
+                    topic,
+                    reason: code.to_string(),
+                })
+            }
+        }
+    }
+    Ok(())
+}
+
+/// [`ensure_topics`], retried with capped exponential backoff until it
+/// succeeds or `cancel` fires.
+pub async fn ensure_topics_with_retry(
+    settings: &Settings,
+    names: &[&str],
+    cancel: &CancellationToken,
+) -> Result<(), BusError> {
+    let mut delay = Duration::from_millis(250);
+    loop {
+        match ensure_topics(settings, names).await {
+            Ok(()) => return Ok(()),
+            Err(e) => {
+                tracing::warn!(
+                    error = %e,
+                    brokers = %settings.kafka.brokers,
+                    retry_in = ?delay,
+                    "Kafka not ready; topics not created yet"
+                );
+            }
+        }
+        tokio::select! {
+            _ = cancel.cancelled() => return Err(BusError::Cancelled),
+            _ = tokio::time::sleep(delay) => {}
+        }
+        delay = (delay * 2).min(Duration::from_secs(10));
+    }
+}

@@ -1,0 +1,372 @@
+//! Configuration: one TOML file (daemon settings and `[[sites]]`), extra site
+//! files matched by globs, and `SITEWATCH__SECTION__KEY` environment
+//! overrides. Everything is validated once, here, into typed values; a bad
+//! config yields every problem found, each naming file, site and field.
+
+mod duration;
+mod normalize;
+mod problem;
+mod secret;
+mod settings;
+mod site;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+pub use duration::{parse as parse_duration, show as show_duration};
+pub use normalize::normalize_url;
+pub use problem::{ConfigErrors, Problem, SiteRef};
+pub use secret::Secret;
+pub use settings::{
+    CheckerSettings, KafkaSasl, KafkaSettings, KafkaTls, LogFormat, LogSettings, PersisterSettings,
+    PostgresSettings, SchedulerSettings, SiteDefaults, TopicNames,
+};
+pub use site::{Site, StatusSet};
+
+use settings::RawSettings;
+
+/// The prefix of environment overrides: `SITEWATCH__POSTGRES__URL` sets
+/// `postgres.url`.
+pub const ENV_PREFIX: &str = "SITEWATCH";
+
+/// A loaded, valid configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The main file, as given.
+    pub file: PathBuf,
+    /// Every file that contributed sites (main file first).
+    pub site_files: Vec<PathBuf>,
+    pub postgres: PostgresSettings,
+    /// `postgres.password` or the contents of `postgres.password_file`.
+    pub postgres_password: Option<Secret>,
+    pub kafka: KafkaSettings,
+    /// Resolved SASL password and TLS key passphrase.
+    pub kafka_sasl_password: Option<Secret>,
+    pub kafka_tls_key_password: Option<Secret>,
+    pub scheduler: SchedulerSettings,
+    pub checker: CheckerSettings,
+    pub persister: PersisterSettings,
+    pub log: LogSettings,
+    pub site_defaults: SiteDefaults,
+    pub sites: Vec<Site>,
+}
+
+/// Loads `path` with overrides from the process environment.
+pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
+    load_with_env(path, std::env::vars().collect())
+}
+
+/// Loads `path` with overrides from `env` (tests pass their own map instead
+/// of mutating the process environment).
+pub fn load_with_env(path: &Path, env: HashMap<String, String>) -> Result<Settings, ConfigErrors> {
+    let mut problems = Vec::new();
+
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| ConfigErrors(vec![Problem::file(path, format!("cannot read: {e}"))]))?;
+    let mut table: toml::Table = toml::from_str(&text)
+        .map_err(|e| ConfigErrors(vec![Problem::file(path, format!("not valid TOML: {e}"))]))?;
+    let main_sites = table.remove("sites");
+
+    let raw = match daemon_settings(&table, env) {
+        Ok(raw) => {
+            problems.extend(raw.validate(path));
+            Some(raw)
+        }
+        Err(p) => {
+            problems.push(p.with_file(path));
+            None
+        }
+    };
+    // Sites are still checked against the defaults when the daemon settings
+    // are broken, so the operator sees both kinds of problem at once.
+    let fallback = RawSettings::default_for_sites();
+    let base = raw.as_ref().unwrap_or(&fallback);
+
+    let mut site_tables: Vec<(PathBuf, usize, toml::Table)> = Vec::new();
+    let mut site_files = vec![path.to_path_buf()];
+    collect_sites(path, main_sites, &mut site_tables, &mut problems);
+    let dir = path.parent().unwrap_or(Path::new("."));
+    for pattern in &base.sites_files {
+        let full = dir.join(pattern);
+        let matches = match glob::glob(&full.to_string_lossy()) {
+            Ok(m) => m,
+            Err(e) => {
+                problems.push(Problem::field(
+                    path,
+                    "sites_files",
+                    format!("bad glob {pattern:?}: {e}"),
+                ));
+                continue;
+            }
+        };
+        let mut files: Vec<PathBuf> = matches.filter_map(Result::ok).collect();
+        files.sort();
+        for file in files {
+            match read_site_file(&file) {
+                Ok(sites) => collect_sites(&file, sites, &mut site_tables, &mut problems),
+                Err(p) => problems.push(p),
+            }
+            site_files.push(file);
+        }
+    }
+
+    let mut sites: Vec<Site> = Vec::new();
+    for (file, index, t) in site_tables {
+        match site::parse_site(
+            t,
+            index,
+            &file,
+            &base.site_defaults,
+            base.scheduler.min_interval,
+        ) {
+            Ok(s) => sites.push(s),
+            Err(p) => problems.extend(p),
+        }
+    }
+    problems.extend(duplicates(&sites));
+
+    let Some(raw) = raw else {
+        return Err(ConfigErrors(problems));
+    };
+    let mut secret = |inline: Option<&Secret>, file: Option<&Path>, ik: &str, fk: &str| {
+        secret::resolve(inline, file, ik, fk).unwrap_or_else(|(field, msg)| {
+            problems.push(Problem::field(path, field, msg));
+            None
+        })
+    };
+    let postgres_password = secret(
+        raw.postgres.password.as_ref(),
+        raw.postgres.password_file.as_deref(),
+        "postgres.password",
+        "postgres.password_file",
+    );
+    let kafka_sasl_password = raw.kafka.sasl.as_ref().and_then(|s| {
+        secret(
+            s.password.as_ref(),
+            s.password_file.as_deref(),
+            "kafka.sasl.password",
+            "kafka.sasl.password_file",
+        )
+    });
+    let kafka_tls_key_password = secret(
+        raw.kafka.tls.key_password.as_ref(),
+        raw.kafka.tls.key_password_file.as_deref(),
+        "kafka.tls.key_password",
+        "kafka.tls.key_password_file",
+    );
+
+    if !problems.is_empty() {
+        return Err(ConfigErrors(problems));
+    }
+    Ok(Settings {
+        file: path.to_path_buf(),
+        site_files,
+        postgres: raw.postgres,
+        postgres_password,
+        kafka: raw.kafka,
+        kafka_sasl_password,
+        kafka_tls_key_password,
+        scheduler: raw.scheduler,
+        checker: raw.checker,
+        persister: raw.persister,
+        log: raw.log,
+        site_defaults: raw.site_defaults,
+        sites,
+    })
+}
+
+/// A problem from the `config` crate before we know which file to blame.
+struct DaemonProblem {
+    field: Option<String>,
+    message: String,
+}
+
+impl DaemonProblem {
+    fn with_file(self, file: &Path) -> Problem {
+        match self.field {
+            Some(f) => Problem::field(file, f, self.message),
+            None => Problem::file(file, self.message),
+        }
+    }
+}
+
+/// Layers the main file's daemon settings under the environment overrides.
+fn daemon_settings(
+    table: &toml::Table,
+    env: HashMap<String, String>,
+) -> Result<RawSettings, DaemonProblem> {
+    let text = toml::to_string(table).map_err(|e| DaemonProblem {
+        field: None,
+        message: e.to_string(),
+    })?;
+    let cfg = config::Config::builder()
+        .add_source(config::File::from_str(&text, config::FileFormat::Toml))
+        .add_source(
+            config::Environment::with_prefix(ENV_PREFIX)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true)
+                .source(Some(env.into_iter().collect())),
+        )
+        .build()
+        .map_err(config_problem)?;
+    cfg.try_deserialize::<RawSettings>().map_err(config_problem)
+}
+
+fn config_problem(e: config::ConfigError) -> DaemonProblem {
+    // The config crate words it as "<what> for key `a.b`"; lift the key out
+    // so the message reads like the others.
+    let text = e.to_string();
+    if let Some((msg, rest)) = text.rsplit_once(" for key `") {
+        if let Some(key) = rest.strip_suffix('`') {
+            return DaemonProblem {
+                field: Some(key.to_owned()),
+                message: msg.to_owned(),
+            };
+        }
+    }
+    DaemonProblem {
+        field: None,
+        message: text,
+    }
+}
+
+/// A site file holds `[[sites]]` and nothing else.
+fn read_site_file(file: &Path) -> Result<Option<toml::Value>, Problem> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Problem::file(file, format!("cannot read: {e}")))?;
+    let mut table: toml::Table =
+        toml::from_str(&text).map_err(|e| Problem::file(file, format!("not valid TOML: {e}")))?;
+    let sites = table.remove("sites");
+    if let Some(key) = table.keys().next() {
+        return Err(Problem::field(
+            file,
+            key.clone(),
+            "unknown key; a site file holds only [[sites]] tables",
+        ));
+    }
+    Ok(sites)
+}
+
+fn collect_sites(
+    file: &Path,
+    sites: Option<toml::Value>,
+    out: &mut Vec<(PathBuf, usize, toml::Table)>,
+    problems: &mut Vec<Problem>,
+) {
+    let Some(sites) = sites else { return };
+    let toml::Value::Array(items) = sites else {
+        problems.push(Problem::field(
+            file,
+            "sites",
+            "must be an array of tables ([[sites]])",
+        ));
+        return;
+    };
+    for (i, item) in items.into_iter().enumerate() {
+        match item {
+            toml::Value::Table(t) => out.push((file.to_path_buf(), i, t)),
+            other => problems.push(Problem::site(
+                file,
+                &SiteRef::Index(i),
+                None,
+                format!("expected a table, found {}", other.type_str()),
+            )),
+        }
+    }
+}
+
+/// Names must be unique, and no two sites may check the same target.
+fn duplicates(sites: &[Site]) -> Vec<Problem> {
+    let mut out = Vec::new();
+    let mut by_name: HashMap<&str, &Site> = HashMap::new();
+    let mut by_url: HashMap<&str, &Site> = HashMap::new();
+    for s in sites {
+        let here = SiteRef::Named(s.name.clone());
+        if let Some(first) = by_name.insert(&s.name, s) {
+            out.push(Problem::site(
+                &s.source,
+                &here,
+                Some("name"),
+                format!("duplicate name; also defined in {}", first.source.display()),
+            ));
+            continue;
+        }
+        if let Some(first) = by_url.insert(s.url.as_str(), s) {
+            out.push(Problem::site(
+                &s.source,
+                &here,
+                Some("url"),
+                format!(
+                    "{} is the same target as site \"{}\" ({}); URLs are compared after normalisation",
+                    s.url,
+                    first.name,
+                    first.source.display()
+                ),
+            ));
+        }
+    }
+    out
+}
+
+impl RawSettings {
+    fn default_for_sites() -> Self {
+        toml::from_str("").expect("empty settings deserialize to defaults")
+    }
+}
+
+impl Settings {
+    /// A few lines for `sitewatch validate` and the start-up log. Never
+    /// includes secrets.
+    pub fn summary(&self) -> String {
+        let enabled = self.sites.iter().filter(|s| s.enabled).count();
+        let (min, max) = self
+            .sites
+            .iter()
+            .map(|s| s.interval)
+            .fold((None, None), |(lo, hi), i| {
+                (
+                    Some(lo.map_or(i, |l: std::time::Duration| l.min(i))),
+                    Some(hi.map_or(i, |h: std::time::Duration| h.max(i))),
+                )
+            });
+        let intervals = match (min, max) {
+            (Some(a), Some(b)) if a == b => format!(", every {}", show_duration(a)),
+            (Some(a), Some(b)) => {
+                format!(", intervals {} to {}", show_duration(a), show_duration(b))
+            }
+            _ => String::new(),
+        };
+        format!(
+            "{} sites ({enabled} enabled) from {} file(s){intervals}\n\
+             postgres: {}\nkafka: {} (topics {})",
+            self.sites.len(),
+            self.site_files.len(),
+            self.postgres_display_url(),
+            self.kafka.brokers,
+            self.kafka.topics.all().join(", "),
+        )
+    }
+
+    /// The Postgres URL with any password removed, for logs.
+    pub fn postgres_display_url(&self) -> String {
+        match url::Url::parse(&self.postgres.url) {
+            Ok(mut u) if u.password().is_some() => {
+                let _ = u.set_password(Some("REDACTED"));
+                u.to_string()
+            }
+            Ok(u) => u.to_string(),
+            // key=value form: show only the non-secret keys.
+            Err(_) => self
+                .postgres
+                .url
+                .split_whitespace()
+                .filter(|kv| !kv.starts_with("password="))
+                .collect::<Vec<_>>()
+                .join(" "),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

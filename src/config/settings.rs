@@ -1,0 +1,472 @@
+//! The daemon's own settings (everything but the sites), as serde structs with
+//! defaults and `deny_unknown_fields`, plus the checks serde cannot express.
+//! Every key can be overridden from the environment (`SITEWATCH__KAFKA__BROKERS`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::duration;
+use super::problem::Problem;
+use super::secret::Secret;
+
+/// The smallest interval a site may have, whatever `scheduler.min_interval`
+/// says: below it, scheduling jitter is a large part of the interval.
+pub const MIN_INTERVAL_FLOOR: Duration = Duration::from_millis(100);
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSettings {
+    /// Globs (relative to the main file's directory) of extra site files.
+    #[serde(default)]
+    pub sites_files: Vec<String>,
+    #[serde(default)]
+    pub postgres: PostgresSettings,
+    #[serde(default)]
+    pub kafka: KafkaSettings,
+    #[serde(default)]
+    pub scheduler: SchedulerSettings,
+    #[serde(default)]
+    pub checker: CheckerSettings,
+    #[serde(default)]
+    pub persister: PersisterSettings,
+    #[serde(default)]
+    pub log: LogSettings,
+    #[serde(default)]
+    pub site_defaults: SiteDefaults,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PostgresSettings {
+    /// libpq-style URL or key=value string. A password may be left out of it
+    /// and given as `password` / `password_file` instead.
+    #[serde(default = "default_pg_url")]
+    pub url: String,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    /// Connections in the pool shared by the persisters and the site sync.
+    #[serde(default = "default_pool_size")]
+    pub pool_size: usize,
+    #[serde(default = "default_connect_timeout", deserialize_with = "duration::de")]
+    pub connect_timeout: Duration,
+}
+
+fn default_pg_url() -> String {
+    "postgres://sitewatch@127.0.0.1:55432/sitewatch".into()
+}
+fn default_pool_size() -> usize {
+    8
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Default for PostgresSettings {
+    fn default() -> Self {
+        PostgresSettings {
+            url: default_pg_url(),
+            password: None,
+            password_file: None,
+            pool_size: default_pool_size(),
+            connect_timeout: default_connect_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Comma-separated `host:port` list (librdkafka's `bootstrap.servers`).
+    #[serde(default = "default_brokers")]
+    pub brokers: String,
+    #[serde(default = "default_client_id")]
+    pub client_id: String,
+    /// Consumer group ids are `<group_prefix>-checker`, `<group_prefix>-persister-succeeded`, ...
+    #[serde(default = "default_group_prefix")]
+    pub group_prefix: String,
+    /// Partition count for topics sitewatch creates; it caps how many
+    /// checker/persister instances can share one topic's work.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+    #[serde(default = "default_replication")]
+    pub replication_factor: i32,
+    #[serde(default)]
+    pub topics: TopicNames,
+    #[serde(default)]
+    pub tls: KafkaTls,
+    #[serde(default)]
+    pub sasl: Option<KafkaSasl>,
+}
+
+fn default_brokers() -> String {
+    "127.0.0.1:19092".into()
+}
+fn default_client_id() -> String {
+    "sitewatch".into()
+}
+fn default_group_prefix() -> String {
+    "sitewatch".into()
+}
+fn default_partitions() -> i32 {
+    6
+}
+fn default_replication() -> i32 {
+    1
+}
+
+impl Default for KafkaSettings {
+    fn default() -> Self {
+        KafkaSettings {
+            brokers: default_brokers(),
+            client_id: default_client_id(),
+            group_prefix: default_group_prefix(),
+            partitions: default_partitions(),
+            replication_factor: default_replication(),
+            topics: TopicNames::default(),
+            tls: KafkaTls::default(),
+            sasl: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct TopicNames {
+    pub created: String,
+    pub succeeded: String,
+    pub failed: String,
+    pub dlq: String,
+}
+
+impl Default for TopicNames {
+    fn default() -> Self {
+        TopicNames {
+            created: "status_request_created".into(),
+            succeeded: "status_request_succeeded".into(),
+            failed: "status_request_failed".into(),
+            dlq: "status_request_dlq".into(),
+        }
+    }
+}
+
+impl TopicNames {
+    pub fn all(&self) -> [&str; 4] {
+        [&self.created, &self.succeeded, &self.failed, &self.dlq]
+    }
+}
+
+/// TLS to the brokers (e.g. a managed Kafka with a private CA and client
+/// certificates).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaTls {
+    #[serde(default)]
+    pub enabled: bool,
+    /// CA bundle that signed the brokers' certificates (PEM).
+    pub ca_path: Option<PathBuf>,
+    /// Client certificate and key (PEM) for mutual TLS.
+    pub cert_path: Option<PathBuf>,
+    pub key_path: Option<PathBuf>,
+    pub key_password: Option<Secret>,
+    pub key_password_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSasl {
+    /// `PLAIN`, `SCRAM-SHA-256` or `SCRAM-SHA-512`.
+    pub mechanism: String,
+    pub username: String,
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+}
+
+pub const SASL_MECHANISMS: [&str; 3] = ["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"];
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchedulerSettings {
+    /// Sites with a shorter interval are rejected.
+    #[serde(default = "default_min_interval", deserialize_with = "duration::de")]
+    pub min_interval: Duration,
+}
+
+fn default_min_interval() -> Duration {
+    Duration::from_secs(5)
+}
+
+impl Default for SchedulerSettings {
+    fn default() -> Self {
+        SchedulerSettings {
+            min_interval: default_min_interval(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckerSettings {
+    /// Checks running at once in one checker.
+    #[serde(default = "default_concurrency")]
+    pub concurrency: usize,
+    /// Bytes of body read per check; the regex sees at most this much.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: u64,
+    #[serde(default = "default_max_redirects")]
+    pub max_redirects: usize,
+    #[serde(default = "default_user_agent")]
+    pub user_agent: String,
+}
+
+fn default_concurrency() -> usize {
+    256
+}
+fn default_max_body() -> u64 {
+    1024 * 1024
+}
+fn default_max_redirects() -> usize {
+    5
+}
+fn default_user_agent() -> String {
+    concat!("sitewatch/", env!("CARGO_PKG_VERSION")).into()
+}
+
+impl Default for CheckerSettings {
+    fn default() -> Self {
+        CheckerSettings {
+            concurrency: default_concurrency(),
+            max_body_bytes: default_max_body(),
+            max_redirects: default_max_redirects(),
+            user_agent: default_user_agent(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PersisterSettings {
+    /// A batch is written when it holds this many results ...
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// ... or when its first result has waited this long.
+    #[serde(default = "default_batch_timeout", deserialize_with = "duration::de")]
+    pub batch_timeout: Duration,
+}
+
+fn default_batch_size() -> usize {
+    1000
+}
+fn default_batch_timeout() -> Duration {
+    Duration::from_millis(200)
+}
+
+impl Default for PersisterSettings {
+    fn default() -> Self {
+        PersisterSettings {
+            batch_size: default_batch_size(),
+            batch_timeout: default_batch_timeout(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// A `tracing` filter (`info`, `sitewatch=debug,rdkafka=warn`); `RUST_LOG` wins.
+    #[serde(default = "default_log_level")]
+    pub level: String,
+    #[serde(default)]
+    pub format: LogFormat,
+}
+
+fn default_log_level() -> String {
+    "info".into()
+}
+
+impl Default for LogSettings {
+    fn default() -> Self {
+        LogSettings {
+            level: default_log_level(),
+            format: LogFormat::default(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Plain lines; colour only on a terminal.
+    #[default]
+    Plain,
+    Json,
+}
+
+/// Values a site gets when it does not set them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteDefaults {
+    #[serde(default = "default_interval", deserialize_with = "duration::de")]
+    pub interval: Duration,
+    #[serde(default = "default_timeout", deserialize_with = "duration::de")]
+    pub timeout: Duration,
+}
+
+fn default_interval() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for SiteDefaults {
+    fn default() -> Self {
+        SiteDefaults {
+            interval: default_interval(),
+            timeout: default_timeout(),
+        }
+    }
+}
+
+/// Kafka's rule for topic names.
+fn valid_topic(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 249
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
+fn check_file(file: &Path, key: &str, path: &Option<PathBuf>, out: &mut Vec<Problem>) {
+    if let Some(p) = path {
+        if let Err(e) = std::fs::metadata(p) {
+            out.push(Problem::field(
+                file,
+                key,
+                format!("cannot read {}: {e}", p.display()),
+            ));
+        }
+    }
+}
+
+impl RawSettings {
+    /// Checks what the types cannot; touches the file system (certificate
+    /// paths) but never the network.
+    pub fn validate(&self, file: &Path) -> Vec<Problem> {
+        let mut out = Vec::new();
+        let mut bad = |field: &str, msg: String| out.push(Problem::field(file, field, msg));
+
+        if self.postgres.pool_size == 0 {
+            bad("postgres.pool_size", "must be at least 1".into());
+        }
+        if let Err(e) = self.postgres.url.parse::<tokio_postgres::Config>() {
+            // tokio-postgres errors do not echo the string, so no password leaks.
+            bad("postgres.url", format!("not a valid Postgres URL: {e}"));
+        }
+        if self.kafka.brokers.trim().is_empty() {
+            bad("kafka.brokers", "must list at least one host:port".into());
+        }
+        if self.kafka.partitions < 1 {
+            bad("kafka.partitions", "must be at least 1".into());
+        }
+        if self.kafka.replication_factor < 1 {
+            bad("kafka.replication_factor", "must be at least 1".into());
+        }
+        let t = &self.kafka.topics;
+        for (key, name) in [
+            ("kafka.topics.created", &t.created),
+            ("kafka.topics.succeeded", &t.succeeded),
+            ("kafka.topics.failed", &t.failed),
+            ("kafka.topics.dlq", &t.dlq),
+        ] {
+            if !valid_topic(name) {
+                bad(
+                    key,
+                    format!(
+                        "{name:?} is not a valid Kafka topic name (1-249 of a-z A-Z 0-9 . _ -)"
+                    ),
+                );
+            }
+        }
+        let names = t.all();
+        for (i, a) in names.iter().enumerate() {
+            if names[..i].contains(a) {
+                bad(
+                    "kafka.topics",
+                    format!("topic {a:?} is used for two purposes"),
+                );
+            }
+        }
+        if let Some(sasl) = &self.kafka.sasl {
+            if !SASL_MECHANISMS.contains(&sasl.mechanism.as_str()) {
+                bad(
+                    "kafka.sasl.mechanism",
+                    format!(
+                        "{:?} is not supported; use one of {SASL_MECHANISMS:?}",
+                        sasl.mechanism
+                    ),
+                );
+            }
+            if sasl.username.is_empty() {
+                bad("kafka.sasl.username", "must not be empty".into());
+            }
+            if sasl.password.is_none() && sasl.password_file.is_none() {
+                bad(
+                    "kafka.sasl.password",
+                    "SASL needs `password` or `password_file` (or SITEWATCH__KAFKA__SASL__PASSWORD)".into(),
+                );
+            }
+        }
+        let tls = &self.kafka.tls;
+        if tls.cert_path.is_some() != tls.key_path.is_some() {
+            bad(
+                "kafka.tls.key_path",
+                "a client certificate needs both `cert_path` and `key_path`".into(),
+            );
+        }
+        if self.scheduler.min_interval < MIN_INTERVAL_FLOOR {
+            bad(
+                "scheduler.min_interval",
+                format!("must be at least {}", duration::show(MIN_INTERVAL_FLOOR)),
+            );
+        }
+        if self.checker.concurrency == 0 {
+            bad("checker.concurrency", "must be at least 1".into());
+        }
+        if self.checker.max_body_bytes == 0 {
+            bad("checker.max_body_bytes", "must be at least 1".into());
+        }
+        if self.persister.batch_size == 0 || self.persister.batch_size > 50_000 {
+            bad("persister.batch_size", "must be between 1 and 50000".into());
+        }
+        if self.persister.batch_timeout.is_zero() {
+            bad("persister.batch_timeout", "must be greater than 0".into());
+        }
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            bad("log.level", format!("not a valid log filter: {e}"));
+        }
+        if self.site_defaults.timeout >= self.site_defaults.interval {
+            bad(
+                "site_defaults.timeout",
+                format!(
+                    "timeout {} must be shorter than interval {}",
+                    duration::show(self.site_defaults.timeout),
+                    duration::show(self.site_defaults.interval)
+                ),
+            );
+        }
+        check_file(
+            file,
+            "postgres.password_file",
+            &self.postgres.password_file,
+            &mut out,
+        );
+        check_file(file, "kafka.tls.ca_path", &tls.ca_path, &mut out);
+        check_file(file, "kafka.tls.cert_path", &tls.cert_path, &mut out);
+        check_file(file, "kafka.tls.key_path", &tls.key_path, &mut out);
+        out
+    }
+}

@@ -1,0 +1,537 @@
+//! A site: what to check, how often, and what counts as healthy. Parsed from a
+//! raw TOML table field by field, so that one bad field does not hide the
+//! others and every problem names its site and field.
+
+use std::fmt;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use regex::Regex;
+use url::Url;
+
+use super::duration;
+use super::normalize::normalize_url;
+use super::problem::{Problem, SiteRef};
+use super::settings::SiteDefaults;
+
+/// Compiled regexes are bounded so a pathological pattern cannot take the
+/// daemon's memory.
+const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Longest interval accepted: a check less often than daily is a cron job.
+const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+
+pub const SITE_KEYS: [&str; 10] = [
+    "name",
+    "url",
+    "interval",
+    "timeout",
+    "regex",
+    "method",
+    "headers",
+    "expect_status",
+    "enabled",
+    "reuse_connection",
+];
+
+#[derive(Debug, Clone)]
+pub struct Site {
+    /// Unique, stable id: the Kafka message key and the `sites` primary key.
+    /// Renaming a site starts a new history.
+    pub name: String,
+    /// Normalised (see `normalize`).
+    pub url: Url,
+    pub interval: Duration,
+    pub timeout: Duration,
+    /// Matched against the (capped) response body.
+    pub regex: Option<Regex>,
+    pub method: Method,
+    pub headers: HeaderMap,
+    /// Status codes that count as healthy.
+    pub expect_status: StatusSet,
+    /// A disabled site stays in the `sites` table with its history but is not
+    /// scheduled.
+    pub enabled: bool,
+    /// Off by default: a pooled connection would hide DNS, connect and TLS
+    /// failures.
+    pub reuse_connection: bool,
+    /// The file the site was defined in, for messages.
+    pub source: PathBuf,
+}
+
+/// A set of accepted HTTP status codes, e.g. `200-399` or `200, 301`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusSet(pub Vec<RangeInclusive<u16>>);
+
+impl Default for StatusSet {
+    fn default() -> Self {
+        StatusSet(vec![200..=399])
+    }
+}
+
+impl StatusSet {
+    pub fn contains(&self, code: u16) -> bool {
+        self.0.iter().any(|r| r.contains(&code))
+    }
+}
+
+impl fmt::Display for StatusSet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, r) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str(",")?;
+            }
+            if r.start() == r.end() {
+                write!(f, "{}", r.start())?;
+            } else {
+                write!(f, "{}-{}", r.start(), r.end())?;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn parse_status_item(v: &toml::Value) -> Result<RangeInclusive<u16>, String> {
+    let code = |n: i64| -> Result<u16, String> {
+        if (100..=599).contains(&n) {
+            Ok(n as u16)
+        } else {
+            Err(format!("{n} is not an HTTP status code (100-599)"))
+        }
+    };
+    match v {
+        toml::Value::Integer(n) => code(*n).map(|c| c..=c),
+        toml::Value::String(s) => {
+            let s = s.trim();
+            if let Some(d) = s.strip_suffix("xx").and_then(|d| d.parse::<i64>().ok()) {
+                let lo = code(d * 100)?;
+                return Ok(lo..=lo + 99);
+            }
+            let (a, b) = s.split_once('-').ok_or_else(|| {
+                format!("{s:?} is not a status code, range (\"200-299\") or class (\"2xx\")")
+            })?;
+            let lo = code(
+                a.trim()
+                    .parse()
+                    .map_err(|_| format!("{s:?}: bad range start"))?,
+            )?;
+            let hi = code(
+                b.trim()
+                    .parse()
+                    .map_err(|_| format!("{s:?}: bad range end"))?,
+            )?;
+            if lo > hi {
+                return Err(format!("{s:?}: range start is above its end"));
+            }
+            Ok(lo..=hi)
+        }
+        other => Err(format!(
+            "expected a status code or range, found {}",
+            other.type_str()
+        )),
+    }
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
+/// Reads fields out of one site's table, recording a problem for each bad one.
+struct Reader<'a> {
+    table: toml::Table,
+    file: &'a Path,
+    site: SiteRef,
+    problems: Vec<Problem>,
+}
+
+impl Reader<'_> {
+    fn bad(&mut self, field: &str, msg: impl Into<String>) {
+        self.problems
+            .push(Problem::site(self.file, &self.site, Some(field), msg));
+    }
+
+    fn take(&mut self, key: &str) -> Option<toml::Value> {
+        self.table.remove(key)
+    }
+
+    fn string(&mut self, key: &str) -> Option<String> {
+        match self.take(key)? {
+            toml::Value::String(s) => Some(s),
+            other => {
+                self.bad(
+                    key,
+                    format!("expected a string, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, key: &str, default: bool) -> bool {
+        match self.take(key) {
+            None => default,
+            Some(toml::Value::Boolean(b)) => b,
+            Some(other) => {
+                self.bad(
+                    key,
+                    format!("expected true or false, found {}", other.type_str()),
+                );
+                default
+            }
+        }
+    }
+
+    fn duration(&mut self, key: &str) -> Option<Duration> {
+        let text = self.string(key)?;
+        match duration::parse(&text) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                self.bad(key, e);
+                None
+            }
+        }
+    }
+}
+
+/// Parses one `[[sites]]` table. `index` is its position in `file`.
+pub fn parse_site(
+    table: toml::Table,
+    index: usize,
+    file: &Path,
+    defaults: &SiteDefaults,
+    min_interval: Duration,
+) -> Result<Site, Vec<Problem>> {
+    let name_value = table.get("name").cloned();
+    let site = match &name_value {
+        Some(toml::Value::String(s)) if valid_name(s) => SiteRef::Named(s.clone()),
+        _ => SiteRef::Index(index),
+    };
+    let mut r = Reader {
+        table,
+        file,
+        site,
+        problems: Vec::new(),
+    };
+
+    let name = r.string("name");
+    match &name {
+        None if name_value.is_none() => r.bad("name", "missing; every site needs a unique name"),
+        Some(n) if !valid_name(n) => r.bad(
+            "name",
+            format!("{n:?} is not a valid name (1-128 of a-z A-Z 0-9 - _ .)"),
+        ),
+        _ => {}
+    }
+
+    let url = match r.string("url") {
+        None => {
+            if !r.problems.iter().any(|p| p.field.as_deref() == Some("url")) {
+                r.bad("url", "missing");
+            }
+            None
+        }
+        Some(text) => match normalize_url(&text) {
+            Ok(u) => Some(u),
+            Err(e) => {
+                r.bad("url", e);
+                None
+            }
+        },
+    };
+
+    let interval_given = r.table.contains_key("interval");
+    let interval = if interval_given {
+        r.duration("interval")
+    } else {
+        Some(defaults.interval)
+    };
+    if let Some(i) = interval {
+        if i < min_interval {
+            r.bad(
+                "interval",
+                format!(
+                    "{} is below the minimum {} (scheduler.min_interval)",
+                    duration::show(i),
+                    duration::show(min_interval)
+                ),
+            );
+        } else if i > MAX_INTERVAL {
+            r.bad(
+                "interval",
+                format!(
+                    "{} is above the maximum {}",
+                    duration::show(i),
+                    duration::show(MAX_INTERVAL)
+                ),
+            );
+        } else if i.subsec_nanos() % 1_000_000 != 0 {
+            r.bad("interval", "must be a whole number of milliseconds");
+        }
+    }
+
+    let timeout_given = r.table.contains_key("timeout");
+    let timeout = if timeout_given {
+        r.duration("timeout")
+    } else {
+        Some(defaults.timeout)
+    };
+    if let Some(t) = timeout {
+        if t.is_zero() {
+            r.bad("timeout", "must be greater than 0");
+        } else if let Some(i) = interval {
+            if t >= i {
+                let whose = if timeout_given {
+                    ""
+                } else {
+                    " (from site_defaults)"
+                };
+                r.bad(
+                    "timeout",
+                    format!(
+                        "timeout {}{whose} must be shorter than the interval {}",
+                        duration::show(t),
+                        duration::show(i)
+                    ),
+                );
+            }
+        }
+    }
+
+    let regex = r.string("regex").and_then(|pattern| {
+        match regex::RegexBuilder::new(&pattern)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()
+        {
+            Ok(re) => Some(re),
+            Err(e) => {
+                r.bad("regex", format!("invalid regex: {e}"));
+                None
+            }
+        }
+    });
+
+    let method = match r.string("method") {
+        None => Method::GET,
+        Some(m) => match Method::from_bytes(m.trim().to_ascii_uppercase().as_bytes()) {
+            Ok(m) => m,
+            Err(_) => {
+                r.bad("method", format!("{m:?} is not an HTTP method"));
+                Method::GET
+            }
+        },
+    };
+
+    let mut headers = HeaderMap::new();
+    match r.take("headers") {
+        None => {}
+        Some(toml::Value::Table(t)) => {
+            for (k, v) in t {
+                let field = format!("headers.{k}");
+                let Ok(hname) = HeaderName::from_bytes(k.as_bytes()) else {
+                    r.bad(&field, "not a valid header name");
+                    continue;
+                };
+                let toml::Value::String(s) = v else {
+                    r.bad(&field, format!("expected a string, found {}", v.type_str()));
+                    continue;
+                };
+                match HeaderValue::from_str(&s) {
+                    Ok(mut hv) => {
+                        // Header values often carry credentials: keep them out
+                        // of Debug output.
+                        hv.set_sensitive(true);
+                        headers.append(hname, hv);
+                    }
+                    // Do not echo the value: it may be a token.
+                    Err(_) => r.bad(&field, "value has characters not allowed in a header"),
+                }
+            }
+        }
+        Some(other) => r.bad(
+            "headers",
+            format!(
+                "expected a table of name = \"value\", found {}",
+                other.type_str()
+            ),
+        ),
+    }
+
+    let expect_status = match r.take("expect_status") {
+        None => StatusSet::default(),
+        Some(toml::Value::Array(items)) if !items.is_empty() => {
+            let mut ranges = Vec::new();
+            for item in &items {
+                match parse_status_item(item) {
+                    Ok(range) => ranges.push(range),
+                    Err(e) => r.bad("expect_status", e),
+                }
+            }
+            StatusSet(ranges)
+        }
+        Some(v @ (toml::Value::Integer(_) | toml::Value::String(_))) => match parse_status_item(&v)
+        {
+            Ok(range) => StatusSet(vec![range]),
+            Err(e) => {
+                r.bad("expect_status", e);
+                StatusSet::default()
+            }
+        },
+        Some(other) => {
+            r.bad(
+                "expect_status",
+                format!(
+                    "expected a list of codes or ranges, found {}",
+                    other.type_str()
+                ),
+            );
+            StatusSet::default()
+        }
+    };
+
+    let enabled = r.boolean("enabled", true);
+    let reuse_connection = r.boolean("reuse_connection", false);
+
+    let unknown: Vec<String> = r.table.keys().cloned().collect();
+    for key in unknown {
+        r.bad(
+            &key,
+            format!("unknown key (known keys: {})", SITE_KEYS.join(", ")),
+        );
+    }
+
+    match (name, url, interval, timeout) {
+        (Some(name), Some(url), Some(interval), Some(timeout)) if r.problems.is_empty() => {
+            Ok(Site {
+                name,
+                url,
+                interval,
+                timeout,
+                regex,
+                method,
+                headers,
+                expect_status,
+                enabled,
+                reuse_connection,
+                source: file.to_path_buf(),
+            })
+        }
+        _ => Err(r.problems),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<Site, Vec<Problem>> {
+        let table: toml::Table = toml::from_str(text).unwrap();
+        parse_site(
+            table,
+            0,
+            Path::new("t.toml"),
+            &SiteDefaults::default(),
+            Duration::from_secs(5),
+        )
+    }
+
+    fn fields(problems: &[Problem]) -> Vec<&str> {
+        problems.iter().filter_map(|p| p.field.as_deref()).collect()
+    }
+
+    #[test]
+    fn minimal_site_gets_defaults() {
+        let s = parse("name = \"a\"\nurl = \"https://a.example\"").unwrap();
+        assert_eq!(s.interval, Duration::from_secs(60));
+        assert_eq!(s.timeout, Duration::from_secs(10));
+        assert_eq!(s.method, Method::GET);
+        assert!(s.expect_status.contains(301) && !s.expect_status.contains(404));
+        assert!(s.enabled && !s.reuse_connection);
+    }
+
+    #[test]
+    fn full_site() {
+        let s = parse(
+            r#"name = "shop"
+               url = "https://shop.example/health"
+               interval = "30s"
+               timeout = "5s"
+               regex = "ok|healthy"
+               method = "head"
+               headers = { Authorization = "Bearer t0ken", "X-Probe" = "1" }
+               expect_status = [200, "300-302", "4xx"]
+               enabled = false
+               reuse_connection = true"#,
+        )
+        .unwrap();
+        assert_eq!(s.method, Method::HEAD);
+        assert!(s.regex.unwrap().is_match("all healthy"));
+        assert_eq!(s.headers.len(), 2);
+        assert!(!format!("{:?}", s.headers).contains("t0ken"));
+        assert_eq!(s.expect_status.to_string(), "200,300-302,400-499");
+        assert!(!s.enabled && s.reuse_connection);
+    }
+
+    #[test]
+    fn every_bad_field_is_reported() {
+        let problems = parse(
+            r#"name = "x"
+               url = "ftp://x.example"
+               interval = "1s"
+               timeout = "fast"
+               regex = "("
+               method = "GE T"
+               expect_status = [999]
+               colour = "blue""#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            fields(&problems),
+            [
+                "url",
+                "interval",
+                "timeout",
+                "regex",
+                "method",
+                "expect_status",
+                "colour"
+            ]
+        );
+        assert!(problems
+            .iter()
+            .all(|p| p.site == Some(SiteRef::Named("x".into()))));
+    }
+
+    #[test]
+    fn timeout_must_be_shorter_than_interval() {
+        let p = parse(
+            "name = \"a\"\nurl = \"http://a.example\"\ninterval = \"10s\"\ntimeout = \"10s\"",
+        )
+        .unwrap_err();
+        assert_eq!(fields(&p), ["timeout"]);
+        // The default timeout (10s) against a short interval names its origin.
+        let p = parse("name = \"a\"\nurl = \"http://a.example\"\ninterval = \"5s\"").unwrap_err();
+        assert!(p[0].message.contains("site_defaults"), "{}", p[0].message);
+    }
+
+    #[test]
+    fn nameless_site_is_named_by_position() {
+        let p = parse("url = \"http://a.example\"").unwrap_err();
+        assert_eq!(p[0].site, Some(SiteRef::Index(0)));
+        assert_eq!(fields(&p), ["name"]);
+        let p = parse("name = \"has space\"\nurl = \"http://a.example\"").unwrap_err();
+        assert_eq!(p[0].site, Some(SiteRef::Index(0)));
+    }
+
+    #[test]
+    fn bad_header_value_is_not_echoed() {
+        let p = parse("name = \"a\"\nurl = \"http://a.example\"\nheaders = { Authorization = \"Bearer se\\ncret\" }")
+            .unwrap_err();
+        assert_eq!(fields(&p), ["headers.Authorization"]);
+        assert!(!p[0].to_string().contains("cret"));
+    }
+}

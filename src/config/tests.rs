@@ -1,0 +1,199 @@
+//! Loader tests: files, globs, environment overrides, secrets, duplicates.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use super::*;
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let p = dir.join(name);
+    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+    std::fs::write(&p, text).unwrap();
+    p
+}
+
+fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
+}
+
+const MAIN: &str = r#"
+sites_files = ["sites.d/*.toml"]
+[kafka]
+brokers = "k1:9092"
+[[sites]]
+name = "inline"
+url = "https://inline.example"
+"#;
+
+#[test]
+fn loads_inline_and_glob_sites_in_order() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = write(dir.path(), "main.toml", MAIN);
+    write(
+        dir.path(),
+        "sites.d/b.toml",
+        "[[sites]]\nname = \"b\"\nurl = \"https://b.example\"\n",
+    );
+    write(
+        dir.path(),
+        "sites.d/a.toml",
+        "[[sites]]\nname = \"a\"\nurl = \"https://a.example\"\n",
+    );
+    write(dir.path(), "sites.d/ignored.txt", "not toml");
+    let s = load_with_env(&main, HashMap::new()).unwrap();
+    let names: Vec<_> = s.sites.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, ["inline", "a", "b"]);
+    assert_eq!(s.site_files.len(), 3);
+    assert!(s.sites[1].source.ends_with("sites.d/a.toml"));
+}
+
+#[test]
+fn environment_overrides_file_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = write(dir.path(), "main.toml", MAIN);
+    let s = load_with_env(
+        &main,
+        env(&[
+            ("SITEWATCH__KAFKA__BROKERS", "k2:9092,k3:9092"),
+            ("SITEWATCH__POSTGRES__URL", "postgres://u@db:5432/x"),
+            ("SITEWATCH__CHECKER__MAX_BODY_BYTES", "4096"),
+            ("SITEWATCH__KAFKA__TOPICS__DLQ", "my_dlq"),
+            ("SITEWATCH__POSTGRES__PASSWORD", "pw-from-env"),
+            ("UNRELATED", "x"),
+        ]),
+    )
+    .unwrap();
+    assert_eq!(s.kafka.brokers, "k2:9092,k3:9092");
+    assert_eq!(s.postgres.url, "postgres://u@db:5432/x");
+    assert_eq!(s.checker.max_body_bytes, 4096);
+    assert_eq!(s.kafka.topics.dlq, "my_dlq");
+    assert_eq!(
+        s.postgres_password.as_ref().unwrap().expose(),
+        "pw-from-env"
+    );
+    assert!(!format!("{s:?}").contains("pw-from-env"));
+    assert!(!s.summary().contains("pw-from-env"));
+}
+
+#[test]
+fn unknown_environment_key_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = write(dir.path(), "main.toml", MAIN);
+    let err = load_with_env(&main, env(&[("SITEWATCH__KAFKA__BROKERZ", "x")])).unwrap_err();
+    assert!(err.to_string().contains("brokerz"), "{err}");
+}
+
+#[test]
+fn secrets_from_files_and_never_in_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = write(dir.path(), "sasl.pw", "sasl-secret\n");
+    let main = write(
+        dir.path(),
+        "main.toml",
+        &format!(
+            "[postgres]\nurl = \"postgres://u:inline-secret@db/x\"\n\
+             [kafka.sasl]\nmechanism = \"SCRAM-SHA-512\"\nusername = \"svc\"\npassword_file = {:?}\n",
+            pw.to_str().unwrap()
+        ),
+    );
+    let s = load_with_env(&main, HashMap::new()).unwrap();
+    assert_eq!(
+        s.kafka_sasl_password.as_ref().unwrap().expose(),
+        "sasl-secret"
+    );
+    assert!(!s.summary().contains("inline-secret"));
+    assert!(s.postgres_display_url().contains("REDACTED"));
+
+    // A bad config that holds secrets does not print them.
+    let bad = write(
+        dir.path(),
+        "bad.toml",
+        "[postgres]\nurl = \"postgres://u:inline-secret@db/x\"\npool_size = 0\n\
+         [kafka.sasl]\nmechanism = \"GSSAPI\"\nusername = \"svc\"\npassword = \"sasl-inline\"\n",
+    );
+    let err = load_with_env(&bad, HashMap::new()).unwrap_err().to_string();
+    assert!(
+        err.contains("postgres.pool_size") && err.contains("kafka.sasl.mechanism"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("inline-secret") && !err.contains("sasl-inline"),
+        "{err}"
+    );
+}
+
+#[test]
+fn duplicates_by_name_and_by_normalised_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = write(
+        dir.path(),
+        "main.toml",
+        r#"sites_files = ["more.toml"]
+[[sites]]
+name = "a"
+url = "http://A.example:80/"
+[[sites]]
+name = "a"
+url = "http://other.example"
+"#,
+    );
+    write(
+        dir.path(),
+        "more.toml",
+        "[[sites]]\nname = \"b\"\nurl = \"http://a.example#x\"\n",
+    );
+    let err = load_with_env(&main, HashMap::new()).unwrap_err();
+    let lines: Vec<String> = err.0.iter().map(|p| p.to_string()).collect();
+    assert_eq!(lines.len(), 2, "{lines:#?}");
+    assert!(
+        lines[0].contains("main.toml: site \"a\": field `name`: duplicate name"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        lines[1].contains("more.toml: site \"b\": field `url`"),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[1].contains("same target as site \"a\""),
+        "{}",
+        lines[1]
+    );
+}
+
+#[test]
+fn daemon_and_site_problems_reported_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = write(
+        dir.path(),
+        "main.toml",
+        "[kafka]\nbrokerz = \"x\"\n[[sites]]\nname = \"a\"\nurl = \"gopher://a\"\n",
+    );
+    let err = load_with_env(&main, HashMap::new()).unwrap_err();
+    assert_eq!(err.0.len(), 2, "{err}");
+    assert!(err.0.iter().any(|p| p.to_string().contains("brokerz")));
+    assert!(err.0.iter().any(|p| p.field.as_deref() == Some("url")));
+}
+
+#[test]
+fn site_file_with_other_keys_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = write(dir.path(), "main.toml", "sites_files = [\"s.toml\"]\n");
+    write(dir.path(), "s.toml", "[kafka]\nbrokers = \"x\"\n");
+    let err = load_with_env(&main, HashMap::new()).unwrap_err();
+    assert!(
+        err.0[0].to_string().contains("s.toml: field `kafka`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn example_config_is_valid() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sitewatch.example.toml");
+    let s = load_with_env(&path, HashMap::new()).unwrap_or_else(|e| panic!("{e}"));
+    assert!(s.sites.len() >= 3);
+}

@@ -1,0 +1,81 @@
+//! Postgres: connections, embedded migrations, the `sites` sync, and the
+//! queries the other stages need. Every function here either does its work
+//! durably or returns `Err`; callers decide whether to retry.
+
+mod migrate;
+mod sites;
+
+pub use migrate::{migrate, MigrationReport, PARTITION_DAYS_AHEAD};
+pub use sites::{sync_sites, SyncReport};
+
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::NoTls;
+
+use crate::config::{Secret, Settings};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("invalid Postgres settings: {0}")]
+    Config(String),
+    #[error("Postgres: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    #[error("Postgres pool: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("migration failed: {0}")]
+    Migration(#[from] refinery::Error),
+}
+
+/// The driver configuration for `settings`, with the password from
+/// `postgres.password` / `postgres.password_file` applied.
+pub fn pg_config(settings: &Settings) -> Result<tokio_postgres::Config, StoreError> {
+    build_pg_config(
+        &settings.postgres.url,
+        settings.postgres_password.as_ref(),
+        settings.postgres.connect_timeout,
+    )
+}
+
+fn build_pg_config(
+    url: &str,
+    password: Option<&Secret>,
+    connect_timeout: std::time::Duration,
+) -> Result<tokio_postgres::Config, StoreError> {
+    let mut cfg: tokio_postgres::Config = url
+        .parse()
+        .map_err(|e: tokio_postgres::Error| StoreError::Config(e.to_string()))?;
+    if let Some(pw) = password {
+        cfg.password(pw.expose());
+    }
+    if cfg.get_application_name().is_none() {
+        cfg.application_name("sitewatch");
+    }
+    cfg.connect_timeout(connect_timeout);
+    Ok(cfg)
+}
+
+/// One connection, outside the pool (migrations hold a session lock on it).
+pub async fn connect(settings: &Settings) -> Result<tokio_postgres::Client, StoreError> {
+    let (client, connection) = pg_config(settings)?.connect(NoTls).await?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::debug!(error = %e, "postgres connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// The shared pool. Connections are made lazily, so this does not fail when
+/// Postgres is down; the first query does.
+pub fn pool(settings: &Settings) -> Result<Pool, StoreError> {
+    let manager = Manager::from_config(
+        pg_config(settings)?,
+        NoTls,
+        ManagerConfig {
+            recycling_method: RecyclingMethod::Fast,
+        },
+    );
+    Pool::builder(manager)
+        .max_size(settings.postgres.pool_size)
+        .build()
+        .map_err(|e| StoreError::Config(e.to_string()))
+}
