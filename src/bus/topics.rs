@@ -27,7 +27,9 @@ pub async fn ensure_topics(settings: &Settings, names: &[&str]) -> Result<(), Bu
             )
         })
         .collect();
-    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let opts = AdminOptions::new()
+        .operation_timeout(Some(Duration::from_secs(10)))
+        .request_timeout(Some(Duration::from_secs(15)));
     for result in admin.create_topics(&new, &opts).await? {
         match result {
             Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
@@ -51,7 +53,11 @@ pub async fn ensure_topics_with_retry(
 ) -> Result<(), BusError> {
     let mut delay = Duration::from_millis(250);
     loop {
-        match ensure_topics(settings, names).await {
+        let attempt = tokio::select! {
+            _ = cancel.cancelled() => return Err(BusError::Cancelled),
+            r = ensure_topics(settings, names) => r,
+        };
+        match attempt {
             Ok(()) => return Ok(()),
             Err(e) => {
                 tracing::warn!(

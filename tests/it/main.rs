@@ -1,1 +1,8 @@
-//! Integration tests against real Postgres and Kafka (see support.rs).
+//! Integration tests against the real Postgres and Kafka-protocol broker of
+//! the dev stack (`make up`), isolated by random database, topic and group
+//! names so they run in parallel and leave each other alone.
+
+mod bus;
+mod cli;
+mod store;
+mod support;

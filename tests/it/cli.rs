@@ -1,0 +1,83 @@
+//! The `sitewatch validate` command on the example config and on a corpus of
+//! broken configs (`tests/configs/bad/`), each of which states in
+//! `# expect:` lines what its error must say.
+
+use std::path::Path;
+use std::process::Command;
+
+fn validate(path: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_sitewatch"))
+        .args(["validate", "--config"])
+        .arg(path)
+        .env_remove("SITEWATCH_CONFIG")
+        .output()
+        .expect("run sitewatch")
+}
+
+#[test]
+fn example_config_validates_with_summary() {
+    let out = validate(Path::new("config/sitewatch.example.toml"));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("3 sites"), "summary: {stdout}");
+}
+
+#[test]
+fn every_broken_config_is_rejected_naming_file_site_and_field() {
+    let mut checked = 0;
+    for entry in std::fs::read_dir("tests/configs/bad").unwrap() {
+        let path = entry.unwrap().path();
+        let text = std::fs::read_to_string(&path).unwrap();
+        let expects: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# expect: "))
+            .collect();
+        assert!(
+            !expects.is_empty(),
+            "{} has no `# expect:` line",
+            path.display()
+        );
+
+        let out = validate(&path);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{}: {stderr}", path.display());
+        assert!(
+            stderr.contains(&path.display().to_string()),
+            "{}: error does not name the file: {stderr}",
+            path.display()
+        );
+        for e in expects {
+            assert!(
+                stderr.contains(e),
+                "{}: expected {e:?} in:\n{stderr}",
+                path.display()
+            );
+        }
+        checked += 1;
+    }
+    assert!(checked >= 15, "corpus shrank to {checked} files");
+}
+
+#[test]
+fn secrets_never_reach_the_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("c.toml");
+    std::fs::write(
+        &path,
+        "[postgres]\npassword = \"s3cr3t-pg\"\npool_size = 0\n[[sites]]\nname = \"x\"\nurl = \"https://example.com/\"\nheaders = { Authorization = \"Bearer s3cr3t-token\" }\nregex = \"(\"\n",
+    )
+    .unwrap();
+    let out = validate(&path);
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!out.status.success());
+    assert!(all.contains("pool_size"), "{all}");
+    assert!(!all.contains("s3cr3t"), "secret leaked: {all}");
+}

@@ -1,0 +1,157 @@
+//! Shared helpers: a fresh, migrated database per test (random name), random
+//! topic and group names, and settings that point at the dev stack started by
+//! `make up` (`scripts/up`). Override the endpoints with
+//! `SITEWATCH_TEST_PG_URL` and `SITEWATCH_TEST_KAFKA`.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+
+use sitewatch::config::{self, Settings};
+use tempfile::TempDir;
+use tokio_postgres::NoTls;
+
+pub fn pg_url() -> String {
+    std::env::var("SITEWATCH_TEST_PG_URL")
+        .unwrap_or_else(|_| "postgres://sitewatch@127.0.0.1:55432/sitewatch".to_owned())
+}
+
+pub fn kafka_brokers() -> String {
+    std::env::var("SITEWATCH_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:19092".to_owned())
+}
+
+/// A short random suffix for database, topic and group names.
+pub fn unique(prefix: &str) -> String {
+    format!(
+        "{prefix}_{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}
+
+/// A database created for one test. It is left behind on purpose: a failed
+/// test's data can be inspected, and the dev cluster is disposable.
+pub struct TestDb {
+    #[allow(dead_code)] // handy when a failing test is debugged
+    pub name: String,
+    pub url: String,
+}
+
+impl TestDb {
+    pub async fn create() -> TestDb {
+        let admin_url = pg_url();
+        let (client, conn) = tokio_postgres::connect(&admin_url, NoTls)
+            .await
+            .unwrap_or_else(|e| {
+                panic!("cannot reach test Postgres at {admin_url} (run `make up`): {e}")
+            });
+        tokio::spawn(conn);
+        let name = unique("sw_test");
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create test database");
+        let url = with_dbname(&admin_url, &name);
+        TestDb { name, url }
+    }
+
+    pub async fn client(&self) -> tokio_postgres::Client {
+        let (client, conn) = tokio_postgres::connect(&self.url, NoTls)
+            .await
+            .expect("connect to test database");
+        tokio::spawn(conn);
+        client
+    }
+}
+
+fn with_dbname(url: &str, db: &str) -> String {
+    let mut u = url::Url::parse(url).expect("test Postgres URL must be a URL");
+    u.set_path(&format!("/{db}"));
+    u.to_string()
+}
+
+/// A config directory for one test: the main file names the test database,
+/// the dev broker, a random consumer-group prefix and random topic names;
+/// the sites are appended verbatim.
+pub struct TestConfig {
+    /// Held so the directory lives as long as the test.
+    _dir: TempDir,
+    pub path: PathBuf,
+    pub topics: Topics,
+    daemon: String,
+}
+
+#[derive(Clone, Debug)]
+pub struct Topics {
+    pub created: String,
+    pub succeeded: String,
+    pub failed: String,
+    pub dlq: String,
+}
+
+impl Topics {
+    pub fn all(&self) -> [&str; 4] {
+        [&self.created, &self.succeeded, &self.failed, &self.dlq]
+    }
+}
+
+impl TestConfig {
+    pub fn new(db: &TestDb, sites: &str) -> TestConfig {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let t = unique("t");
+        let topics = Topics {
+            created: format!("{t}_created"),
+            succeeded: format!("{t}_succeeded"),
+            failed: format!("{t}_failed"),
+            dlq: format!("{t}_dlq"),
+        };
+        let daemon = format!(
+            r#"
+[postgres]
+url = "{pg}"
+pool_size = 4
+
+[kafka]
+brokers = "{brokers}"
+group_prefix = "{group}"
+partitions = 3
+
+[kafka.topics]
+created = "{c}"
+succeeded = "{s}"
+failed = "{f}"
+dlq = "{d}"
+
+[scheduler]
+min_interval = "100ms"
+
+[log]
+level = "warn"
+"#,
+            pg = db.url,
+            brokers = kafka_brokers(),
+            group = unique("g"),
+            c = topics.created,
+            s = topics.succeeded,
+            f = topics.failed,
+            d = topics.dlq,
+        );
+        let path = dir.path().join("sitewatch.toml");
+        let cfg = TestConfig {
+            _dir: dir,
+            path,
+            topics,
+            daemon,
+        };
+        cfg.set_sites(sites);
+        cfg
+    }
+
+    /// Replaces the sites, keeping the daemon settings.
+    pub fn set_sites(&self, sites: &str) {
+        std::fs::write(&self.path, format!("{}\n{sites}\n", self.daemon)).expect("write config");
+    }
+
+    pub fn load(&self) -> Settings {
+        config::load_with_env(&self.path, HashMap::new())
+            .unwrap_or_else(|e| panic!("test config invalid: {e}"))
+    }
+}
