@@ -7,11 +7,26 @@
 //! The map:
 //! * [`config`]: the TOML file, site files and environment overrides, parsed
 //!   once into typed, validated [`config::Settings`].
-//! * [`store`]: Postgres: pool, embedded migrations, the `sites` sync.
-//! * [`bus`]: Kafka: client configuration (TLS, SASL) and topics.
+//! * [`model`]: the versioned messages on the topics (`CheckRequest`,
+//!   `CheckOutcome`) and check ids.
+//! * [`scheduler`]: slots aligned to absolute time, publishing, and the
+//!   accounting that gives every slot exactly one row.
+//! * [`checker`]: the HTTP check and the stage that runs checks from Kafka.
+//! * [`persister`]: batched, idempotent writes of outcomes to Postgres.
+//! * [`bus`]: Kafka: client settings, producer, consumers with at-least-once
+//!   offsets, topics, dead letters.
+//! * [`store`]: Postgres: pool, embedded migrations, sites, results, progress.
+//! * [`daemon`]: start-up and the stages as tasks, by role.
+//! * [`shutdown`]: signals to cancellation.
 //! * [`telemetry`]: logging set-up (plain or JSON).
 
 pub mod bus;
+pub mod checker;
 pub mod config;
+pub mod daemon;
+pub mod model;
+pub mod persister;
+pub mod scheduler;
+pub mod shutdown;
 pub mod store;
 pub mod telemetry;

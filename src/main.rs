@@ -2,12 +2,17 @@
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 
-use sitewatch::config::{self, Settings};
-use sitewatch::{store, telemetry};
+use sitewatch::checker::HttpChecker;
+use sitewatch::config::{self, CheckerSettings, Settings};
+use sitewatch::daemon::{self, Role};
+use sitewatch::model::{CheckRequest, Origin, Outcome, SCHEMA_VERSION};
+use sitewatch::{shutdown, store, telemetry};
+use tokio_util::sync::CancellationToken;
 
 /// Exit status for an invalid configuration (sysexits' EX_CONFIG), so a
 /// service manager can tell "fix the config" from "crashed".
@@ -34,6 +39,36 @@ enum Command {
         )]
         config: PathBuf,
     },
+    /// Run the daemon: all stages, or those given with --role.
+    Run {
+        #[arg(
+            long,
+            env = "SITEWATCH_CONFIG",
+            default_value = "/etc/sitewatch/sitewatch.toml"
+        )]
+        config: PathBuf,
+        /// Run only this stage (repeatable): scheduler, checker, persister.
+        #[arg(long = "role", value_enum)]
+        roles: Vec<Role>,
+    },
+    /// Check one URL now and print the outcome (no Kafka, no Postgres).
+    /// Exit status: 0 up, 1 down.
+    Check {
+        url: String,
+        /// Regex the body must match.
+        #[arg(long)]
+        regex: Option<String>,
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        timeout: Duration,
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// Healthy status codes, e.g. "200-399" or "200,301-302".
+        #[arg(long, default_value = "200-399")]
+        expect_status: String,
+        /// Body bytes read (and matched) at most; default as checker.max_body_bytes.
+        #[arg(long)]
+        max_body_bytes: Option<u64>,
+    },
     /// Apply database migrations and sync the `sites` table with the config.
     Migrate {
         #[arg(
@@ -58,6 +93,33 @@ fn main() -> ExitCode {
                 ExitCode::from(EXIT_CONFIG)
             }
         },
+        Command::Run { config, roles } => {
+            let settings = match load(&config) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            report(runtime().block_on(async {
+                let token = CancellationToken::new();
+                shutdown::cancel_on_signals(token.clone()).context("installing signal handlers")?;
+                daemon::run(settings, &roles, token).await?;
+                Ok(())
+            }))
+        }
+        Command::Check {
+            url,
+            regex,
+            timeout,
+            method,
+            expect_status,
+            max_body_bytes,
+        } => runtime().block_on(check(CheckArgs {
+            url,
+            regex,
+            timeout,
+            method,
+            expect_status,
+            max_body_bytes,
+        })),
         Command::Migrate { config } => {
             let settings = match load(&config) {
                 Ok(s) => s,
@@ -116,5 +178,86 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    config::parse_duration(text)
+}
+
+struct CheckArgs {
+    url: String,
+    regex: Option<String>,
+    timeout: Duration,
+    method: String,
+    expect_status: String,
+    max_body_bytes: Option<u64>,
+}
+
+/// `sitewatch check`: the same check the daemon runs, printed.
+async fn check(a: CheckArgs) -> ExitCode {
+    let url = match config::normalize_url(&a.url) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let mut checker_settings = CheckerSettings::default();
+    if let Some(n) = a.max_body_bytes {
+        checker_settings.max_body_bytes = n;
+    }
+    let http = match HttpChecker::new(&checker_settings, &daemon::instance_name()) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let now = chrono::Utc::now();
+    let req = CheckRequest {
+        v: SCHEMA_VERSION,
+        check_id: uuid::Uuid::new_v4(),
+        site: url.host_str().unwrap_or("site").to_owned(),
+        origin: Origin::OnDemand,
+        scheduled_at: now,
+        deadline: now + chrono::Duration::from_std(a.timeout).unwrap_or_default(),
+        url: url.to_string(),
+        method: a.method,
+        headers: Default::default(),
+        timeout_ms: a.timeout.as_millis() as u64,
+        regex: a.regex,
+        expect_status: a.expect_status,
+        reuse_connection: false,
+    };
+    let out = http.check(&req).await;
+    println!("url:           {}", out.url);
+    println!("outcome:       {}", out.outcome.as_str());
+    if let Some(code) = out.status_code {
+        println!("status:        {code}");
+    }
+    if let Some(ms) = out.response_time_ms {
+        println!("response time: {ms:.1} ms");
+    }
+    if let Some(n) = out.body_bytes {
+        println!("body bytes:    {n}");
+    }
+    match out.regex_matched {
+        Some(m) => println!(
+            "regex:         {}",
+            if m { "matched" } else { "not matched" }
+        ),
+        None if req.regex.is_some() => println!("regex:         not applied (no body)"),
+        None => {}
+    }
+    if let Some(kind) = out.error_kind {
+        println!(
+            "error:         {kind}: {}",
+            out.error_message.as_deref().unwrap_or("")
+        );
+    }
+    match out.outcome {
+        Outcome::Up | Outcome::Degraded => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
     }
 }

@@ -2,9 +2,22 @@
 //! and consumers the stages use. Stages meet here and in `model`, never in
 //! each other.
 
+mod consumer;
+mod dlq;
+mod offsets;
+mod producer;
 mod topics;
 
+pub use consumer::{MessageRef, TrackedConsumer};
+pub use dlq::DeadLetter;
+pub use offsets::OffsetTracker;
+pub use producer::{confirmed, Publisher};
 pub use topics::{ensure_topics, ensure_topics_with_retry};
+
+/// Header names of dead letters.
+pub mod dlq_headers {
+    pub use super::dlq::{H_AT, H_OFFSET, H_PARTITION, H_REASON, H_STAGE, H_TOPIC};
+}
 
 use rdkafka::ClientConfig;
 

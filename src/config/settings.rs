@@ -191,16 +191,26 @@ pub struct SchedulerSettings {
     /// Sites with a shorter interval are rejected.
     #[serde(default = "default_min_interval", deserialize_with = "duration::de")]
     pub min_interval: Duration,
+    /// After a restart, at most this many missed slots per site are recorded
+    /// one row each (`skipped` / `missed_slot`); older ones in the same gap
+    /// are recorded as one `schedule_gaps` row, so a long outage cannot turn
+    /// into millions of placeholder rows.
+    #[serde(default = "default_backfill_limit")]
+    pub backfill_limit: u32,
 }
 
 fn default_min_interval() -> Duration {
     Duration::from_secs(5)
+}
+fn default_backfill_limit() -> u32 {
+    10_000
 }
 
 impl Default for SchedulerSettings {
     fn default() -> Self {
         SchedulerSettings {
             min_interval: default_min_interval(),
+            backfill_limit: default_backfill_limit(),
         }
     }
 }

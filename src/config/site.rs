@@ -92,6 +92,27 @@ impl fmt::Display for StatusSet {
     }
 }
 
+impl std::str::FromStr for StatusSet {
+    type Err = String;
+
+    /// Parses the text form written by `Display`: `200-399`, `200,301-302`,
+    /// `2xx`.
+    fn from_str(text: &str) -> Result<Self, String> {
+        let mut ranges = Vec::new();
+        for item in text.split(',').map(str::trim).filter(|i| !i.is_empty()) {
+            let value = match item.parse::<i64>() {
+                Ok(n) => toml::Value::Integer(n),
+                Err(_) => toml::Value::String(item.to_owned()),
+            };
+            ranges.push(parse_status_item(&value)?);
+        }
+        if ranges.is_empty() {
+            return Err("no status codes given".into());
+        }
+        Ok(StatusSet(ranges))
+    }
+}
+
 fn parse_status_item(v: &toml::Value) -> Result<RangeInclusive<u16>, String> {
     let code = |n: i64| -> Result<u16, String> {
         if (100..=599).contains(&n) {
@@ -441,6 +462,16 @@ mod tests {
 
     fn fields(problems: &[Problem]) -> Vec<&str> {
         problems.iter().filter_map(|p| p.field.as_deref()).collect()
+    }
+
+    #[test]
+    fn status_set_text_round_trips() {
+        let set: StatusSet = "200, 301-302,5xx".parse().unwrap();
+        assert_eq!(set.to_string(), "200,301-302,500-599");
+        assert_eq!(set.to_string().parse::<StatusSet>().unwrap(), set);
+        assert!(set.contains(301) && set.contains(599) && !set.contains(404));
+        assert!("".parse::<StatusSet>().is_err());
+        assert!("2000".parse::<StatusSet>().is_err());
     }
 
     #[test]

@@ -3,9 +3,16 @@
 //! durably or returns `Err`; callers decide whether to retry.
 
 mod migrate;
+mod progress;
+mod results;
 mod sites;
 
 pub use migrate::{migrate, MigrationReport, PARTITION_DAYS_AHEAD};
+pub use progress::{forget_progress_except, load_progress, record_gap, save_progress};
+pub use results::{
+    ensure_partitions, insert_results, insert_skipped, is_data_error, is_missing_partition,
+    SkippedSlot,
+};
 pub use sites::{sync_sites, SyncReport};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};

@@ -4,5 +4,7 @@
 
 mod bus;
 mod cli;
+mod pipeline;
 mod store;
 mod support;
+mod target;

@@ -155,3 +155,20 @@ level = "warn"
             .unwrap_or_else(|e| panic!("test config invalid: {e}"))
     }
 }
+
+/// Polls `cond` every 100 ms until it holds; panics after `limit` naming
+/// what was awaited.
+pub async fn wait_for<F, Fut>(what: &str, limit: std::time::Duration, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !cond().await {
+        assert!(
+            start.elapsed() < limit,
+            "timed out after {limit:?} waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}

@@ -1,0 +1,118 @@
+//! Consumers with at-least-once offsets: auto-commit is off, the stage marks
+//! each message finished once its work is durable, and only the offsets an
+//! [`OffsetTracker`] allows are committed — periodically, before partitions
+//! are taken away in a rebalance, and at shutdown.
+
+use std::sync::{Arc, Mutex};
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::BorrowedMessage;
+use rdkafka::Message;
+
+use super::offsets::OffsetTracker;
+use super::{client_config, BusError};
+use crate::config::Settings;
+
+pub type SharedTracker = Arc<Mutex<OffsetTracker>>;
+
+pub struct TrackingContext {
+    tracker: SharedTracker,
+}
+
+impl ClientContext for TrackingContext {}
+
+impl ConsumerContext for TrackingContext {
+    fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(revoked) = rebalance {
+            let mut tracker = self.tracker.lock().expect("offset tracker lock");
+            // Commit what is done before the partitions move, so the new
+            // owner redoes as little as possible.
+            if let Some(tpl) = tracker.take_committable() {
+                if let Err(e) = consumer.commit(&tpl, CommitMode::Sync) {
+                    tracing::warn!(error = %e, "commit before rebalance failed");
+                }
+            }
+            tracker.revoke(revoked);
+        }
+    }
+}
+
+/// A consumer with its offset tracker.
+pub struct TrackedConsumer {
+    pub consumer: StreamConsumer<TrackingContext>,
+    pub tracker: SharedTracker,
+}
+
+impl TrackedConsumer {
+    pub fn new(settings: &Settings, group: &str, topics: &[&str]) -> Result<Self, BusError> {
+        let tracker = SharedTracker::default();
+        let consumer: StreamConsumer<TrackingContext> = client_config(settings)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .set("enable.auto.offset.store", "false")
+            // A new group starts from the oldest message: checks scheduled
+            // before the first consumer joined are not lost.
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .create_with_context(TrackingContext {
+                tracker: tracker.clone(),
+            })?;
+        consumer.subscribe(topics)?;
+        Ok(TrackedConsumer { consumer, tracker })
+    }
+
+    /// Records `msg` as taken; call [`MessageRef::finish`] once its work is
+    /// durable.
+    pub fn start(&self, msg: &BorrowedMessage<'_>) -> MessageRef {
+        let r = MessageRef {
+            topic: msg.topic().to_owned(),
+            partition: msg.partition(),
+            offset: msg.offset(),
+            tracker: self.tracker.clone(),
+        };
+        self.lock().start(&r.topic, r.partition, r.offset);
+        r
+    }
+
+    pub fn unfinished(&self) -> usize {
+        self.lock().unfinished()
+    }
+
+    /// Commits every offset whose messages are all finished.
+    pub fn commit(&self, mode: CommitMode) {
+        let tpl = self.lock().take_committable();
+        if let Some(tpl) = tpl {
+            if let Err(e) = self.consumer.commit(&tpl, mode) {
+                // Not fatal: the messages are redelivered and the writes are
+                // idempotent.
+                tracing::warn!(error = %e, "offset commit failed");
+            }
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OffsetTracker> {
+        self.tracker.lock().expect("offset tracker lock")
+    }
+}
+
+/// A message taken from Kafka whose work is in flight.
+pub struct MessageRef {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    tracker: SharedTracker,
+}
+
+impl MessageRef {
+    /// The message's work is durable: its offset may be committed.
+    pub fn finish(self) {
+        self.tracker.lock().expect("offset tracker lock").finish(
+            &self.topic,
+            self.partition,
+            self.offset,
+        );
+    }
+}

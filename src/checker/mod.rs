@@ -1,0 +1,204 @@
+//! The checker stage: consumes `status_request_created` in a consumer group,
+//! runs checks concurrently (bounded) with one shared HTTP client, and
+//! publishes each outcome to `status_request_succeeded` (a response came
+//! back) or `status_request_failed` (none did, or skipped).
+//!
+//! Promise: a request's offset is committed only after its outcome (or, for
+//! an undecodable message, its dead letter) is acknowledged by the broker,
+//! with checks completing out of order. A request received after its
+//! deadline is not checked late: it is published as `skipped`.
+
+mod http;
+
+pub use http::{ClientError, HttpChecker};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use rdkafka::consumer::CommitMode;
+use rdkafka::Message;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{BusError, DeadLetter, MessageRef, Publisher, TrackedConsumer};
+use crate::config::Settings;
+use crate::model::{self, CheckOutcome, CheckRequest, ErrorKind};
+
+/// How often finished offsets are committed.
+const COMMIT_EVERY: Duration = Duration::from_secs(1);
+/// How long shutdown waits for checks in flight before giving up on them
+/// (their requests are then redelivered after restart).
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub struct Checker {
+    settings: Arc<Settings>,
+    http: Arc<HttpChecker>,
+    publisher: Publisher,
+}
+
+impl Checker {
+    pub fn new(settings: Arc<Settings>, http: Arc<HttpChecker>, publisher: Publisher) -> Self {
+        Checker {
+            settings,
+            http,
+            publisher,
+        }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), BusError> {
+        let topics = &self.settings.kafka.topics;
+        let group = format!("{}-checker", self.settings.kafka.group_prefix);
+        let consumer = TrackedConsumer::new(&self.settings, &group, &[&topics.created])?;
+        let limit = Arc::new(Semaphore::new(self.settings.checker.concurrency));
+        let mut tasks = JoinSet::new();
+        let mut commit = tokio::time::interval(COMMIT_EVERY);
+        tracing::info!(%group, topic = %topics.created, concurrency = self.settings.checker.concurrency, "checker started");
+
+        loop {
+            // A permit first, then a message: at most `concurrency` requests
+            // are taken from Kafka and not finished.
+            let next = async {
+                let permit = limit.clone().acquire_owned().await.expect("semaphore open");
+                (permit, consumer.consumer.recv().await)
+            };
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = commit.tick() => consumer.commit(CommitMode::Async),
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Err(e) = done {
+                        tracing::error!(error = %e, "check task failed");
+                    }
+                }
+                (permit, msg) = next => {
+                    let msg = match msg {
+                        Ok(m) => m,
+                        Err(e) => {
+                            tracing::warn!(error = %e, "consume error");
+                            continue;
+                        }
+                    };
+                    let done = consumer.start(&msg);
+                    let work = Work {
+                        http: self.http.clone(),
+                        publisher: self.publisher.clone(),
+                        settings: self.settings.clone(),
+                        shutdown: shutdown.clone(),
+                    };
+                    match model::decode_request(msg.payload()) {
+                        Ok(req) => {
+                            tasks.spawn(async move {
+                                work.check_and_publish(req, done).await;
+                                drop(permit);
+                            });
+                        }
+                        Err(e) => {
+                            let letter = DeadLetter::from_message(&msg, "checker", e.to_string());
+                            tasks.spawn(async move {
+                                work.dead_letter(letter, done).await;
+                                drop(permit);
+                            });
+                        }
+                    }
+                }
+            }
+        }
+
+        tracing::info!(
+            in_flight = tasks.len(),
+            "checker stopping: draining checks in flight"
+        );
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(
+                left = tasks.len(),
+                "checks still running at shutdown; they will be redone"
+            );
+            tasks.abort_all();
+        }
+        self.publisher.flush(Duration::from_secs(10)).await;
+        consumer.commit(CommitMode::Sync);
+        tracing::info!(unfinished = consumer.unfinished(), "checker stopped");
+        Ok(())
+    }
+}
+
+/// What one check task needs.
+struct Work {
+    http: Arc<HttpChecker>,
+    publisher: Publisher,
+    settings: Arc<Settings>,
+    shutdown: CancellationToken,
+}
+
+impl Work {
+    #[tracing::instrument(skip_all, fields(site = %req.site, check_id = %req.check_id))]
+    async fn check_and_publish(self, req: CheckRequest, done: MessageRef) {
+        let outcome = if Utc::now() > req.deadline {
+            CheckOutcome::skipped(
+                &req,
+                ErrorKind::DeadlineExceeded,
+                format!(
+                    "request reached the checker after its deadline {}",
+                    req.deadline
+                ),
+                self.http.instance(),
+            )
+        } else {
+            self.http.check(&req).await
+        };
+        let topics = &self.settings.kafka.topics;
+        let topic = if outcome.got_response() {
+            &topics.succeeded
+        } else {
+            &topics.failed
+        };
+        let payload = model::encode(&outcome);
+        if self
+            .retry("publish outcome", || {
+                self.publisher
+                    .send(topic, outcome.site.as_bytes(), &payload, None)
+            })
+            .await
+        {
+            done.finish();
+        }
+    }
+
+    async fn dead_letter(self, letter: DeadLetter, done: MessageRef) {
+        let dlq = &self.settings.kafka.topics.dlq;
+        if self
+            .retry("publish dead letter", || {
+                letter.publish(&self.publisher, dlq)
+            })
+            .await
+        {
+            done.finish();
+        }
+    }
+
+    /// Retries `op` with backoff until it succeeds (true) or shutdown (false:
+    /// the offset stays uncommitted and the message is redelivered).
+    async fn retry<F, Fut>(&self, what: &str, op: F) -> bool
+    where
+        F: Fn() -> Fut,
+        Fut: std::future::Future<Output = Result<(), rdkafka::error::KafkaError>>,
+    {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match op().await {
+                Ok(()) => return true,
+                Err(e) => tracing::warn!(error = %e, retry_in = ?delay, "{what} failed"),
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+    }
+}

@@ -1,0 +1,352 @@
+//! The messages stages exchange through Kafka, version 1.
+//!
+//! Every payload is JSON with a `v` field. Decoders tolerate unknown fields
+//! (so a newer producer can add some) and refuse an unknown version, which
+//! sends the message to the dead-letter topic instead of guessing. The key of
+//! every message is the site name, so one site's checks stay ordered on one
+//! partition.
+//!
+//! * `status_request_created` carries a [`CheckRequest`]: everything a checker
+//!   needs, so checkers hold no site state.
+//! * `status_request_succeeded` and `status_request_failed` carry a
+//!   [`CheckOutcome`]: succeeded when an HTTP response came back (whatever its
+//!   status), failed when none did, or when the check was skipped.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// The message schema version this build writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Namespace of the UUIDv5 check ids of scheduled checks.
+const CHECK_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5174_e3a7_c8d4_4b7e_9a1f_0c2d_6e8b_4f31);
+
+/// The id of the scheduled check of `site` at `slot`: the same slot always
+/// gives the same id, so a re-emitted slot is the same check and persists as
+/// the same row.
+pub fn scheduled_check_id(site: &str, slot: DateTime<Utc>) -> Uuid {
+    let name = format!("{site}\n{}", slot.timestamp_millis());
+    Uuid::new_v5(&CHECK_ID_NAMESPACE, name.as_bytes())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// Emitted by the scheduler for a slot.
+    Scheduled,
+    /// Asked for by a user (API, `sitewatch check`).
+    OnDemand,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Scheduled => "scheduled",
+            Origin::OnDemand => "on_demand",
+        }
+    }
+}
+
+/// One check to run. Topic `status_request_created`, key = site.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckRequest {
+    pub v: u32,
+    pub check_id: Uuid,
+    pub site: String,
+    pub origin: Origin,
+    /// The slot (scheduled checks) or the time the check was asked for.
+    pub scheduled_at: DateTime<Utc>,
+    /// A checker that receives the request after this time does not check
+    /// late: it publishes a `skipped` outcome (`deadline_exceeded`).
+    pub deadline: DateTime<Utc>,
+    pub url: String,
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Sent as given. Values may be credentials: protect the topic
+    /// (Kafka TLS + ACLs) as you protect the config.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub timeout_ms: u64,
+    /// Matched against the body (bytes, capped), if set.
+    #[serde(default)]
+    pub regex: Option<String>,
+    /// Healthy status codes, e.g. `200-399` or `200,301-302`.
+    #[serde(default = "default_expect_status")]
+    pub expect_status: String,
+    /// Reuse pooled connections (hides DNS/connect/TLS failures).
+    #[serde(default)]
+    pub reuse_connection: bool,
+}
+
+fn default_method() -> String {
+    "GET".to_owned()
+}
+fn default_expect_status() -> String {
+    "200-399".to_owned()
+}
+
+/// What a check concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Expected status and (if configured) the regex matched.
+    Up,
+    /// Correct but slow (thresholds come with rich checks).
+    Degraded,
+    /// A response with an unexpected status or a regex miss, or no response.
+    Down,
+    /// Not checked: the slot was missed or the request arrived too late.
+    Skipped,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Up => "up",
+            Outcome::Degraded => "degraded",
+            Outcome::Down => "down",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+/// Why no (healthy) response came back, or why a check was skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The name did not resolve.
+    Dns,
+    /// TCP connect refused, reset or unreachable.
+    Connect,
+    /// TLS handshake or certificate failure.
+    Tls,
+    /// No complete answer within the site's timeout.
+    Timeout,
+    /// More redirects than `checker.max_redirects`.
+    RedirectLoop,
+    /// The connection failed while the body was read.
+    Body,
+    /// The server answered with something that is not HTTP.
+    Protocol,
+    /// A response came back with a status outside `expect_status`.
+    UnexpectedStatus,
+    /// A response came back and its body does not match the regex.
+    RegexMismatch,
+    /// The request could not be built (bad URL or header in the request).
+    InvalidRequest,
+    /// Skipped: the scheduler did not emit the slot (it was down or behind).
+    MissedSlot,
+    /// Skipped: the request reached a checker after its deadline.
+    DeadlineExceeded,
+    /// Anything else, described in `error_message`.
+    Other,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Dns => "dns",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Tls => "tls",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::RedirectLoop => "redirect_loop",
+            ErrorKind::Body => "body",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::UnexpectedStatus => "unexpected_status",
+            ErrorKind::RegexMismatch => "regex_mismatch",
+            ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::MissedSlot => "missed_slot",
+            ErrorKind::DeadlineExceeded => "deadline_exceeded",
+            ErrorKind::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The result of one check. Topics `status_request_succeeded` (a response
+/// came back) and `status_request_failed` (none did, or skipped); key = site.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckOutcome {
+    pub v: u32,
+    pub check_id: Uuid,
+    pub site: String,
+    pub url: String,
+    pub origin: Origin,
+    pub scheduled_at: DateTime<Utc>,
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: Outcome,
+    #[serde(default)]
+    pub status_code: Option<u16>,
+    /// From sending the request to the end of the (capped) body.
+    #[serde(default)]
+    pub response_time_ms: Option<f64>,
+    /// `None`: no regex configured, or no body read.
+    #[serde(default)]
+    pub regex_matched: Option<bool>,
+    #[serde(default)]
+    pub body_bytes: Option<u64>,
+    #[serde(default)]
+    pub error_kind: Option<ErrorKind>,
+    #[serde(default)]
+    pub error_message: Option<String>,
+    /// The checker instance that ran it.
+    #[serde(default)]
+    pub checker: Option<String>,
+}
+
+impl CheckOutcome {
+    /// True when an HTTP response came back: the outcome belongs on the
+    /// succeeded topic, whatever its status code.
+    pub fn got_response(&self) -> bool {
+        self.status_code.is_some()
+    }
+
+    /// A `skipped` outcome for `req` (nothing was started).
+    pub fn skipped(req: &CheckRequest, kind: ErrorKind, message: String, checker: &str) -> Self {
+        CheckOutcome {
+            v: SCHEMA_VERSION,
+            check_id: req.check_id,
+            site: req.site.clone(),
+            url: req.url.clone(),
+            origin: req.origin,
+            scheduled_at: req.scheduled_at,
+            started_at: None,
+            finished_at: None,
+            outcome: Outcome::Skipped,
+            status_code: None,
+            response_time_ms: None,
+            regex_matched: None,
+            body_bytes: None,
+            error_kind: Some(kind),
+            error_message: Some(message),
+            checker: Some(checker.to_owned()),
+        }
+    }
+}
+
+/// Why a message could not be decoded (it goes to the dead-letter topic).
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("payload missing")]
+    Empty,
+    #[error("not valid JSON for this topic: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("unsupported schema version {0} (this build reads {SCHEMA_VERSION})")]
+    Version(u32),
+    #[error("invalid message: {0}")]
+    Invalid(String),
+}
+
+#[derive(Deserialize)]
+struct VersionOnly {
+    v: u32,
+}
+
+fn check_version(payload: Option<&[u8]>) -> Result<&[u8], DecodeError> {
+    let bytes = payload
+        .filter(|b| !b.is_empty())
+        .ok_or(DecodeError::Empty)?;
+    let VersionOnly { v } = serde_json::from_slice(bytes)?;
+    if v != SCHEMA_VERSION {
+        return Err(DecodeError::Version(v));
+    }
+    Ok(bytes)
+}
+
+pub fn decode_request(payload: Option<&[u8]>) -> Result<CheckRequest, DecodeError> {
+    let req: CheckRequest = serde_json::from_slice(check_version(payload)?)?;
+    if req.site.is_empty() {
+        return Err(DecodeError::Invalid("empty site".into()));
+    }
+    if req.timeout_ms == 0 {
+        return Err(DecodeError::Invalid("timeout_ms is 0".into()));
+    }
+    Ok(req)
+}
+
+pub fn decode_outcome(payload: Option<&[u8]>) -> Result<CheckOutcome, DecodeError> {
+    let out: CheckOutcome = serde_json::from_slice(check_version(payload)?)?;
+    if out.site.is_empty() {
+        return Err(DecodeError::Invalid("empty site".into()));
+    }
+    Ok(out)
+}
+
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    serde_json::to_vec(msg).expect("message types always serialise")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn request() -> CheckRequest {
+        let slot = DateTime::parse_from_rfc3339("2026-01-01T00:00:05Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        CheckRequest {
+            v: 1,
+            check_id: scheduled_check_id("a", slot),
+            site: "a".into(),
+            origin: Origin::Scheduled,
+            scheduled_at: slot,
+            deadline: slot + chrono::Duration::seconds(30),
+            url: "https://a.example/".into(),
+            method: "GET".into(),
+            headers: BTreeMap::new(),
+            timeout_ms: 5000,
+            regex: Some("ok".into()),
+            expect_status: "200-399".into(),
+            reuse_connection: false,
+        }
+    }
+
+    #[test]
+    fn check_id_depends_only_on_site_and_slot() {
+        let r = request();
+        assert_eq!(r.check_id, scheduled_check_id("a", r.scheduled_at));
+        assert_ne!(r.check_id, scheduled_check_id("b", r.scheduled_at));
+        let later = r.scheduled_at + chrono::Duration::milliseconds(1);
+        assert_ne!(r.check_id, scheduled_check_id("a", later));
+    }
+
+    #[test]
+    fn round_trip_and_unknown_fields_tolerated() {
+        let r = request();
+        let mut json: serde_json::Value = serde_json::from_slice(&encode(&r)).unwrap();
+        json["added_in_a_later_build"] = serde_json::json!(true);
+        let back = decode_request(Some(&serde_json::to_vec(&json).unwrap())).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn bad_payloads_say_why() {
+        assert!(matches!(decode_request(None), Err(DecodeError::Empty)));
+        assert!(matches!(
+            decode_request(Some(b"not json")),
+            Err(DecodeError::Json(_))
+        ));
+        let mut json: serde_json::Value = serde_json::from_slice(&encode(&request())).unwrap();
+        json["v"] = serde_json::json!(2);
+        assert!(matches!(
+            decode_request(Some(&serde_json::to_vec(&json).unwrap())),
+            Err(DecodeError::Version(2))
+        ));
+        assert!(matches!(
+            decode_outcome(Some(br#"{"v":1,"site":"a"}"#)),
+            Err(DecodeError::Json(_))
+        ));
+    }
+}

@@ -1,0 +1,277 @@
+//! A persister: consumes one outcome topic (`status_request_succeeded` or
+//! `status_request_failed`) in its own consumer group and writes outcomes to
+//! `check_results` in batches — up to `persister.batch_size` messages or
+//! whatever arrived within `persister.batch_timeout` — one statement per
+//! batch, then commits the batch's offsets.
+//!
+//! Promises: offsets are committed only after the rows are committed in
+//! Postgres (at-least-once), and writes are idempotent by `check_id`, so a
+//! redelivered batch never makes a second row. While Postgres is down the
+//! batch is retried with backoff and nothing is committed. A message that
+//! cannot be decoded, or that Postgres refuses, goes to the dead-letter
+//! topic and its offset is committed with the rest.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{NaiveDate, Utc};
+use deadpool_postgres::Pool;
+use rdkafka::consumer::CommitMode;
+use rdkafka::Message;
+use tokio_util::sync::CancellationToken;
+
+use crate::bus::{BusError, DeadLetter, MessageRef, Publisher, TrackedConsumer};
+use crate::config::Settings;
+use crate::model::{self, CheckOutcome};
+use crate::store::{self, StoreError};
+
+/// Rows older than this (or further ahead than a day) are not given a new
+/// partition on the fly: they go to the dead-letter topic instead of
+/// creating partitions for arbitrary dates.
+const MAX_AGE_DAYS: i64 = 35;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResultTopic {
+    Succeeded,
+    Failed,
+}
+
+impl ResultTopic {
+    pub fn name(self) -> &'static str {
+        match self {
+            ResultTopic::Succeeded => "succeeded",
+            ResultTopic::Failed => "failed",
+        }
+    }
+}
+
+pub struct Persister {
+    which: ResultTopic,
+    settings: Arc<Settings>,
+    pool: Pool,
+    publisher: Publisher,
+}
+
+/// One message of a batch.
+struct Item {
+    done: MessageRef,
+    row: Result<CheckOutcome, DeadLetter>,
+    key: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+/// A decoded outcome with where it came from (for a dead letter if Postgres
+/// refuses it).
+struct Row {
+    outcome: CheckOutcome,
+    partition: i32,
+    offset: i64,
+    key: Vec<u8>,
+    payload: Vec<u8>,
+}
+
+impl Persister {
+    pub fn new(
+        which: ResultTopic,
+        settings: Arc<Settings>,
+        pool: Pool,
+        publisher: Publisher,
+    ) -> Self {
+        Persister {
+            which,
+            settings,
+            pool,
+            publisher,
+        }
+    }
+
+    fn topic(&self) -> &str {
+        let t = &self.settings.kafka.topics;
+        match self.which {
+            ResultTopic::Succeeded => &t.succeeded,
+            ResultTopic::Failed => &t.failed,
+        }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) -> Result<(), BusError> {
+        let group = format!(
+            "{}-persister-{}",
+            self.settings.kafka.group_prefix,
+            self.which.name()
+        );
+        let consumer = TrackedConsumer::new(&self.settings, &group, &[self.topic()])?;
+        tracing::info!(%group, topic = self.topic(), "persister started");
+        loop {
+            let Some(batch) = self.next_batch(&consumer, &shutdown).await else {
+                break;
+            };
+            if !self.write(batch, &shutdown).await {
+                break;
+            }
+            consumer.commit(CommitMode::Async);
+        }
+        consumer.commit(CommitMode::Sync);
+        tracing::info!(topic = self.topic(), "persister stopped");
+        Ok(())
+    }
+
+    /// Waits for a first message, then takes more until the batch is full or
+    /// `batch_timeout` has passed. `None` on shutdown.
+    async fn next_batch(
+        &self,
+        consumer: &TrackedConsumer,
+        shutdown: &CancellationToken,
+    ) -> Option<Vec<Item>> {
+        let p = &self.settings.persister;
+        let mut batch = Vec::with_capacity(p.batch_size.min(10_000));
+        let mut deadline = None;
+        while batch.len() < p.batch_size {
+            let wait = async {
+                match deadline {
+                    Some(d) => tokio::time::sleep_until(d).await,
+                    None => std::future::pending().await,
+                }
+            };
+            let msg = tokio::select! {
+                _ = shutdown.cancelled() => return None,
+                _ = wait => break,
+                m = consumer.consumer.recv() => m,
+            };
+            let msg = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "consume error");
+                    continue;
+                }
+            };
+            let done = consumer.start(&msg);
+            let row = model::decode_outcome(msg.payload())
+                .map_err(|e| DeadLetter::from_message(&msg, "persister", e.to_string()));
+            batch.push(Item {
+                done,
+                row,
+                key: msg.key().unwrap_or_default().to_vec(),
+                payload: msg.payload().unwrap_or_default().to_vec(),
+            });
+            deadline.get_or_insert_with(|| tokio::time::Instant::now() + p.batch_timeout);
+        }
+        Some(batch)
+    }
+
+    /// Makes the batch durable: rows in Postgres, bad messages in the DLQ.
+    /// Returns false on shutdown before that (nothing is marked finished).
+    async fn write(&self, batch: Vec<Item>, shutdown: &CancellationToken) -> bool {
+        let mut rows = Vec::with_capacity(batch.len());
+        let mut letters = Vec::new();
+        let mut dones = Vec::with_capacity(batch.len());
+        for item in batch {
+            match item.row {
+                Ok(r) => rows.push(Row {
+                    outcome: r,
+                    partition: item.done.partition,
+                    offset: item.done.offset,
+                    key: item.key,
+                    payload: item.payload,
+                }),
+                Err(l) => letters.push(l),
+            }
+            dones.push(item.done);
+        }
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match self.insert(&rows).await {
+                Ok(refused) => {
+                    letters.extend(refused);
+                    break;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, rows = rows.len(), retry_in = ?delay, "cannot write results yet");
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => return false,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        for letter in &letters {
+            let mut delay = Duration::from_millis(200);
+            while let Err(e) = letter
+                .publish(&self.publisher, &self.settings.kafka.topics.dlq)
+                .await
+            {
+                tracing::warn!(error = %e, "cannot publish dead letter yet");
+                tokio::select! {
+                    _ = shutdown.cancelled() => return false,
+                    _ = tokio::time::sleep(delay) => {}
+                }
+                delay = (delay * 2).min(Duration::from_secs(5));
+            }
+        }
+        for d in dones {
+            d.finish();
+        }
+        true
+    }
+
+    /// Inserts `rows` in one statement. Rows Postgres refuses are isolated
+    /// (one statement each) and returned as dead letters; `Err` means
+    /// Postgres is unavailable and the whole batch must be retried.
+    async fn insert(&self, rows: &[Row]) -> Result<Vec<DeadLetter>, StoreError> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let outcomes: Vec<CheckOutcome> = rows.iter().map(|r| r.outcome.clone()).collect();
+        let client = self.pool.get().await?;
+        let mut result = store::insert_results(&**client, &outcomes).await;
+        if matches!(&result, Err(e) if store::is_missing_partition(e))
+            && self.add_partitions(&client, &outcomes).await? > 0
+        {
+            result = store::insert_results(&**client, &outcomes).await;
+        }
+        match result {
+            Ok(_) => return Ok(Vec::new()),
+            Err(e) if store::is_data_error(&e) => {}
+            Err(e) => return Err(e),
+        }
+        // Some row is refused: find which, one statement each.
+        let mut refused = Vec::new();
+        for r in rows {
+            match store::insert_results(&**client, std::slice::from_ref(&r.outcome)).await {
+                Ok(_) => {}
+                Err(e) if store::is_data_error(&e) => refused.push(DeadLetter {
+                    source_topic: self.topic().to_owned(),
+                    partition: r.partition,
+                    offset: r.offset,
+                    key: r.key.clone(),
+                    payload: r.payload.clone(),
+                    reason: format!("refused by Postgres: {e}"),
+                    stage: "persister",
+                }),
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(refused)
+    }
+
+    /// Creates missing daily partitions for rows within the accepted range;
+    /// returns how many were created.
+    async fn add_partitions(
+        &self,
+        client: &deadpool_postgres::Object,
+        rows: &[CheckOutcome],
+    ) -> Result<i32, StoreError> {
+        let today = Utc::now().date_naive();
+        let lo = today - chrono::Duration::days(MAX_AGE_DAYS);
+        let hi = today + chrono::Duration::days(1);
+        let days: Vec<NaiveDate> = rows
+            .iter()
+            .map(|r| r.scheduled_at.date_naive())
+            .filter(|d| (lo..=hi).contains(d))
+            .collect();
+        let (Some(from), Some(to)) = (days.iter().min(), days.iter().max()) else {
+            return Ok(0);
+        };
+        store::ensure_partitions(&***client, *from, *to).await
+    }
+}

@@ -1,0 +1,76 @@
+//! The scheduler's durable progress: per site, the time before which every
+//! slot is accounted for (delivered to Kafka or recorded as skipped).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use tokio_postgres::GenericClient;
+
+use super::StoreError;
+
+pub async fn load_progress(
+    client: &impl GenericClient,
+) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+    let rows = client
+        .query("SELECT site, accounted_until FROM schedule_progress", &[])
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Upserts progress for the given sites (one statement). Progress never
+/// moves backwards.
+pub async fn save_progress(
+    client: &impl GenericClient,
+    progress: &[(String, DateTime<Utc>)],
+) -> Result<(), StoreError> {
+    if progress.is_empty() {
+        return Ok(());
+    }
+    let sites: Vec<&str> = progress.iter().map(|(s, _)| s.as_str()).collect();
+    let at: Vec<DateTime<Utc>> = progress.iter().map(|(_, t)| *t).collect();
+    client
+        .execute(
+            "INSERT INTO schedule_progress AS p (site, accounted_until)
+             SELECT * FROM unnest($1::text[], $2::timestamptz[])
+             ON CONFLICT (site) DO UPDATE SET
+                 accounted_until = greatest(p.accounted_until, excluded.accounted_until),
+                 updated_at = now()",
+            &[&sites, &at],
+        )
+        .await?;
+    Ok(())
+}
+
+/// Forgets the progress of sites no longer scheduled (removed or disabled):
+/// when they come back, their history restarts at their next slot instead of
+/// recording the time away as missed.
+pub async fn forget_progress_except(
+    client: &impl GenericClient,
+    scheduled: &[String],
+) -> Result<u64, StoreError> {
+    Ok(client
+        .execute(
+            "DELETE FROM schedule_progress WHERE NOT (site = ANY($1))",
+            &[&scheduled],
+        )
+        .await?)
+}
+
+/// Records a stretch of missed slots too long to write slot by slot.
+pub async fn record_gap(
+    client: &impl GenericClient,
+    site: &str,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    slots: i64,
+    reason: &str,
+) -> Result<(), StoreError> {
+    client
+        .execute(
+            "INSERT INTO schedule_gaps (site, from_at, to_at, slots, reason)
+             VALUES ($1, $2, $3, $4, $5) ON CONFLICT (site, from_at) DO NOTHING",
+            &[&site, &from, &to, &slots, &reason],
+        )
+        .await?;
+    Ok(())
+}

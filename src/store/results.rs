@@ -1,0 +1,159 @@
+//! Writing check results: a whole batch in one statement, idempotent by
+//! `check_id`. A redelivered outcome never makes a second row; a real result
+//! replaces a `skipped` placeholder for the same slot (the scheduler records
+//! unconfirmed slots as skipped after a crash, and the real result may still
+//! arrive), never the other way round.
+
+use chrono::{DateTime, NaiveDate, Utc};
+use tokio_postgres::error::SqlState;
+use tokio_postgres::GenericClient;
+use uuid::Uuid;
+
+use super::StoreError;
+use crate::model::CheckOutcome;
+
+const INSERT: &str = "
+INSERT INTO check_results AS c
+    (check_id, site, url, origin, scheduled_at, started_at, finished_at, outcome,
+     status_code, response_time_ms, regex_matched, body_bytes, error_kind,
+     error_message, checker)
+SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+                     $6::timestamptz[], $7::timestamptz[], $8::text[], $9::int2[],
+                     $10::float8[], $11::bool[], $12::int8[], $13::text[], $14::text[],
+                     $15::text[])
+ON CONFLICT (check_id, scheduled_at) DO UPDATE SET
+    started_at = excluded.started_at, finished_at = excluded.finished_at,
+    outcome = excluded.outcome, status_code = excluded.status_code,
+    response_time_ms = excluded.response_time_ms, regex_matched = excluded.regex_matched,
+    body_bytes = excluded.body_bytes, error_kind = excluded.error_kind,
+    error_message = excluded.error_message, checker = excluded.checker,
+    persisted_at = now()
+WHERE c.outcome = 'skipped' AND excluded.outcome <> 'skipped'";
+
+/// Inserts `rows` in one statement; returns how many rows were written
+/// (new, or a skipped placeholder replaced).
+pub async fn insert_results(
+    client: &impl GenericClient,
+    rows: &[CheckOutcome],
+) -> Result<u64, StoreError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let mut ids: Vec<Uuid> = Vec::with_capacity(rows.len());
+    let mut sites = Vec::with_capacity(rows.len());
+    let mut urls = Vec::with_capacity(rows.len());
+    let mut origins = Vec::with_capacity(rows.len());
+    let mut scheduled: Vec<DateTime<Utc>> = Vec::with_capacity(rows.len());
+    let mut started = Vec::with_capacity(rows.len());
+    let mut finished = Vec::with_capacity(rows.len());
+    let mut outcomes = Vec::with_capacity(rows.len());
+    let mut codes: Vec<Option<i16>> = Vec::with_capacity(rows.len());
+    let mut times = Vec::with_capacity(rows.len());
+    let mut matched = Vec::with_capacity(rows.len());
+    let mut bytes: Vec<Option<i64>> = Vec::with_capacity(rows.len());
+    let mut kinds = Vec::with_capacity(rows.len());
+    let mut messages = Vec::with_capacity(rows.len());
+    let mut checkers = Vec::with_capacity(rows.len());
+    for r in rows {
+        ids.push(r.check_id);
+        sites.push(r.site.as_str());
+        urls.push(r.url.as_str());
+        origins.push(r.origin.as_str());
+        scheduled.push(r.scheduled_at);
+        started.push(r.started_at);
+        finished.push(r.finished_at);
+        outcomes.push(r.outcome.as_str());
+        codes.push(r.status_code.map(|c| c as i16));
+        times.push(r.response_time_ms);
+        matched.push(r.regex_matched);
+        bytes.push(r.body_bytes.map(|b| b.min(i64::MAX as u64) as i64));
+        kinds.push(r.error_kind.map(|k| k.as_str()));
+        messages.push(r.error_message.as_deref());
+        checkers.push(r.checker.as_deref());
+    }
+    let n = client
+        .execute(
+            INSERT,
+            &[
+                &ids, &sites, &urls, &origins, &scheduled, &started, &finished, &outcomes, &codes,
+                &times, &matched, &bytes, &kinds, &messages, &checkers,
+            ],
+        )
+        .await?;
+    Ok(n)
+}
+
+/// Records each slot in `slots` of `site` as skipped with `kind`/`message`,
+/// unless the slot already has a row. One statement for all of them.
+pub async fn insert_skipped(
+    client: &impl GenericClient,
+    rows: &[SkippedSlot],
+) -> Result<u64, StoreError> {
+    if rows.is_empty() {
+        return Ok(0);
+    }
+    let ids: Vec<Uuid> = rows.iter().map(|r| r.check_id).collect();
+    let sites: Vec<&str> = rows.iter().map(|r| r.site.as_str()).collect();
+    let urls: Vec<&str> = rows.iter().map(|r| r.url.as_str()).collect();
+    let at: Vec<DateTime<Utc>> = rows.iter().map(|r| r.scheduled_at).collect();
+    let kinds: Vec<&str> = rows.iter().map(|r| r.kind).collect();
+    let messages: Vec<&str> = rows.iter().map(|r| r.message.as_str()).collect();
+    let n = client
+        .execute(
+            "INSERT INTO check_results (check_id, site, url, origin, scheduled_at, outcome,
+                                        error_kind, error_message)
+             SELECT id, s, u, 'scheduled', t, 'skipped', k, m
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
+                         $6::text[]) AS x(id, s, u, t, k, m)
+             ON CONFLICT (check_id, scheduled_at) DO NOTHING",
+            &[&ids, &sites, &urls, &at, &kinds, &messages],
+        )
+        .await?;
+    Ok(n)
+}
+
+/// A slot that was not checked.
+#[derive(Debug, Clone)]
+pub struct SkippedSlot {
+    pub check_id: Uuid,
+    pub site: String,
+    pub url: String,
+    pub scheduled_at: DateTime<Utc>,
+    /// `missed_slot`, ...
+    pub kind: &'static str,
+    pub message: String,
+}
+
+/// True when `e` is about the rows (a value Postgres refuses), not about
+/// Postgres being unreachable: retrying the same rows will not help.
+pub fn is_data_error(e: &StoreError) -> bool {
+    let StoreError::Postgres(pg) = e else {
+        return false;
+    };
+    match pg.code() {
+        Some(code) => {
+            let c = code.code();
+            c.starts_with("22") || c.starts_with("23")
+        }
+        None => false,
+    }
+}
+
+/// True when the error is "no partition of relation found for row".
+pub fn is_missing_partition(e: &StoreError) -> bool {
+    matches!(e, StoreError::Postgres(pg)
+        if pg.code() == Some(&SqlState::CHECK_VIOLATION)
+            && pg.as_db_error().is_some_and(|d| d.message().contains("no partition")))
+}
+
+/// Creates the daily partitions for `[from, to]` (UTC days).
+pub async fn ensure_partitions(
+    client: &impl GenericClient,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<i32, StoreError> {
+    let row = client
+        .query_one("SELECT sitewatch_ensure_partitions($1, $2)", &[&from, &to])
+        .await?;
+    Ok(row.get(0))
+}

@@ -1,0 +1,151 @@
+//! The whole pipeline in one process (scheduler -> Kafka -> checker ->
+//! Kafka -> persisters -> Postgres) against the local target server.
+
+use std::time::Duration;
+
+use sitewatch::daemon;
+use tokio_util::sync::CancellationToken;
+
+use crate::support::{wait_for, TestConfig, TestDb};
+use crate::target::{closed_port, Target};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_kind_of_site_gets_the_right_row() {
+    let target = Target::start().await;
+    let closed = closed_port().await;
+    let db = TestDb::create().await;
+    let sites = format!(
+        r#"
+[[sites]]
+name = "up"
+url = "{up}"
+interval = "2s"
+timeout = "1s"
+regex = "hello .* target"
+
+[[sites]]
+name = "error"
+url = "{err}"
+interval = "2s"
+timeout = "1s"
+
+[[sites]]
+name = "regex-miss"
+url = "{up}?page=2"
+interval = "2s"
+timeout = "1s"
+regex = "not on the page"
+
+[[sites]]
+name = "slow"
+url = "{slow}"
+interval = "2s"
+timeout = "1500ms"
+
+[[sites]]
+name = "hangs"
+url = "{hang}"
+interval = "2s"
+timeout = "700ms"
+
+[[sites]]
+name = "closed"
+url = "http://127.0.0.1:{closed}/"
+interval = "2s"
+timeout = "1s"
+
+[[sites]]
+name = "loop"
+url = "{redirect}"
+interval = "2s"
+timeout = "1s"
+"#,
+        up = target.url("/ok"),
+        err = target.url("/500"),
+        slow = target.url("/delay/300"),
+        hang = target.url("/hang"),
+        redirect = target.url("/loop"),
+    );
+    let cfg = TestConfig::new(&db, &sites);
+    let stop = CancellationToken::new();
+    let daemon = tokio::spawn(daemon::run(cfg.load(), &[], stop.clone()));
+
+    let client = db.client().await;
+    wait_for(
+        "a checked row for every site",
+        Duration::from_secs(60),
+        || async {
+            let n: i64 = client
+                .query_one(
+                    "SELECT count(DISTINCT site) FROM check_results WHERE outcome <> 'skipped'",
+                    &[],
+                )
+                .await
+                .map(|r| r.get(0))
+                .unwrap_or(0);
+            n == 7
+        },
+    )
+    .await;
+    stop.cancel();
+    daemon.await.unwrap().unwrap();
+
+    let row = |site: &'static str| {
+        let client = &client;
+        async move {
+            client
+                .query_one(
+                    "SELECT outcome, status_code, response_time_ms, regex_matched, error_kind
+                     FROM check_results WHERE site = $1 AND outcome <> 'skipped'
+                     ORDER BY scheduled_at LIMIT 1",
+                    &[&site],
+                )
+                .await
+                .unwrap()
+        }
+    };
+    type Row = (
+        String,
+        Option<i16>,
+        Option<f64>,
+        Option<bool>,
+        Option<String>,
+    );
+    let get =
+        |r: tokio_postgres::Row| -> Row { (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)) };
+
+    let (o, code, ms, re, kind) = get(row("up").await);
+    assert_eq!(
+        (o.as_str(), code, re, kind),
+        ("up", Some(200), Some(true), None)
+    );
+    assert!(ms.unwrap() < 250.0, "{ms:?}");
+
+    let (o, code, _, re, kind) = get(row("error").await);
+    assert_eq!((o.as_str(), code, re), ("down", Some(500), None));
+    assert_eq!(kind.as_deref(), Some("unexpected_status"));
+
+    let (o, code, _, re, kind) = get(row("regex-miss").await);
+    assert_eq!((o.as_str(), code, re), ("down", Some(200), Some(false)));
+    assert_eq!(kind.as_deref(), Some("regex_mismatch"));
+
+    let (o, code, ms, _, _) = get(row("slow").await);
+    assert_eq!((o.as_str(), code), ("up", Some(200)));
+    let ms = ms.unwrap();
+    assert!(
+        (300.0..400.0).contains(&ms),
+        "response time {ms} ms for a 300 ms delay"
+    );
+
+    let (o, code, ms, _, kind) = get(row("hangs").await);
+    assert_eq!((o.as_str(), code, ms), ("down", None, None));
+    assert_eq!(kind.as_deref(), Some("timeout"));
+
+    let (o, code, _, _, kind) = get(row("closed").await);
+    assert_eq!((o.as_str(), code), ("down", None));
+    assert_eq!(kind.as_deref(), Some("connect"));
+
+    let (o, _, _, _, kind) = get(row("loop").await);
+    assert_eq!(o.as_str(), "down");
+    assert_eq!(kind.as_deref(), Some("redirect_loop"));
+}
