@@ -25,3 +25,4 @@ wait_port() {
     done
     return 1
 }
+export SITEWATCH_TANSU_BIN="${SITEWATCH_TANSU_BIN:-$TANSU_BIN}"

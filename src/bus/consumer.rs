@@ -49,6 +49,7 @@ pub struct TrackedConsumer {
 impl TrackedConsumer {
     pub fn new(settings: &Settings, group: &str, topics: &[&str]) -> Result<Self, BusError> {
         let tracker = SharedTracker::default();
+        let session = settings.kafka.session_timeout.as_millis().max(1000);
         let consumer: StreamConsumer<TrackingContext> = client_config(settings)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
@@ -57,6 +58,8 @@ impl TrackedConsumer {
             // before the first consumer joined are not lost.
             .set("auto.offset.reset", "earliest")
             .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", session.to_string())
+            .set("heartbeat.interval.ms", (session / 5).to_string())
             .create_with_context(TrackingContext {
                 tracker: tracker.clone(),
             })?;

@@ -92,6 +92,11 @@ pub struct KafkaSettings {
     pub partitions: i32,
     #[serde(default = "default_replication")]
     pub replication_factor: i32,
+    /// A consumer that stops heartbeating (crashed, SIGKILLed) holds its
+    /// partitions this long before the group gives them to others: short,
+    /// because checks stall meanwhile.
+    #[serde(default = "default_session_timeout", deserialize_with = "duration::de")]
+    pub session_timeout: Duration,
     #[serde(default)]
     pub topics: TopicNames,
     #[serde(default)]
@@ -112,6 +117,9 @@ fn default_group_prefix() -> String {
 fn default_partitions() -> i32 {
     6
 }
+fn default_session_timeout() -> Duration {
+    Duration::from_secs(10)
+}
 fn default_replication() -> i32 {
     1
 }
@@ -124,6 +132,7 @@ impl Default for KafkaSettings {
             group_prefix: default_group_prefix(),
             partitions: default_partitions(),
             replication_factor: default_replication(),
+            session_timeout: default_session_timeout(),
             topics: TopicNames::default(),
             tls: KafkaTls::default(),
             sasl: None,

@@ -5,6 +5,7 @@
 mod bus;
 mod cli;
 mod pipeline;
+mod recovery;
 mod store;
 mod support;
 mod target;

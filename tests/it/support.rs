@@ -113,6 +113,7 @@ pool_size = 4
 brokers = "{brokers}"
 group_prefix = "{group}"
 partitions = 3
+session_timeout = "6s"
 
 [kafka.topics]
 created = "{c}"
@@ -171,4 +172,11 @@ where
         );
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
+}
+
+/// Where a test's daemon processes write their logs (kept after the test).
+pub fn log_path(db: &TestDb) -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("logs");
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(format!("{}.log", db.name))
 }
