@@ -4,6 +4,7 @@
 
 mod bus;
 mod cli;
+mod faults;
 mod pipeline;
 mod recovery;
 mod store;

@@ -16,6 +16,7 @@ use sitewatch::daemon;
 use sitewatch::scheduler::Cadence;
 use tokio_util::sync::CancellationToken;
 
+use crate::faults::{Broker, Proxy};
 use crate::support::{unique, wait_for, TestConfig, TestDb};
 use crate::target::Target;
 
@@ -265,4 +266,59 @@ async fn garbage_on_every_topic_goes_to_the_dlq_and_the_pipeline_flows_on() {
     assert_eq!(sources, want);
     stop.cancel();
     daemon.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_sigkill_and_restart_loses_and_duplicates_nothing() {
+    let target = Target::start().await;
+    let db = TestDb::create().await;
+    let mut broker = Broker::start().await;
+    let cfg = TestConfig::with_endpoints(&db.url, &broker.address(), &sites(&target, 50));
+    let stop = CancellationToken::new();
+    let daemon = tokio::spawn(daemon::run(cfg.load(), &[], stop.clone()));
+
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    broker.kill();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    broker.restart().await;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    stop.cancel();
+    daemon.await.unwrap().unwrap();
+
+    let (slots, skipped) = drain_and_check(&db, &cfg, 50).await;
+    eprintln!("broker SIGKILL: {slots} slots, {skipped} skipped");
+    assert!(slots >= 50 * 30, "only {slots} slots in 33 s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_gone_for_20s_loses_and_duplicates_nothing() {
+    let target = Target::start().await;
+    let db = TestDb::create().await;
+    let pg: url::Url = db.url.parse().unwrap();
+    let upstream: std::net::SocketAddr =
+        format!("{}:{}", pg.host_str().unwrap(), pg.port().unwrap_or(5432))
+            .parse()
+            .unwrap();
+    let proxy = Proxy::start(upstream).await;
+    let mut via_proxy = pg.clone();
+    via_proxy.set_port(Some(proxy.port)).unwrap();
+    let cfg = TestConfig::with_endpoints(
+        via_proxy.as_str(),
+        &crate::support::kafka_brokers(),
+        &sites(&target, 50),
+    );
+    let stop = CancellationToken::new();
+    let daemon = tokio::spawn(daemon::run(cfg.load(), &[], stop.clone()));
+
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    proxy.cut();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    proxy.restore();
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    stop.cancel();
+    daemon.await.unwrap().unwrap();
+
+    let (slots, skipped) = drain_and_check(&db, &cfg, 50).await;
+    eprintln!("Postgres cut 20 s: {slots} slots, {skipped} skipped");
+    assert!(slots >= 50 * 34, "only {slots} slots in 36 s");
 }

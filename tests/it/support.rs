@@ -95,6 +95,12 @@ impl Topics {
 
 impl TestConfig {
     pub fn new(db: &TestDb, sites: &str) -> TestConfig {
+        TestConfig::with_endpoints(&db.url, &kafka_brokers(), sites)
+    }
+
+    /// A config pointing at the given Postgres URL and brokers (a test's own
+    /// broker, or a proxy the test controls).
+    pub fn with_endpoints(pg_url: &str, brokers: &str, sites: &str) -> TestConfig {
         let dir = tempfile::tempdir().expect("temp dir");
         let t = unique("t");
         let topics = Topics {
@@ -127,8 +133,8 @@ min_interval = "100ms"
 [log]
 level = "warn"
 "#,
-            pg = db.url,
-            brokers = kafka_brokers(),
+            pg = pg_url,
+            brokers = brokers,
             group = unique("g"),
             c = topics.created,
             s = topics.succeeded,
