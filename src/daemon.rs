@@ -73,7 +73,7 @@ pub async fn run(
     .await?;
     let pool = store::pool(&settings)?;
     let needs_db = has(Role::Scheduler) || has(Role::Persister);
-    if needs_db && !prepare_database(&settings, &shutdown).await {
+    if needs_db && !prepare_database(&settings, &shutdown).await? {
         return Ok(());
     }
     let publisher = Publisher::new(&settings)?;
@@ -122,8 +122,12 @@ pub async fn run(
 }
 
 /// Applies migrations and syncs the `sites` table, retrying while Postgres
-/// is unreachable. False when shut down first.
-async fn prepare_database(settings: &Settings, shutdown: &CancellationToken) -> bool {
+/// is unreachable. False when shut down first; `Err` when retrying cannot
+/// help (bad CA, wrong password).
+async fn prepare_database(
+    settings: &Settings,
+    shutdown: &CancellationToken,
+) -> Result<bool, DaemonError> {
     let mut delay = std::time::Duration::from_millis(250);
     loop {
         let attempt = async {
@@ -136,13 +140,14 @@ async fn prepare_database(settings: &Settings, shutdown: &CancellationToken) -> 
             Ok((report, sync)) => {
                 tracing::info!(migrations = ?report.applied, partitions = report.partitions_created,
                     added = sync.added, changed = sync.changed, removed = sync.removed, "database ready");
-                return true;
+                return Ok(true);
             }
+            Err(e) if e.is_fatal() => return Err(e.into()),
             Err(e) => tracing::warn!(error = %e, url = %settings.postgres_display_url(),
                 retry_in = ?delay, "Postgres not ready"),
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return false,
+            _ = shutdown.cancelled() => return Ok(false),
             _ = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(std::time::Duration::from_secs(10));

@@ -51,6 +51,11 @@ pub struct PostgresSettings {
     pub pool_size: usize,
     #[serde(default = "default_connect_timeout", deserialize_with = "duration::de")]
     pub connect_timeout: Duration,
+    /// CA certificate(s) (PEM) that signed the server's certificate, for
+    /// `sslmode=require` in the URL (managed Postgres). The server's
+    /// certificate and host name are verified against it; without it, the
+    /// system's trusted roots are used.
+    pub ca_path: Option<PathBuf>,
 }
 
 fn default_pg_url() -> String {
@@ -71,6 +76,7 @@ impl Default for PostgresSettings {
             password_file: None,
             pool_size: default_pool_size(),
             connect_timeout: default_connect_timeout(),
+            ca_path: None,
         }
     }
 }
@@ -446,6 +452,24 @@ impl RawSettings {
                 "a client certificate needs both `cert_path` and `key_path`".into(),
             );
         }
+        // Certificate files are read here so a wrong path or a non-PEM file
+        // fails at load with the key named, not as a handshake error later.
+        for (key, path) in [
+            ("postgres.ca_path", &self.postgres.ca_path),
+            ("kafka.tls.ca_path", &tls.ca_path),
+            ("kafka.tls.cert_path", &tls.cert_path),
+        ] {
+            if let Some(p) = path {
+                if let Some(msg) = pem_problem(p, "CERTIFICATE") {
+                    bad(key, msg);
+                }
+            }
+        }
+        if let Some(p) = &tls.key_path {
+            if let Some(msg) = pem_problem(p, "PRIVATE KEY") {
+                bad("kafka.tls.key_path", msg);
+            }
+        }
         if self.scheduler.min_interval < MIN_INTERVAL_FLOOR {
             bad(
                 "scheduler.min_interval",
@@ -483,9 +507,19 @@ impl RawSettings {
             &self.postgres.password_file,
             &mut out,
         );
-        check_file(file, "kafka.tls.ca_path", &tls.ca_path, &mut out);
-        check_file(file, "kafka.tls.cert_path", &tls.cert_path, &mut out);
-        check_file(file, "kafka.tls.key_path", &tls.key_path, &mut out);
         out
+    }
+}
+
+/// Why `path` is not a usable PEM file holding a `what` block, if it is not.
+/// Only the block markers are looked at; the contents are never echoed.
+fn pem_problem(path: &Path, what: &str) -> Option<String> {
+    match std::fs::read_to_string(path) {
+        Err(e) => Some(format!("cannot read {}: {e}", path.display())),
+        Ok(text) if !text.contains("-----BEGIN ") || !text.contains(what) => Some(format!(
+            "{} is not a PEM file with a {what} block",
+            path.display()
+        )),
+        Ok(_) => None,
     }
 }

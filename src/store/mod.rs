@@ -16,7 +16,8 @@ pub use results::{
 pub use sites::{sync_sites, SyncReport};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::NoTls;
+use openssl::ssl::{SslConnector, SslMethod};
+use postgres_openssl::MakeTlsConnector;
 
 use crate::config::{Secret, Settings};
 
@@ -30,6 +31,45 @@ pub enum StoreError {
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("migration failed: {0}")]
     Migration(#[from] refinery::Error),
+}
+
+impl StoreError {
+    /// True when retrying cannot help: the server's TLS certificate does not
+    /// verify against `postgres.ca_path` (or the system roots), or the
+    /// password is wrong. The daemon stops at start-up with this error.
+    pub fn is_fatal(&self) -> bool {
+        let text = error_chain(self).to_lowercase();
+        text.contains("certificate verify failed")
+            || text.contains("password authentication failed")
+            || matches!(self, StoreError::Config(_))
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
+}
+
+/// TLS for Postgres connections, used when the URL's `sslmode` asks for it
+/// (`prefer`, the default, uses TLS only if the server offers it).
+fn tls(settings: &Settings) -> Result<MakeTlsConnector, StoreError> {
+    let mut builder = SslConnector::builder(SslMethod::tls())
+        .map_err(|e| StoreError::Config(format!("TLS set-up: {e}")))?;
+    if let Some(ca) = &settings.postgres.ca_path {
+        builder.set_ca_file(ca).map_err(|e| {
+            StoreError::Config(format!(
+                "postgres.ca_path {}: not a readable PEM certificate: {e}",
+                ca.display()
+            ))
+        })?;
+    }
+    Ok(MakeTlsConnector::new(builder.build()))
 }
 
 /// The driver configuration for `settings`, with the password from
@@ -62,7 +102,7 @@ fn build_pg_config(
 
 /// One connection, outside the pool (migrations hold a session lock on it).
 pub async fn connect(settings: &Settings) -> Result<tokio_postgres::Client, StoreError> {
-    let (client, connection) = pg_config(settings)?.connect(NoTls).await?;
+    let (client, connection) = pg_config(settings)?.connect(tls(settings)?).await?;
     tokio::spawn(async move {
         if let Err(e) = connection.await {
             tracing::debug!(error = %e, "postgres connection closed");
@@ -76,7 +116,7 @@ pub async fn connect(settings: &Settings) -> Result<tokio_postgres::Client, Stor
 pub fn pool(settings: &Settings) -> Result<Pool, StoreError> {
     let manager = Manager::from_config(
         pg_config(settings)?,
-        NoTls,
+        tls(settings)?,
         ManagerConfig {
             recycling_method: RecyclingMethod::Fast,
         },
