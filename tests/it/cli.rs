@@ -81,3 +81,55 @@ fn secrets_never_reach_the_output() {
     assert!(all.contains("pool_size"), "{all}");
     assert!(!all.contains("s3cr3t"), "secret leaked: {all}");
 }
+
+/// `sitewatch check` against the local target: up, down, regex miss.
+#[tokio::test]
+async fn check_command_reports_up_down_and_regex_miss() {
+    let target = crate::target::Target::start().await;
+    let run = |args: Vec<String>| {
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_sitewatch"))
+                .arg("check")
+                .args(args)
+                .output()
+                .expect("run sitewatch check")
+        })
+    };
+    let up = run(vec![target.url("/ok"), "--regex".into(), "hello".into()])
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&up.stdout);
+    assert!(up.status.success(), "{text}");
+    assert!(
+        text.contains("outcome:       up") && text.contains("status:        200"),
+        "{text}"
+    );
+    assert!(text.contains("regex:         matched"), "{text}");
+
+    let down = run(vec![target.url("/500")]).await.unwrap();
+    let text = String::from_utf8_lossy(&down.stdout);
+    assert_eq!(down.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("outcome:       down") && text.contains("status:        500"),
+        "{text}"
+    );
+    assert!(text.contains("unexpected_status"), "{text}");
+
+    let miss = run(vec![target.url("/ok"), "--regex".into(), "absent".into()])
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&miss.stdout);
+    assert_eq!(miss.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("regex:         not matched") && text.contains("regex_mismatch"),
+        "{text}"
+    );
+
+    let port = crate::target::closed_port().await;
+    let refused = run(vec![format!("http://127.0.0.1:{port}/")])
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&refused.stdout);
+    assert_eq!(refused.status.code(), Some(1), "{text}");
+    assert!(text.contains("error:         connect"), "{text}");
+}
