@@ -164,6 +164,24 @@ async fn drain_and_check(db: &TestDb, cfg: &TestConfig, n_sites: usize) -> (i64,
     (slots, skipped)
 }
 
+/// Waits until at least `n` checked (not skipped) rows scheduled after
+/// `since` are in Postgres: the pipeline is flowing (before a fault) or has
+/// recovered (after one).
+async fn wait_checked(db: &TestDb, since: DateTime<Utc>, n: i64, what: &str) {
+    let client = db.client().await;
+    wait_for(what, Duration::from_secs(90), || async {
+        client
+            .query_one(
+                "SELECT count(*) FROM check_results WHERE outcome <> 'skipped' AND scheduled_at > $1",
+                &[&since],
+            )
+            .await
+            .map(|r| r.get::<_, i64>(0) >= n)
+            .unwrap_or(false)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn daemon_sigkill_and_restart_loses_and_duplicates_nothing() {
     let target = Target::start().await;
@@ -171,14 +189,19 @@ async fn daemon_sigkill_and_restart_loses_and_duplicates_nothing() {
     let cfg = TestConfig::new(&db, &sites(&target, 50));
     let log = crate::support::log_path(&db);
 
+    let started = Utc::now();
     let first = spawn(&cfg.path, &[], &log);
-    tokio::time::sleep(Duration::from_secs(12)).await;
+    wait_checked(&db, started, 50 * 8, "rows flowing before the kill").await;
+    // Keep the load on for the rest of the first 12 s (a run of at least
+    // 30 s in all): a duration, not a synchronisation.
+    tokio::time::sleep(remaining(started, 12)).await;
     let mut first = first;
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
     let killed_at = Utc::now();
     let second = spawn(&cfg.path, &[], &log);
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    wait_checked(&db, killed_at, 50 * 5, "checks after the restart").await;
+    tokio::time::sleep(remaining(killed_at, 20)).await;
     terminate(second);
 
     let (slots, skipped) = drain_and_check(&db, &cfg, 50).await;
@@ -298,13 +321,17 @@ async fn broker_sigkill_and_restart_loses_and_duplicates_nothing() {
     let mut broker = Broker::start().await;
     let cfg = TestConfig::with_endpoints(&db.url, &broker.address(), &sites(&target, 50));
     let stop = CancellationToken::new();
+    let started = Utc::now();
     let daemon = tokio::spawn(daemon::run(cfg.load(), &[], stop.clone()));
 
-    tokio::time::sleep(Duration::from_secs(10)).await;
+    wait_checked(&db, started, 50 * 8, "rows flowing before the broker kill").await;
+    tokio::time::sleep(remaining(started, 10)).await;
     broker.kill();
-    tokio::time::sleep(Duration::from_secs(3)).await;
+    tokio::time::sleep(Duration::from_secs(3)).await; // the outage itself
     broker.restart().await;
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    let back = Utc::now();
+    wait_checked(&db, back, 50 * 5, "checks after the broker restart").await;
+    tokio::time::sleep(remaining(back, 20)).await;
     stop.cancel();
     daemon.await.unwrap().unwrap();
 
@@ -331,17 +358,30 @@ async fn postgres_gone_for_20s_loses_and_duplicates_nothing() {
         &sites(&target, 50),
     );
     let stop = CancellationToken::new();
+    let started = Utc::now();
     let daemon = tokio::spawn(daemon::run(cfg.load(), &[], stop.clone()));
 
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    wait_checked(&db, started, 50 * 5, "rows flowing before the cut").await;
+    tokio::time::sleep(remaining(started, 8)).await;
     proxy.cut();
-    tokio::time::sleep(Duration::from_secs(20)).await;
+    tokio::time::sleep(Duration::from_secs(20)).await; // the outage itself
     proxy.restore();
-    tokio::time::sleep(Duration::from_secs(8)).await;
+    let back = Utc::now();
+    wait_checked(&db, back, 50 * 5, "rows written after Postgres is back").await;
+    tokio::time::sleep(remaining(back, 8)).await;
     stop.cancel();
     daemon.await.unwrap().unwrap();
 
     let (slots, skipped) = drain_and_check(&db, &cfg, 50).await;
     eprintln!("Postgres cut 20 s: {slots} slots, {skipped} skipped");
     assert!(slots >= 50 * 34, "only {slots} slots in 36 s");
+}
+
+/// What is left of `secs` seconds since `since` (zero if passed): the test
+/// keeps load on for a minimum run length, which is a duration, not a
+/// synchronisation.
+fn remaining(since: DateTime<Utc>, secs: i64) -> Duration {
+    (since + chrono::Duration::seconds(secs) - Utc::now())
+        .to_std()
+        .unwrap_or(Duration::ZERO)
 }
