@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CONFIG ?= config/sitewatch.example.toml
 CARGO ?= cargo
 
-.PHONY: all install-deps up down run test lint fmt clean-data
+.PHONY: all install-deps up down run test lint fmt clean-data install uninstall
 
 all: test
 
@@ -31,6 +31,24 @@ lint:
 
 fmt:
 	$(CARGO) fmt --all
+
+# Installs the release binary, the systemd unit and a config to start from
+# (an existing /etc/sitewatch/sitewatch.toml is kept). Run as root.
+PREFIX ?= /usr/local
+DESTDIR ?=
+install:
+	$(CARGO) build --release --locked
+	install -D -m 0755 target/release/sitewatch $(DESTDIR)$(PREFIX)/bin/sitewatch
+	install -D -m 0644 deploy/sitewatch.service $(DESTDIR)/etc/systemd/system/sitewatch.service
+	install -D -m 0644 README.md $(DESTDIR)$(PREFIX)/share/doc/sitewatch/README.md
+	install -d -m 0755 $(DESTDIR)/etc/sitewatch
+	[ -e $(DESTDIR)/etc/sitewatch/sitewatch.toml ] || \
+		install -m 0644 config/sitewatch.example.toml $(DESTDIR)/etc/sitewatch/sitewatch.toml
+	@echo "now: systemctl daemon-reload && systemctl enable --now sitewatch"
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/sitewatch $(DESTDIR)/etc/systemd/system/sitewatch.service
+	rm -rf $(DESTDIR)$(PREFIX)/share/doc/sitewatch
 
 clean-data: down
 	rm -rf .data

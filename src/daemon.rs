@@ -1,19 +1,24 @@
-//! The daemon: start-up (topics, migrations, sites) and the stages as tasks
-//! of one process. `Roles` selects which stages this instance runs, so the
-//! stages can be spread over machines that share the work through Kafka
-//! consumer groups.
+//! The daemon: start-up (admin listener, topics, migrations, sites), the
+//! stages as tasks of one process, reloads, and the systemd protocol.
+//! `Roles` selects which stages this instance runs, so the stages can be
+//! spread over machines that share the work through Kafka consumer groups.
 
 use std::sync::Arc;
+use std::time::Duration;
 
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::{Admin, Health};
 use crate::bus::{self, BusError, Publisher};
 use crate::checker::{Checker, ClientError, HttpChecker};
-use crate::config::Settings;
+use crate::config::{self, Coordination, Settings};
 use crate::persister::{Persister, ResultTopic};
-use crate::scheduler::{Scheduler, SchedulerError};
+use crate::scheduler::{Ownership, Scheduler, SchedulerError, SiteList};
 use crate::store::{self, StoreError};
+use crate::systemd;
+use crate::telemetry::metrics as m;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Role {
@@ -32,6 +37,8 @@ pub enum DaemonError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Scheduler(#[from] SchedulerError),
+    #[error("admin listener on {0}: {1}")]
+    Admin(std::net::SocketAddr, std::io::Error),
     #[error("stage {0} failed: {1}")]
     Stage(&'static str, String),
 }
@@ -45,13 +52,17 @@ pub fn instance_name() -> String {
         .unwrap_or_else(|| "sitewatch".to_owned())
 }
 
+type Stages = JoinSet<(&'static str, Result<(), String>)>;
+
 /// Runs the selected stages (all when `roles` is empty) until `shutdown`
-/// fires, then waits for every stage to drain. A stage failing stops the
+/// fires, then waits for every stage to drain. Each message on `reloads`
+/// re-reads the config file (see [`reload`]). A stage failing stops the
 /// others and is returned.
 pub async fn run(
     settings: Settings,
     roles: &[Role],
     shutdown: CancellationToken,
+    mut reloads: mpsc::Receiver<()>,
 ) -> Result<(), DaemonError> {
     let all = roles.is_empty();
     let has = |r: Role| all || roles.contains(&r);
@@ -59,66 +70,208 @@ pub async fn run(
     let topics = &settings.kafka.topics;
     tracing::info!(roles = ?if all { vec![Role::Scheduler, Role::Checker, Role::Persister] } else { roles.to_vec() },
         sites = settings.sites.len(), "sitewatch starting");
+    systemd::status("starting");
+    metrics::gauge!(m::CONFIG_SITES).set(settings.sites.len() as f64);
 
-    bus::ensure_topics_with_retry(
-        &settings,
-        &[
-            &topics.created,
-            &topics.succeeded,
-            &topics.failed,
-            &topics.dlq,
-        ],
-        &shutdown,
-    )
-    .await?;
-    let pool = store::pool(&settings)?;
+    let health = Health::new();
     let needs_db = has(Role::Scheduler) || has(Role::Persister);
+    let pool = store::pool(&settings)?;
+    let publisher = Publisher::new(&settings)?;
+    // Stages and the admin listener stop when `stop` fires: on shutdown, or
+    // when a stage fails.
+    let stop = shutdown.child_token();
+    let mut stages: Stages = JoinSet::new();
+    if settings.admin.enabled {
+        let addr = settings.admin.listen;
+        let listener = Admin::bind(addr)
+            .await
+            .map_err(|e| DaemonError::Admin(addr, e))?;
+        let admin = Admin {
+            health: health.clone(),
+            metrics: crate::telemetry::metrics::install(),
+            pool: needs_db.then(|| pool.clone()),
+            publisher: Some(publisher.clone()),
+            probe_topic: topics.created.clone(),
+        };
+        let t = stop.clone();
+        stages.spawn(async move {
+            (
+                "admin",
+                admin.run(listener, t).await.map_err(|e| e.to_string()),
+            )
+        });
+    }
+    tokio::spawn(systemd::watchdog(health.clone(), stop.clone()));
+    let stopping = stop.clone();
+    tokio::spawn(async move {
+        stopping.cancelled().await;
+        systemd::stopping();
+    });
+
+    let wanted: Vec<(&str, i32)> = topics
+        .all()
+        .into_iter()
+        .map(|t| (t, settings.kafka.partitions))
+        .collect();
+    match bus::ensure_topics_with_retry(&settings, &wanted, &shutdown).await {
+        Err(BusError::Cancelled) => return Ok(()),
+        r => r?,
+    }
     if needs_db && !prepare_database(&settings, &shutdown).await? {
         return Ok(());
     }
-    let publisher = Publisher::new(&settings)?;
 
-    // Stages stop when `stop` fires: on shutdown, or when one of them fails.
-    let stop = shutdown.child_token();
-    let mut stages: JoinSet<(&'static str, Result<(), String>)> = JoinSet::new();
+    let (sites_tx, sites_rx) = watch::channel::<SiteList>(Arc::new(settings.sites.clone()));
     if has(Role::Scheduler) {
-        let s = Scheduler::new(settings.clone(), pool.clone(), publisher.clone());
+        let shards = settings.scheduler.shards as usize;
+        let ownership = match settings.scheduler.coordination {
+            Coordination::Postgres => Ownership::new(shards),
+            Coordination::None => Ownership::all(shards),
+        };
+        let s = Scheduler::new(
+            settings.clone(),
+            pool.clone(),
+            publisher.clone(),
+            health.stage("scheduler"),
+            sites_rx,
+            ownership,
+        );
         let t = stop.clone();
         stages.spawn(async move { ("scheduler", s.run(t).await.map_err(|e| e.to_string())) });
     }
     if has(Role::Checker) {
         let http = Arc::new(HttpChecker::new(&settings.checker, &instance_name())?);
-        let c = Checker::new(settings.clone(), http, publisher.clone());
+        let c = Checker::new(
+            settings.clone(),
+            http,
+            publisher.clone(),
+            health.stage("checker"),
+        );
         let t = stop.clone();
         stages.spawn(async move { ("checker", c.run(t).await.map_err(|e| e.to_string())) });
     }
     if has(Role::Persister) {
         for which in [ResultTopic::Succeeded, ResultTopic::Failed] {
-            let p = Persister::new(which, settings.clone(), pool.clone(), publisher.clone());
-            let t = stop.clone();
             let name = match which {
                 ResultTopic::Succeeded => "persister-succeeded",
                 ResultTopic::Failed => "persister-failed",
             };
+            let p = Persister::new(
+                which,
+                settings.clone(),
+                pool.clone(),
+                publisher.clone(),
+                health.stage(name),
+            );
+            let t = stop.clone();
             stages.spawn(async move { (name, p.run(t).await.map_err(|e| e.to_string())) });
         }
     }
+    health.set_started();
+    systemd::ready("running");
 
     let mut failure = None;
-    while let Some(joined) = stages.join_next().await {
-        let (name, result) = match joined {
-            Ok(r) => r,
-            Err(e) => ("task", Err(e.to_string())),
-        };
-        if let Err(e) = result {
-            tracing::error!(stage = name, error = %e, "stage failed; stopping the others");
-            failure.get_or_insert(DaemonError::Stage(name, e));
-            stop.cancel();
+    let mut current = settings.clone();
+    loop {
+        tokio::select! {
+            joined = stages.join_next() => {
+                let Some(joined) = joined else { break };
+                let (name, result) = joined.unwrap_or_else(|e| ("task", Err(e.to_string())));
+                if let Err(e) = result {
+                    tracing::error!(stage = name, error = %e, "stage failed; stopping the others");
+                    failure.get_or_insert(DaemonError::Stage(name, e));
+                    stop.cancel();
+                }
+            }
+            Some(()) = reloads.recv(), if !stop.is_cancelled() => {
+                systemd::reloading();
+                if let Some(next) = reload(&current, needs_db, &shutdown).await {
+                    sites_tx.send_replace(Arc::new(next.sites.clone()));
+                    current = Arc::new(next);
+                }
+                systemd::ready("running");
+            }
         }
     }
-    publisher.flush(std::time::Duration::from_secs(10)).await;
+    publisher.flush(Duration::from_secs(10)).await;
     tracing::info!("sitewatch stopped");
     failure.map_or(Ok(()), Err)
+}
+
+/// Re-reads the config file. An invalid file is refused with the same
+/// messages as `sitewatch validate` and the running config stays. A valid
+/// one replaces the sites (the scheduler applies them from each site's next
+/// slot) and the `sites` table follows; other sections need a restart, and
+/// changes to them are logged as such.
+async fn reload(
+    current: &Settings,
+    needs_db: bool,
+    shutdown: &CancellationToken,
+) -> Option<Settings> {
+    let next = match config::load(&current.file) {
+        Ok(s) => s,
+        Err(errors) => {
+            metrics::counter!(m::RELOADS, "result" => "rejected").increment(1);
+            tracing::error!(file = %current.file.display(), problems = errors.0.len(),
+                "reload refused; the running config stays:\n{errors}");
+            return None;
+        }
+    };
+    for (section, changed) in [
+        (
+            "postgres",
+            format!("{:?}", current.postgres) != format!("{:?}", next.postgres),
+        ),
+        (
+            "kafka",
+            format!("{:?}", current.kafka) != format!("{:?}", next.kafka),
+        ),
+        (
+            "scheduler",
+            format!("{:?}", current.scheduler) != format!("{:?}", next.scheduler),
+        ),
+        (
+            "checker",
+            format!("{:?}", current.checker) != format!("{:?}", next.checker),
+        ),
+        (
+            "persister",
+            format!("{:?}", current.persister) != format!("{:?}", next.persister),
+        ),
+        (
+            "admin",
+            format!("{:?}", current.admin) != format!("{:?}", next.admin),
+        ),
+        (
+            "log",
+            format!("{:?}", current.log) != format!("{:?}", next.log),
+        ),
+    ] {
+        if changed {
+            tracing::warn!(
+                section,
+                "changed in the config file; takes effect at restart"
+            );
+        }
+    }
+    if needs_db {
+        let sync = async {
+            let mut client = store::connect(&next).await?;
+            store::sync_sites(&mut client, &next.sites).await
+        };
+        tokio::select! {
+            _ = shutdown.cancelled() => return None,
+            r = tokio::time::timeout(Duration::from_secs(10), sync) => match r {
+                Ok(Ok(s)) => tracing::info!(added = s.added, changed = s.changed, removed = s.removed, "sites table synced"),
+                Ok(Err(e)) => tracing::warn!(error = %e, "sites table not synced; it follows at the next reload or start"),
+                Err(_) => tracing::warn!("sites table not synced within 10s; it follows at the next reload or start"),
+            },
+        }
+    }
+    metrics::counter!(m::RELOADS, "result" => "ok").increment(1);
+    metrics::gauge!(m::CONFIG_SITES).set(next.sites.len() as f64);
+    tracing::info!(sites = next.sites.len(), "config reloaded");
+    Some(next)
 }
 
 /// Applies migrations and syncs the `sites` table, retrying while Postgres
@@ -128,7 +281,7 @@ async fn prepare_database(
     settings: &Settings,
     shutdown: &CancellationToken,
 ) -> Result<bool, DaemonError> {
-    let mut delay = std::time::Duration::from_millis(250);
+    let mut delay = Duration::from_millis(250);
     loop {
         let attempt = async {
             let mut client = store::connect(settings).await?;
@@ -150,6 +303,6 @@ async fn prepare_database(
             _ = shutdown.cancelled() => return Ok(false),
             _ = tokio::time::sleep(delay) => {}
         }
-        delay = (delay * 2).min(std::time::Duration::from_secs(10));
+        delay = (delay * 2).min(Duration::from_secs(10));
     }
 }

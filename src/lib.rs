@@ -18,8 +18,12 @@
 //! * [`store`]: Postgres: pool, embedded migrations, sites, results, progress.
 //! * [`daemon`]: start-up and the stages as tasks, by role.
 //! * [`shutdown`]: signals to cancellation.
-//! * [`telemetry`]: logging set-up (plain or JSON).
+//! * [`api`]: the admin listener (`/healthz`, `/readyz`, `/metrics`) and
+//!   the stages' liveness beats.
+//! * [`systemd`]: `sd_notify` readiness, reload, stopping and the watchdog.
+//! * [`telemetry`]: logging set-up (plain or JSON) and metric names.
 
+pub mod api;
 pub mod bus;
 pub mod checker;
 pub mod config;
@@ -29,4 +33,5 @@ pub mod persister;
 pub mod scheduler;
 pub mod shutdown;
 pub mod store;
+pub mod systemd;
 pub mod telemetry;

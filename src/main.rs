@@ -101,7 +101,8 @@ fn main() -> ExitCode {
             report(runtime().block_on(async {
                 let token = CancellationToken::new();
                 shutdown::cancel_on_signals(token.clone()).context("installing signal handlers")?;
-                daemon::run(settings, &roles, token).await?;
+                let reloads = shutdown::reload_on_sighup().context("installing SIGHUP handler")?;
+                daemon::run(settings, &roles, token, reloads).await?;
                 Ok(())
             }))
         }

@@ -20,10 +20,15 @@ use rdkafka::consumer::CommitMode;
 use rdkafka::Message;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::Beat;
 use crate::bus::{BusError, DeadLetter, MessageRef, Publisher, TrackedConsumer};
 use crate::config::Settings;
 use crate::model::{self, CheckOutcome};
 use crate::store::{self, StoreError};
+use crate::telemetry::metrics as m;
+
+/// How often the batching loop proves it is alive while no message comes.
+const BEAT_EVERY: Duration = Duration::from_secs(1);
 
 /// Rows older than this (or further ahead than a day) are not given a new
 /// partition on the fly: they go to the dead-letter topic instead of
@@ -50,6 +55,8 @@ pub struct Persister {
     settings: Arc<Settings>,
     pool: Pool,
     publisher: Publisher,
+    /// Proves to the watchdog and `/readyz` that the loop turns.
+    beat: Beat,
 }
 
 /// One message of a batch.
@@ -76,12 +83,14 @@ impl Persister {
         settings: Arc<Settings>,
         pool: Pool,
         publisher: Publisher,
+        beat: Beat,
     ) -> Self {
         Persister {
             which,
             settings,
             pool,
             publisher,
+            beat,
         }
     }
 
@@ -101,6 +110,7 @@ impl Persister {
         );
         let consumer = TrackedConsumer::new(&self.settings, &group, &[self.topic()])?;
         tracing::info!(%group, topic = self.topic(), "persister started");
+        self.beat.running();
         loop {
             let Some(batch) = self.next_batch(&consumer, &shutdown).await else {
                 break;
@@ -125,6 +135,7 @@ impl Persister {
         let p = &self.settings.persister;
         let mut batch = Vec::with_capacity(p.batch_size.min(10_000));
         let mut deadline = None;
+        let mut alive = tokio::time::interval(BEAT_EVERY);
         while batch.len() < p.batch_size {
             let wait = async {
                 match deadline {
@@ -135,6 +146,10 @@ impl Persister {
             let msg = tokio::select! {
                 _ = shutdown.cancelled() => return None,
                 _ = wait => break,
+                _ = alive.tick() => {
+                    self.beat.beat();
+                    continue;
+                }
                 m = consumer.consumer.recv() => m,
             };
             let msg = match msg {
@@ -179,8 +194,14 @@ impl Persister {
         }
         let mut delay = Duration::from_millis(200);
         loop {
+            self.beat.beat();
+            let started = std::time::Instant::now();
             match self.insert(&rows).await {
                 Ok(refused) => {
+                    metrics::histogram!(m::WRITE_DURATION).record(started.elapsed().as_secs_f64());
+                    metrics::histogram!(m::BATCH_ROWS).record(rows.len() as f64);
+                    metrics::counter!(m::ROWS_WRITTEN, "topic" => self.which.name())
+                        .increment((rows.len() - refused.len()) as u64);
                     letters.extend(refused);
                     break;
                 }
@@ -201,6 +222,7 @@ impl Persister {
                 .await
             {
                 tracing::warn!(error = %e, "cannot publish dead letter yet");
+                self.beat.beat();
                 tokio::select! {
                     _ = shutdown.cancelled() => return false,
                     _ = tokio::time::sleep(delay) => {}
@@ -208,6 +230,7 @@ impl Persister {
                 delay = (delay * 2).min(Duration::from_secs(5));
             }
         }
+        metrics::counter!(m::DLQ_MESSAGES, "stage" => "persister").increment(letters.len() as u64);
         for d in dones {
             d.finish();
         }

@@ -1,7 +1,9 @@
-//! Turns SIGINT and SIGTERM into one cancellation token that every stage
-//! receives; a second signal is not needed (stages drain within bounds).
+//! Signals: SIGINT and SIGTERM become one cancellation token that every
+//! stage receives (a second signal is not needed: stages drain within
+//! bounds); SIGHUP becomes a reload request.
 
 use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 /// Cancels `token` on the first SIGINT or SIGTERM.
@@ -17,4 +19,18 @@ pub fn cancel_on_signals(token: CancellationToken) -> std::io::Result<()> {
         token.cancel();
     });
     Ok(())
+}
+
+/// One message per SIGHUP. Signals that arrive while a reload is waiting
+/// to be taken are merged into it.
+pub fn reload_on_sighup() -> std::io::Result<mpsc::Receiver<()>> {
+    let mut hup = signal(SignalKind::hangup())?;
+    let (tx, rx) = mpsc::channel(1);
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            tracing::info!(signal = "SIGHUP", "reload requested");
+            let _ = tx.try_send(());
+        }
+    });
+    Ok(rx)
 }

@@ -15,14 +15,53 @@ use rdkafka::Message;
 use super::offsets::OffsetTracker;
 use super::{client_config, BusError};
 use crate::config::Settings;
+use crate::telemetry::metrics as m;
+
+/// How often librdkafka reports statistics (consumer lag).
+const STATS_EVERY_MS: &str = "5000";
 
 pub type SharedTracker = Arc<Mutex<OffsetTracker>>;
 
 pub struct TrackingContext {
     tracker: SharedTracker,
+    /// For the lag metric's labels.
+    group: String,
 }
 
-impl ClientContext for TrackingContext {}
+impl ClientContext for TrackingContext {
+    /// librdkafka's periodic statistics: the lag of each assigned partition.
+    fn stats(&self, stats: rdkafka::Statistics) {
+        for (topic, t) in &stats.topics {
+            for (partition, p) in &t.partitions {
+                // -1 is librdkafka's internal partition. librdkafka leaves
+                // `consumer_lag` at -1 until it knows the committed offset,
+                // so fall back to the high watermark minus our position.
+                if *partition < 0 {
+                    continue;
+                }
+                let position = p.app_offset.max(p.committed_offset);
+                let lag = if p.consumer_lag >= 0 {
+                    p.consumer_lag
+                } else if p.hi_offset >= 0 && position >= 0 {
+                    (p.hi_offset - position).max(0)
+                } else {
+                    tracing::debug!(
+                        topic,
+                        partition,
+                        hi = p.hi_offset,
+                        app = p.app_offset,
+                        committed = p.committed_offset,
+                        "consumer lag unknown"
+                    );
+                    continue;
+                };
+                metrics::gauge!(m::CONSUMER_LAG, "group" => self.group.clone(),
+                    "topic" => topic.clone(), "partition" => partition.to_string())
+                .set(lag as f64);
+            }
+        }
+    }
+}
 
 impl ConsumerContext for TrackingContext {
     fn pre_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
@@ -60,8 +99,10 @@ impl TrackedConsumer {
             .set("enable.partition.eof", "false")
             .set("session.timeout.ms", session.to_string())
             .set("heartbeat.interval.ms", (session / 5).to_string())
+            .set("statistics.interval.ms", STATS_EVERY_MS)
             .create_with_context(TrackingContext {
                 tracker: tracker.clone(),
+                group: group.to_owned(),
             })?;
         consumer.subscribe(topics)?;
         Ok(TrackedConsumer { consumer, tracker })

@@ -12,7 +12,7 @@ pub use consumer::{MessageRef, TrackedConsumer};
 pub use dlq::DeadLetter;
 pub use offsets::OffsetTracker;
 pub use producer::{confirmed, Publisher};
-pub use topics::{ensure_topics, ensure_topics_with_retry};
+pub use topics::{ensure_sized_topics, ensure_topics, ensure_topics_with_retry};
 
 /// Header names of dead letters.
 pub mod dlq_headers {

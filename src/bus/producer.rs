@@ -77,6 +77,20 @@ impl Publisher {
         self.producer.in_flight_count()
     }
 
+    /// Asks a broker for `topic`'s metadata: proof that Kafka answers.
+    pub async fn reachable(&self, topic: &str, timeout: Duration) -> Result<(), KafkaError> {
+        let producer = self.producer.clone();
+        let topic = topic.to_owned();
+        tokio::task::spawn_blocking(move || {
+            producer
+                .client()
+                .fetch_metadata(Some(&topic), timeout)
+                .map(|_| ())
+        })
+        .await
+        .unwrap_or(Err(KafkaError::Canceled))
+    }
+
     /// Waits (bounded) until every enqueued message is delivered or failed.
     pub async fn flush(&self, timeout: Duration) {
         let producer = self.producer.clone();

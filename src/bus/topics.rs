@@ -16,13 +16,25 @@ use crate::config::Settings;
 /// Creates each topic in `names` that does not exist yet, with the configured
 /// partition count and replication factor. Existing topics are left alone.
 pub async fn ensure_topics(settings: &Settings, names: &[&str]) -> Result<(), BusError> {
-    let admin: AdminClient<DefaultClientContext> = client_config(settings).create()?;
-    let new: Vec<NewTopic> = names
+    let sized: Vec<(&str, i32)> = names
         .iter()
-        .map(|n| {
+        .map(|n| (*n, settings.kafka.partitions))
+        .collect();
+    ensure_sized_topics(settings, &sized).await
+}
+
+/// [`ensure_topics`] with a partition count per topic.
+pub async fn ensure_sized_topics(
+    settings: &Settings,
+    topics: &[(&str, i32)],
+) -> Result<(), BusError> {
+    let admin: AdminClient<DefaultClientContext> = client_config(settings).create()?;
+    let new: Vec<NewTopic> = topics
+        .iter()
+        .map(|(n, partitions)| {
             NewTopic::new(
                 n,
-                settings.kafka.partitions,
+                *partitions,
                 TopicReplication::Fixed(settings.kafka.replication_factor),
             )
         })
@@ -44,18 +56,18 @@ pub async fn ensure_topics(settings: &Settings, names: &[&str]) -> Result<(), Bu
     Ok(())
 }
 
-/// [`ensure_topics`], retried with capped exponential backoff until it
-/// succeeds or `cancel` fires.
+/// [`ensure_sized_topics`], retried with capped exponential backoff until
+/// it succeeds or `cancel` fires.
 pub async fn ensure_topics_with_retry(
     settings: &Settings,
-    names: &[&str],
+    topics: &[(&str, i32)],
     cancel: &CancellationToken,
 ) -> Result<(), BusError> {
     let mut delay = Duration::from_millis(250);
     loop {
         let attempt = tokio::select! {
             _ = cancel.cancelled() => return Err(BusError::Cancelled),
-            r = ensure_topics(settings, names) => r,
+            r = ensure_sized_topics(settings, topics) => r,
         };
         match attempt {
             Ok(()) => return Ok(()),

@@ -22,9 +22,11 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::Beat;
 use crate::bus::{BusError, DeadLetter, MessageRef, Publisher, TrackedConsumer};
 use crate::config::Settings;
 use crate::model::{self, CheckOutcome, CheckRequest, ErrorKind};
+use crate::telemetry::metrics as m;
 
 /// How often finished offsets are committed.
 const COMMIT_EVERY: Duration = Duration::from_secs(1);
@@ -36,14 +38,22 @@ pub struct Checker {
     settings: Arc<Settings>,
     http: Arc<HttpChecker>,
     publisher: Publisher,
+    /// Proves to the watchdog and `/readyz` that the loop turns.
+    beat: Beat,
 }
 
 impl Checker {
-    pub fn new(settings: Arc<Settings>, http: Arc<HttpChecker>, publisher: Publisher) -> Self {
+    pub fn new(
+        settings: Arc<Settings>,
+        http: Arc<HttpChecker>,
+        publisher: Publisher,
+        beat: Beat,
+    ) -> Self {
         Checker {
             settings,
             http,
             publisher,
+            beat,
         }
     }
 
@@ -55,6 +65,7 @@ impl Checker {
         let mut tasks = JoinSet::new();
         let mut commit = tokio::time::interval(COMMIT_EVERY);
         tracing::info!(%group, topic = %topics.created, concurrency = self.settings.checker.concurrency, "checker started");
+        self.beat.running();
 
         loop {
             // A permit first, then a message: at most `concurrency` requests
@@ -65,7 +76,10 @@ impl Checker {
             };
             tokio::select! {
                 _ = shutdown.cancelled() => break,
-                _ = commit.tick() => consumer.commit(CommitMode::Async),
+                _ = commit.tick() => {
+                    consumer.commit(CommitMode::Async);
+                    self.beat.beat();
+                }
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                     if let Err(e) = done {
                         tracing::error!(error = %e, "check task failed");
@@ -149,8 +163,15 @@ impl Work {
                 self.http.instance(),
             )
         } else {
-            self.http.check(&req).await
+            let gauge = metrics::gauge!(m::CHECKS_IN_FLIGHT);
+            gauge.increment(1.0);
+            let started = std::time::Instant::now();
+            let outcome = self.http.check(&req).await;
+            metrics::histogram!(m::CHECK_DURATION).record(started.elapsed().as_secs_f64());
+            gauge.decrement(1.0);
+            outcome
         };
+        metrics::counter!(m::CHECKS, "outcome" => outcome.outcome.as_str()).increment(1);
         let topics = &self.settings.kafka.topics;
         let topic = if outcome.got_response() {
             &topics.succeeded
@@ -177,6 +198,7 @@ impl Work {
             })
             .await
         {
+            metrics::counter!(m::DLQ_MESSAGES, "stage" => "checker").increment(1);
             done.finish();
         }
     }

@@ -18,8 +18,8 @@ pub use normalize::normalize_url;
 pub use problem::{ConfigErrors, Problem, SiteRef};
 pub use secret::Secret;
 pub use settings::{
-    CheckerSettings, KafkaSasl, KafkaSettings, KafkaTls, LogFormat, LogSettings, PersisterSettings,
-    PostgresSettings, SchedulerSettings, SiteDefaults, TopicNames,
+    AdminSettings, CheckerSettings, Coordination, KafkaSasl, KafkaSettings, KafkaTls, LogFormat,
+    LogSettings, PersisterSettings, PostgresSettings, SchedulerSettings, SiteDefaults, TopicNames,
 };
 pub use site::{Site, StatusSet};
 
@@ -48,6 +48,7 @@ pub struct Settings {
     pub persister: PersisterSettings,
     pub log: LogSettings,
     pub site_defaults: SiteDefaults,
+    pub admin: AdminSettings,
     pub sites: Vec<Site>,
 }
 
@@ -171,6 +172,7 @@ pub fn load_with_env(path: &Path, env: HashMap<String, String>) -> Result<Settin
         persister: raw.persister,
         log: raw.log,
         site_defaults: raw.site_defaults,
+        admin: raw.admin,
         sites,
     })
 }

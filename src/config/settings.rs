@@ -35,6 +35,8 @@ pub struct RawSettings {
     pub log: LogSettings,
     #[serde(default)]
     pub site_defaults: SiteDefaults,
+    #[serde(default)]
+    pub admin: AdminSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -167,6 +169,7 @@ impl Default for TopicNames {
 }
 
 impl TopicNames {
+    /// The data topics (not the control topic).
     pub fn all(&self) -> [&str; 4] {
         [&self.created, &self.succeeded, &self.failed, &self.dlq]
     }
@@ -212,6 +215,24 @@ pub struct SchedulerSettings {
     /// into millions of placeholder rows.
     #[serde(default = "default_backfill_limit")]
     pub backfill_limit: u32,
+    /// How scheduler instances share the sites: `postgres` (leases on
+    /// shards of the site list, so any number of instances can run the
+    /// scheduler role) or `none` (this is the only scheduler: it schedules
+    /// every site and keeps going while Postgres is down).
+    #[serde(default)]
+    pub coordination: Coordination,
+    /// Shards of the site list, leased to scheduler instances. More shards
+    /// than instances spread the work evenly; every instance must agree.
+    #[serde(default = "default_shards")]
+    pub shards: i32,
+    /// A scheduler instance that has not renewed its leases for this long
+    /// loses them to the others: the failover time. Leases are renewed every
+    /// third of it.
+    #[serde(
+        default = "default_failover_timeout",
+        deserialize_with = "duration::de"
+    )]
+    pub failover_timeout: Duration,
 }
 
 fn default_min_interval() -> Duration {
@@ -220,12 +241,29 @@ fn default_min_interval() -> Duration {
 fn default_backfill_limit() -> u32 {
     10_000
 }
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Coordination {
+    #[default]
+    Postgres,
+    None,
+}
+
+fn default_shards() -> i32 {
+    32
+}
+fn default_failover_timeout() -> Duration {
+    Duration::from_secs(10)
+}
 
 impl Default for SchedulerSettings {
     fn default() -> Self {
         SchedulerSettings {
             min_interval: default_min_interval(),
             backfill_limit: default_backfill_limit(),
+            coordination: Coordination::default(),
+            shards: default_shards(),
+            failover_timeout: default_failover_timeout(),
         }
     }
 }
@@ -328,6 +366,34 @@ pub enum LogFormat {
     Json,
 }
 
+/// The admin listener: `/healthz`, `/readyz`, `/metrics`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Loopback by default: health and metrics are for the local agent or
+    /// the platform's probes, not the internet.
+    #[serde(default = "default_admin_listen")]
+    pub listen: std::net::SocketAddr,
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_admin_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 9750))
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            enabled: true,
+            listen: default_admin_listen(),
+        }
+    }
+}
+
 /// Values a site gets when it does not set them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -396,6 +462,15 @@ impl RawSettings {
         }
         if self.kafka.partitions < 1 {
             bad("kafka.partitions", "must be at least 1".into());
+        }
+        if !(1..=10_000).contains(&self.scheduler.shards) {
+            bad("scheduler.shards", "must be between 1 and 10000".into());
+        }
+        if self.scheduler.failover_timeout < Duration::from_secs(1) {
+            bad(
+                "scheduler.failover_timeout",
+                "must be at least 1s (leases are renewed every third of it)".into(),
+            );
         }
         if self.kafka.replication_factor < 1 {
             bad("kafka.replication_factor", "must be at least 1".into());

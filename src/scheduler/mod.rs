@@ -1,5 +1,6 @@
 //! The scheduler stage: one `CheckRequest` per enabled site per slot,
-//! published to `status_request_created`.
+//! published to `status_request_created`, for the sites of the shards this
+//! instance owns (see [`shards`]); the site list follows config reloads.
 //!
 //! Every slot of every site, from the site's first slot on, ends as exactly
 //! one row: the scheduler publishes it (and a checker's outcome becomes the
@@ -13,14 +14,19 @@
 //!   cannot be delivered before its deadline it is recorded as skipped.
 //! * Every second the scheduler saves, per site, `accounted_until`: the time
 //!   before which every slot is delivered or recorded (the earliest pending
-//!   slot, or the next slot not yet due). After a restart, the slots from
-//!   `accounted_until` up to the first slot it will publish are recorded as
-//!   skipped (`missed_slot`, "scheduler was not running"). A slot that was
-//!   in fact delivered before a crash may get such a row; its real result
+//!   slot, or the next slot not yet due). When an instance takes a site on —
+//!   at start, or when its shard moves here from an instance that stopped or
+//!   died — the slots from the saved `accounted_until` up to the first slot
+//!   it publishes are recorded as skipped (`missed_slot`). A slot that was in
+//!   fact delivered before a crash may get such a row; its real result
 //!   replaces the placeholder when it arrives (see `store::insert_results`).
+//! * A site removed from the config (or disabled) loses its saved progress:
+//!   when it comes back, its history restarts at its next slot.
 
+pub mod shards;
 mod slots;
 
+pub use shards::{member_id, shard_of, Ownership};
 pub use slots::Cadence;
 
 use std::cmp::Reverse;
@@ -33,12 +39,15 @@ use deadpool_postgres::Pool;
 use futures::future::BoxFuture;
 use futures::stream::{FuturesUnordered, StreamExt};
 use rdkafka::error::KafkaError;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::Beat;
 use crate::bus::{confirmed, BusError, Publisher};
-use crate::config::{Settings, Site};
+use crate::config::{Coordination, Settings, Site};
 use crate::model::{self, CheckRequest, ErrorKind, Origin, SCHEMA_VERSION};
 use crate::store::{self, SkippedSlot, StoreError};
+use crate::telemetry::metrics as m;
 
 /// How often progress and skipped slots are written to Postgres.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
@@ -51,27 +60,40 @@ pub enum SchedulerError {
     Bus(#[from] BusError),
     #[error(transparent)]
     Kafka(#[from] KafkaError),
-    #[error("stopped before start-up finished")]
-    Cancelled,
 }
+
+/// The configured sites, as the daemon publishes them (again on reload).
+pub type SiteList = Arc<Vec<Site>>;
 
 pub struct Scheduler {
     settings: Arc<Settings>,
     pool: Pool,
     publisher: Publisher,
+    /// Proves to the watchdog and `/readyz` that the loop turns.
+    beat: Beat,
+    sites: watch::Receiver<SiteList>,
+    ownership: Ownership,
 }
 
 /// One scheduled site.
 struct Entry {
     site: Arc<Site>,
+    shard: usize,
     cadence: Cadence,
-    /// The slot that will be due next (it is in the heap).
+    /// The slot that will be due next (it is in the heap, unless parked).
     next: DateTime<Utc>,
     /// Slots published but not acknowledged, or recorded as skipped but not
     /// yet written.
     pending: BTreeSet<DateTime<Utc>>,
     /// `accounted_until` as last saved.
     saved: Option<DateTime<Utc>>,
+    /// Set when this instance took the site on: the slots from the saved
+    /// progress up to here were missed, and must be recorded before this
+    /// instance saves progress of its own.
+    backfill_to: Option<DateTime<Utc>>,
+    /// Its shard was revoked: nothing is published until it comes back or
+    /// the entry is released.
+    parked: bool,
 }
 
 impl Entry {
@@ -80,48 +102,66 @@ impl Entry {
     }
 }
 
-type Delivery = BoxFuture<'static, (usize, DateTime<Utc>, Result<(), KafkaError>)>;
+type Delivery = BoxFuture<'static, (u64, Arc<Site>, DateTime<Utc>, Result<(), KafkaError>)>;
+
+/// The scheduler's state: entries by id, a min-heap of due slots (stale
+/// items are skipped when popped), and what waits to be written.
+#[derive(Default)]
+struct Book {
+    entries: HashMap<u64, Entry>,
+    by_name: HashMap<String, u64>,
+    heap: BinaryHeap<Reverse<(DateTime<Utc>, u64)>>,
+    next_id: u64,
+    /// Slots recorded as skipped, not yet written.
+    missed: Vec<SkippedSlot>,
+    /// Progress of sites handed to another instance, not yet written.
+    released: Vec<(String, DateTime<Utc>)>,
+    /// After a config change: forget the progress of every other site.
+    forget_except: Option<Vec<String>>,
+}
 
 impl Scheduler {
-    pub fn new(settings: Arc<Settings>, pool: Pool, publisher: Publisher) -> Self {
+    pub fn new(
+        settings: Arc<Settings>,
+        pool: Pool,
+        publisher: Publisher,
+        beat: Beat,
+        sites: watch::Receiver<SiteList>,
+        ownership: Ownership,
+    ) -> Self {
         Scheduler {
             settings,
             pool,
             publisher,
+            beat,
+            sites,
+            ownership,
         }
     }
 
-    pub async fn run(self, shutdown: CancellationToken) -> Result<(), SchedulerError> {
-        let mut entries: Vec<Entry> = self
-            .settings
-            .sites
-            .iter()
-            .filter(|s| s.enabled)
-            .map(|s| {
-                let cadence = Cadence::new(&s.name, s.interval);
-                Entry {
-                    site: Arc::new(s.clone()),
-                    cadence,
-                    next: cadence.first_at_or_after(Utc::now()),
-                    pending: BTreeSet::new(),
-                    saved: None,
-                }
-            })
-            .collect();
-        self.start_up(&mut entries, &shutdown).await?;
-
-        let mut heap: BinaryHeap<Reverse<(DateTime<Utc>, usize)>> = entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| Reverse((e.next, i)))
-            .collect();
+    pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), SchedulerError> {
+        // The group is left only after the last progress is saved, so the
+        // next owner starts where this one stopped.
+        let leave = CancellationToken::new();
+        let leases = match self.settings.scheduler.coordination {
+            Coordination::Postgres => Some(tokio::spawn(shards::hold(
+                self.pool.clone(),
+                self.settings.scheduler.failover_timeout,
+                self.ownership.clone(),
+                leave.clone(),
+            ))),
+            Coordination::None => None,
+        };
+        let mut owned = self.ownership.subscribe();
+        let mut book = Book::default();
+        self.reconcile(&mut book, true);
         let mut deliveries: FuturesUnordered<Delivery> = FuturesUnordered::new();
-        let mut missed: Vec<SkippedSlot> = Vec::new();
         let mut flush = tokio::time::interval(FLUSH_EVERY);
-        tracing::info!(sites = entries.len(), "scheduler started");
+        self.beat.running();
+        tracing::info!(shards = self.ownership.shards(), "scheduler started");
 
-        loop {
-            let due = heap.peek().map(|Reverse((t, _))| *t);
+        let result = loop {
+            let due = book.heap.peek().map(|Reverse((t, _))| *t);
             let sleep = async {
                 match due {
                     Some(t) => tokio::time::sleep(until(t)).await,
@@ -129,145 +169,182 @@ impl Scheduler {
                 }
             };
             tokio::select! {
-                _ = shutdown.cancelled() => break,
+                _ = shutdown.cancelled() => break Ok(()),
                 _ = sleep => {
-                    self.emit_due(&mut entries, &mut heap, &mut deliveries, &mut missed).await?;
+                    if let Err(e) = self.emit_due(&mut book, &mut deliveries).await {
+                        break Err(e);
+                    }
                 }
-                Some((i, slot, result)) = deliveries.next(), if !deliveries.is_empty() => {
-                    self.delivered(&mut entries[i], i, slot, result, &mut deliveries, &mut missed).await?;
+                Some((id, site, slot, result)) = deliveries.next(), if !deliveries.is_empty() => {
+                    if let Err(e) = self.delivered(&mut book, id, site, slot, result, &mut deliveries).await {
+                        break Err(e);
+                    }
                 }
-                _ = flush.tick() => self.flush(&mut entries, &mut missed).await,
+                _ = flush.tick() => {
+                    self.beat.beat();
+                    self.flush(&mut book).await;
+                }
+                Ok(()) = self.sites.changed() => self.reconcile(&mut book, true),
+                Ok(()) = owned.changed() => {
+                    owned.mark_unchanged();
+                    self.reconcile(&mut book, false);
+                }
             }
-        }
+        };
 
         // Wait (bounded) for acknowledgements so progress is as far as it
-        // can be; what is still pending is found as missed after restart.
+        // can be; what is still pending is found as missed by the next owner.
         let _ = tokio::time::timeout(Duration::from_secs(10), async {
-            while let Some((i, slot, result)) = deliveries.next().await {
-                if result.is_ok() {
-                    entries[i].pending.remove(&slot);
+            while let Some((id, _, slot, result)) = deliveries.next().await {
+                if let (Ok(()), Some(e)) = (result, book.entries.get_mut(&id)) {
+                    e.pending.remove(&slot);
                 }
             }
         })
         .await;
-        self.flush(&mut entries, &mut missed).await;
+        self.flush(&mut book).await;
+        leave.cancel();
+        if let Some(task) = leases {
+            if let Err(e) = task.await {
+                tracing::warn!(error = %e, "scheduler lease task failed");
+            }
+        }
         tracing::info!("scheduler stopped");
-        Ok(())
+        result
     }
 
-    /// Loads progress, records what was missed while no scheduler ran, and
-    /// saves the new starting points. Retries until Postgres answers.
-    async fn start_up(
-        &self,
-        entries: &mut [Entry],
-        shutdown: &CancellationToken,
-    ) -> Result<(), SchedulerError> {
-        let mut delay = Duration::from_millis(250);
-        loop {
-            match self.try_start_up(entries).await {
-                Ok(()) => return Ok(()),
-                Err(e) => {
-                    tracing::warn!(error = %e, retry_in = ?delay, "scheduler start-up: Postgres not ready")
-                }
-            }
-            tokio::select! {
-                _ = shutdown.cancelled() => return Err(SchedulerError::Cancelled),
-                _ = tokio::time::sleep(delay) => {}
-            }
-            delay = (delay * 2).min(Duration::from_secs(10));
-        }
-    }
-
-    async fn try_start_up(&self, entries: &mut [Entry]) -> Result<(), StoreError> {
-        let mut client = self.pool.get().await?;
-        let progress = store::load_progress(&**client).await?;
-        let names: Vec<String> = entries.iter().map(|e| e.site.name.clone()).collect();
-        store::forget_progress_except(&**client, &names).await?;
-        let limit = i64::from(self.settings.scheduler.backfill_limit);
-        let mut total = 0i64;
-        for e in entries.iter_mut() {
-            let Some(&from) = progress.get(&e.site.name) else {
-                continue;
-            };
-            let tx = client.transaction().await?;
-            let (count, first) = e.cadence.count_between(from, e.next);
-            let mut start = first;
-            if count > limit {
-                // Too many to write one by one: one gap row for the oldest.
-                let gap_slots = count - limit;
-                let gap_end = at_ms(first.timestamp_millis() + gap_slots * e.cadence.interval_ms);
-                store::record_gap(
-                    &*tx,
-                    &e.site.name,
-                    first,
-                    gap_end,
-                    gap_slots,
-                    "scheduler was not running",
-                )
-                .await?;
-                start = gap_end;
-            }
-            let mut batch = Vec::with_capacity(BACKFILL_CHUNK);
-            let mut slot = start;
-            while slot < e.next {
-                batch.push(skipped(&e.site, slot, "scheduler was not running"));
-                if batch.len() == BACKFILL_CHUNK {
-                    store::insert_skipped(&*tx, &batch).await?;
-                    batch.clear();
-                }
-                slot = e.cadence.next(slot);
-            }
-            store::insert_skipped(&*tx, &batch).await?;
-            store::save_progress(&*tx, &[(e.site.name.clone(), e.next)]).await?;
-            tx.commit().await?;
-            total += count;
-            e.saved = Some(e.next);
-        }
-        let fresh: Vec<(String, DateTime<Utc>)> = entries
-            .iter_mut()
-            .filter(|e| e.saved.is_none())
-            .map(|e| {
-                e.saved = Some(e.next);
-                (e.site.name.clone(), e.next)
-            })
+    /// Brings the entries in line with the configured sites and the owned
+    /// shards: takes on new sites, releases the ones that moved away or were
+    /// removed, applies changed definitions from their next slot.
+    fn reconcile(&mut self, book: &mut Book, config_changed: bool) {
+        let config = self.sites.borrow_and_update().clone();
+        let now = Utc::now();
+        let wanted: HashMap<&str, &Site> = config
+            .iter()
+            .filter(|s| s.enabled)
+            .map(|s| (s.name.as_str(), s))
             .collect();
-        store::save_progress(&**client, &fresh).await?;
-        if total > 0 {
-            tracing::warn!(
-                slots = total,
-                "recorded slots missed while no scheduler ran"
+        if config_changed {
+            book.forget_except = Some(wanted.keys().map(|n| n.to_string()).collect());
+        }
+        let (mut adopted, mut released) = (0usize, 0usize);
+        let ids: Vec<u64> = book.entries.keys().copied().collect();
+        for id in ids {
+            let e = book.entries.get_mut(&id).expect("listed id");
+            let name = e.site.name.clone();
+            match wanted.get(name.as_str()) {
+                Some(site) if self.ownership.owns(e.shard) => {
+                    if site.interval != e.site.interval {
+                        // From the next slot on the new cadence; slots are
+                        // accounted by time, so nothing falls in between.
+                        e.cadence = Cadence::new(&name, site.interval);
+                        e.next = e.cadence.first_at_or_after(e.next.max(now));
+                        book.heap.push(Reverse((e.next, id)));
+                        e.parked = false;
+                    }
+                    e.site = Arc::new((*site).clone());
+                    if e.parked {
+                        e.parked = false;
+                        book.heap.push(Reverse((e.next, id)));
+                    }
+                }
+                Some(_) => {
+                    // The shard moved away: hand over our progress, unless
+                    // we never got to record the backfill (then the stored
+                    // progress is the right starting point for the next owner).
+                    if e.backfill_to.is_none() {
+                        book.released.push((name.clone(), e.accounted_until()));
+                    }
+                    book.entries.remove(&id);
+                    book.by_name.remove(&name);
+                    released += 1;
+                }
+                None => {
+                    book.entries.remove(&id);
+                    book.by_name.remove(&name);
+                    released += 1;
+                }
+            }
+        }
+        for (name, site) in wanted {
+            let shard = shard_of(name, self.ownership.shards());
+            if book.by_name.contains_key(name) || !self.ownership.owns(shard) {
+                continue;
+            }
+            let cadence = Cadence::new(name, site.interval);
+            let next = cadence.first_at_or_after(now);
+            let id = book.next_id;
+            book.next_id += 1;
+            book.entries.insert(
+                id,
+                Entry {
+                    site: Arc::new(site.clone()),
+                    shard,
+                    cadence,
+                    next,
+                    pending: BTreeSet::new(),
+                    saved: None,
+                    backfill_to: Some(next),
+                    parked: false,
+                },
+            );
+            book.by_name.insert(name.to_owned(), id);
+            book.heap.push(Reverse((next, id)));
+            adopted += 1;
+        }
+        metrics::gauge!(m::SCHEDULED_SITES).set(book.entries.len() as f64);
+        if adopted + released > 0 {
+            tracing::info!(
+                adopted,
+                released,
+                scheduled = book.entries.len(),
+                shards = self.ownership.count(),
+                "scheduler sites changed"
             );
         }
-        Ok(())
     }
 
     async fn emit_due(
         &self,
-        entries: &mut [Entry],
-        heap: &mut BinaryHeap<Reverse<(DateTime<Utc>, usize)>>,
+        book: &mut Book,
         deliveries: &mut FuturesUnordered<Delivery>,
-        missed: &mut Vec<SkippedSlot>,
     ) -> Result<(), SchedulerError> {
         let now = Utc::now();
-        while let Some(&Reverse((slot, i))) = heap.peek() {
+        while let Some(&Reverse((slot, id))) = book.heap.peek() {
             if slot > now {
                 break;
             }
-            heap.pop();
-            let e = &mut entries[i];
+            book.heap.pop();
+            let Some(e) = book.entries.get_mut(&id) else {
+                continue; // released
+            };
+            if e.next != slot || e.parked {
+                continue; // superseded by a cadence change
+            }
+            if !self.ownership.owns(e.shard) {
+                // Revoked a moment ago; the reconcile that follows releases it.
+                e.parked = true;
+                continue;
+            }
             let next = e.cadence.next(slot);
             e.next = next;
-            heap.push(Reverse((next, i)));
+            book.heap.push(Reverse((next, id)));
             e.pending.insert(slot);
             if next <= now {
                 // A later slot is due too: publish only the latest.
-                missed.push(skipped(&e.site, slot, "scheduler was behind"));
+                book.missed
+                    .push(skipped(&e.site, slot, "scheduler was behind"));
+                metrics::counter!(m::SLOTS_SKIPPED, "reason" => "behind").increment(1);
                 continue;
             }
-            let delivery = self.publish(&e.site, slot).await?;
-            deliveries.push(Box::pin(
-                async move { (i, slot, confirmed(delivery).await) },
-            ));
+            metrics::histogram!(m::LATENESS)
+                .record((now - slot).to_std().unwrap_or_default().as_secs_f64());
+            let site = e.site.clone();
+            let delivery = self.publish(&site, slot).await?;
+            metrics::counter!(m::SLOTS_PUBLISHED).increment(1);
+            deliveries.push(Box::pin(async move {
+                (id, site, slot, confirmed(delivery).await)
+            }));
         }
         Ok(())
     }
@@ -290,28 +367,33 @@ impl Scheduler {
 
     async fn delivered(
         &self,
-        e: &mut Entry,
-        i: usize,
+        book: &mut Book,
+        id: u64,
+        site: Arc<Site>,
         slot: DateTime<Utc>,
         result: Result<(), KafkaError>,
         deliveries: &mut FuturesUnordered<Delivery>,
-        missed: &mut Vec<SkippedSlot>,
     ) -> Result<(), SchedulerError> {
+        let deadline = at_ms(slot.timestamp_millis() + site.interval.as_millis() as i64);
         match result {
             Ok(()) => {
-                e.pending.remove(&slot);
+                if let Some(e) = book.entries.get_mut(&id) {
+                    e.pending.remove(&slot);
+                }
             }
-            Err(err) if Utc::now() < e.cadence.next(slot) => {
-                tracing::warn!(site = %e.site.name, %slot, error = %err, "publish failed; retrying");
-                let delivery = self.publish(&e.site, slot).await?;
-                deliveries.push(Box::pin(
-                    async move { (i, slot, confirmed(delivery).await) },
-                ));
+            Err(err) if Utc::now() < deadline && book.entries.contains_key(&id) => {
+                tracing::warn!(site = %site.name, %slot, error = %err, "publish failed; retrying");
+                let delivery = self.publish(&site, slot).await?;
+                deliveries.push(Box::pin(async move {
+                    (id, site, slot, confirmed(delivery).await)
+                }));
             }
             Err(err) => {
-                tracing::warn!(site = %e.site.name, %slot, error = %err, "slot not delivered before its deadline");
-                missed.push(skipped(
-                    &e.site,
+                // Recorded even when the site has moved on: the row must exist.
+                tracing::warn!(site = %site.name, %slot, error = %err, "slot not delivered before its deadline");
+                metrics::counter!(m::SLOTS_SKIPPED, "reason" => "undelivered").increment(1);
+                book.missed.push(skipped(
+                    &site,
                     slot,
                     &format!("not delivered to Kafka: {err}"),
                 ));
@@ -320,64 +402,150 @@ impl Scheduler {
         Ok(())
     }
 
-    /// Writes skipped slots and progress. On failure everything stays in
+    /// Writes what waits: forgotten progress, backfills of adopted sites,
+    /// released progress, skipped slots, progress. What fails stays in
     /// memory for the next tick.
-    async fn flush(&self, entries: &mut [Entry], missed: &mut Vec<SkippedSlot>) {
-        let changed: Vec<(usize, DateTime<Utc>)> = entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (i, e.accounted_until()))
-            .filter(|(i, t)| entries[*i].saved != Some(*t))
-            .collect();
-        if missed.is_empty() && changed.is_empty() {
+    async fn flush(&self, book: &mut Book) {
+        let mut client = match self.pool.get().await {
+            Ok(c) => c,
+            Err(e) => {
+                if !book.missed.is_empty() || book.entries.values().any(|e| e.saved.is_none()) {
+                    tracing::warn!(error = %e, "scheduler cannot reach Postgres; progress kept in memory");
+                }
+                return;
+            }
+        };
+        if let Some(names) = &book.forget_except {
+            match store::forget_progress_except(&**client, names).await {
+                Ok(_) => book.forget_except = None,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot forget removed sites' progress yet");
+                    return;
+                }
+            }
+        }
+        if let Err(e) = self.backfill(&mut client, book).await {
+            tracing::warn!(error = %e, "cannot record missed slots of adopted sites yet");
             return;
         }
-        let result: Result<(), StoreError> = async {
-            let client = self.pool.get().await?;
-            store::insert_skipped(&**client, missed).await?;
-            Ok(())
+        if !book.released.is_empty() {
+            match store::save_progress(&**client, &book.released).await {
+                Ok(()) => book.released.clear(),
+                Err(e) => tracing::warn!(error = %e, "cannot save released sites' progress yet"),
+            }
         }
-        .await;
-        if let Err(e) = result {
-            tracing::warn!(error = %e, skipped = missed.len(), "cannot record skipped slots yet");
+        if !book.missed.is_empty() {
+            if let Err(e) = store::insert_skipped(&**client, &book.missed).await {
+                tracing::warn!(error = %e, skipped = book.missed.len(), "cannot record skipped slots yet");
+                return;
+            }
+            for s in book.missed.drain(..) {
+                if let Some(e) = book
+                    .by_name
+                    .get(&s.site)
+                    .and_then(|id| book.entries.get_mut(id))
+                {
+                    e.pending.remove(&s.scheduled_at);
+                }
+            }
+        }
+        let progress: Vec<(u64, String, DateTime<Utc>)> = book
+            .entries
+            .iter()
+            .filter(|(_, e)| e.backfill_to.is_none())
+            .map(|(id, e)| (*id, e.site.name.clone(), e.accounted_until()))
+            .filter(|(id, _, t)| book.entries[id].saved != Some(*t))
+            .collect();
+        if progress.is_empty() {
             return;
         }
-        let by_site: HashMap<&str, usize> = entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (e.site.name.as_str(), i))
-            .collect();
-        let written: Vec<(usize, DateTime<Utc>)> = missed
-            .iter()
-            .filter_map(|m| by_site.get(m.site.as_str()).map(|&i| (i, m.scheduled_at)))
-            .collect();
-        missed.clear();
-        for (i, slot) in written {
-            entries[i].pending.remove(&slot);
-        }
-        let progress: Vec<(usize, DateTime<Utc>)> = entries
-            .iter()
-            .enumerate()
-            .map(|(i, e)| (i, e.accounted_until()))
-            .filter(|(i, t)| entries[*i].saved != Some(*t))
-            .collect();
-        let rows: Vec<(String, DateTime<Utc>)> = progress
-            .iter()
-            .map(|(i, t)| (entries[*i].site.name.clone(), *t))
-            .collect();
-        let saved = async {
-            let client = self.pool.get().await?;
-            store::save_progress(&**client, &rows).await
-        }
-        .await;
-        match saved {
+        let rows: Vec<(String, DateTime<Utc>)> =
+            progress.iter().map(|(_, n, t)| (n.clone(), *t)).collect();
+        match store::save_progress(&**client, &rows).await {
             Ok(()) => {
-                for (i, t) in progress {
-                    entries[i].saved = Some(t);
+                for (id, _, t) in progress {
+                    if let Some(e) = book.entries.get_mut(&id) {
+                        e.saved = Some(t);
+                    }
                 }
             }
             Err(e) => tracing::warn!(error = %e, "cannot save scheduler progress yet"),
         }
+    }
+
+    /// For sites taken on: the slots from their saved progress up to the
+    /// first slot this instance published are recorded as skipped (beyond
+    /// `backfill_limit` per site, as one `schedule_gaps` row), and progress
+    /// is moved to that first slot — in one transaction.
+    async fn backfill(
+        &self,
+        client: &mut deadpool_postgres::Object,
+        book: &mut Book,
+    ) -> Result<(), StoreError> {
+        let todo: Vec<(u64, String)> = book
+            .entries
+            .iter()
+            .filter(|(_, e)| e.backfill_to.is_some())
+            .map(|(id, e)| (*id, e.site.name.clone()))
+            .collect();
+        if todo.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<String> = todo.iter().map(|(_, n)| n.clone()).collect();
+        let tx = client.transaction().await?;
+        let stored = store::load_progress_of(&*tx, &names).await?;
+        let limit = i64::from(self.settings.scheduler.backfill_limit);
+        let (mut total, mut batch, mut progress) = (0i64, Vec::new(), Vec::new());
+        for (id, name) in &todo {
+            let e = &book.entries[id];
+            let to = e.backfill_to.expect("filtered");
+            progress.push((name.clone(), to));
+            let Some(&from) = stored.get(name) else {
+                continue; // a new site: its history starts now
+            };
+            let (count, first) = e.cadence.count_between(from, to);
+            let mut slot = first;
+            if count > limit {
+                // Too many to write one by one: one gap row for the oldest.
+                let gap_slots = count - limit;
+                let gap_end = at_ms(first.timestamp_millis() + gap_slots * e.cadence.interval_ms);
+                store::record_gap(
+                    &*tx,
+                    name,
+                    first,
+                    gap_end,
+                    gap_slots,
+                    "scheduler was not running",
+                )
+                .await?;
+                slot = gap_end;
+            }
+            while slot < to {
+                batch.push(skipped(&e.site, slot, "scheduler was not running"));
+                if batch.len() == BACKFILL_CHUNK {
+                    store::insert_skipped(&*tx, &batch).await?;
+                    batch.clear();
+                }
+                slot = e.cadence.next(slot);
+            }
+            total += count;
+        }
+        store::insert_skipped(&*tx, &batch).await?;
+        store::save_progress(&*tx, &progress).await?;
+        tx.commit().await?;
+        for (id, _) in &todo {
+            let e = book.entries.get_mut(id).expect("listed id");
+            e.saved = e.backfill_to.take();
+        }
+        if total > 0 {
+            metrics::counter!(m::SLOTS_SKIPPED, "reason" => "no_scheduler").increment(total as u64);
+            tracing::warn!(
+                slots = total,
+                sites = todo.len(),
+                "recorded slots missed while no scheduler ran"
+            );
+        }
+        Ok(())
     }
 }
 

@@ -56,7 +56,7 @@ fn at(ms: i64) -> DateTime<Utc> {
 }
 
 /// FNV-1a: stable across builds and platforms (std's hasher is not).
-fn stable_hash(s: &str) -> u64 {
+pub(crate) fn stable_hash(s: &str) -> u64 {
     s.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     })

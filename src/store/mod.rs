@@ -8,7 +8,9 @@ mod results;
 mod sites;
 
 pub use migrate::{migrate, MigrationReport, PARTITION_DAYS_AHEAD};
-pub use progress::{forget_progress_except, load_progress, record_gap, save_progress};
+pub use progress::{
+    forget_progress_except, load_progress, load_progress_of, record_gap, save_progress,
+};
 pub use results::{
     ensure_partitions, insert_results, insert_skipped, is_data_error, is_missing_partition,
     SkippedSlot,
@@ -25,12 +27,19 @@ use crate::config::{Secret, Settings};
 pub enum StoreError {
     #[error("invalid Postgres settings: {0}")]
     Config(String),
-    #[error("Postgres: {0}")]
+    #[error("Postgres: {0}{detail}", detail = db_detail(.0))]
     Postgres(#[from] tokio_postgres::Error),
     #[error("Postgres pool: {0}")]
     Pool(#[from] deadpool_postgres::PoolError),
     #[error("migration failed: {0}")]
     Migration(#[from] refinery::Error),
+}
+
+/// The server's own message: tokio-postgres displays only "db error".
+fn db_detail(e: &tokio_postgres::Error) -> String {
+    e.as_db_error()
+        .map(|d| format!(": {} ({})", d.message(), d.code().code()))
+        .unwrap_or_default()
 }
 
 impl StoreError {

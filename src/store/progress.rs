@@ -74,3 +74,17 @@ pub async fn record_gap(
         .await?;
     Ok(())
 }
+
+/// Saved progress of the given sites (those without any are absent).
+pub async fn load_progress_of(
+    client: &impl GenericClient,
+    sites: &[String],
+) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT site, accounted_until FROM schedule_progress WHERE site = ANY($1)",
+            &[&sites],
+        )
+        .await?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}

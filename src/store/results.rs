@@ -10,7 +10,7 @@ use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::model::CheckOutcome;
+use crate::model::{CheckOutcome, Outcome};
 
 const INSERT: &str = "
 INSERT INTO check_results AS c
@@ -30,6 +30,31 @@ ON CONFLICT (check_id, scheduled_at) DO UPDATE SET
     persisted_at = now()
 WHERE c.outcome = 'skipped' AND excluded.outcome <> 'skipped'";
 
+/// One outcome per check: Postgres refuses an `ON CONFLICT DO UPDATE` that
+/// touches a row twice, and a batch can hold the same check twice (a
+/// redelivery, or a slot published by two schedulers while a shard moved).
+/// A real outcome wins over a `skipped` one; otherwise the first is kept.
+fn one_per_check(rows: &[CheckOutcome]) -> Vec<&CheckOutcome> {
+    let mut at: std::collections::HashMap<(Uuid, DateTime<Utc>), usize> =
+        std::collections::HashMap::with_capacity(rows.len());
+    let mut out: Vec<&CheckOutcome> = Vec::with_capacity(rows.len());
+    for r in rows {
+        match at.entry((r.check_id, r.scheduled_at)) {
+            std::collections::hash_map::Entry::Vacant(v) => {
+                v.insert(out.len());
+                out.push(r);
+            }
+            std::collections::hash_map::Entry::Occupied(o) => {
+                let kept = &mut out[*o.get()];
+                if kept.outcome == Outcome::Skipped && r.outcome != Outcome::Skipped {
+                    *kept = r;
+                }
+            }
+        }
+    }
+    out
+}
+
 /// Inserts `rows` in one statement; returns how many rows were written
 /// (new, or a skipped placeholder replaced).
 pub async fn insert_results(
@@ -39,6 +64,7 @@ pub async fn insert_results(
     if rows.is_empty() {
         return Ok(0);
     }
+    let rows = one_per_check(rows);
     let mut ids: Vec<Uuid> = Vec::with_capacity(rows.len());
     let mut sites = Vec::with_capacity(rows.len());
     let mut urls = Vec::with_capacity(rows.len());
@@ -54,7 +80,7 @@ pub async fn insert_results(
     let mut kinds = Vec::with_capacity(rows.len());
     let mut messages = Vec::with_capacity(rows.len());
     let mut checkers = Vec::with_capacity(rows.len());
-    for r in rows {
+    for r in rows.iter().copied() {
         ids.push(r.check_id);
         sites.push(r.site.as_str());
         urls.push(r.url.as_str());

@@ -40,7 +40,11 @@ async fn topics_are_created_once_and_messages_resume_after_commit() {
     let topics = cfg.topics.all();
 
     let cancel = CancellationToken::new();
-    bus::ensure_topics_with_retry(&settings, &topics, &cancel)
+    let sized: Vec<(&str, i32)> = topics
+        .iter()
+        .map(|t| (*t, settings.kafka.partitions))
+        .collect();
+    bus::ensure_topics_with_retry(&settings, &sized, &cancel)
         .await
         .unwrap();
     // Existing topics are fine.
@@ -86,7 +90,7 @@ async fn unreachable_broker_is_retried_until_cancelled() {
         tokio::time::sleep(Duration::from_secs(2)).await;
         stop.cancel();
     });
-    let err = bus::ensure_topics_with_retry(&settings, &["x"], &cancel)
+    let err = bus::ensure_topics_with_retry(&settings, &[("x", 1)], &cancel)
         .await
         .unwrap_err();
     assert!(matches!(err, bus::BusError::Cancelled), "{err}");

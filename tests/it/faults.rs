@@ -114,6 +114,18 @@ impl Proxy {
         Proxy { port, state }
     }
 
+    /// A proxy to the Postgres of `url`, and `url` going through it.
+    pub async fn to_postgres(url: &str) -> (Proxy, String) {
+        let mut pg: url::Url = url.parse().unwrap();
+        let upstream: SocketAddr =
+            format!("{}:{}", pg.host_str().unwrap(), pg.port().unwrap_or(5432))
+                .parse()
+                .unwrap();
+        let proxy = Proxy::start(upstream).await;
+        pg.set_port(Some(proxy.port)).unwrap();
+        (proxy, pg.to_string())
+    }
+
     pub fn cut(&self) {
         let mut s = self.state.lock().unwrap();
         s.0 = true;

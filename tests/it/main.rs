@@ -5,6 +5,7 @@
 mod bus;
 mod cli;
 mod faults;
+mod ops;
 mod pipeline;
 mod recovery;
 mod store;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use sitewatch::daemon;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{wait_for, TestConfig, TestDb};
+use crate::support::{no_reloads, wait_for, TestConfig, TestDb};
 use crate::target::{closed_port, Target};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -68,7 +68,7 @@ timeout = "1s"
     );
     let cfg = TestConfig::new(&db, &sites);
     let stop = CancellationToken::new();
-    let daemon = tokio::spawn(daemon::run(cfg.load(), &[], stop.clone()));
+    let daemon = tokio::spawn(daemon::run(cfg.load(), &[], stop.clone(), no_reloads()));
 
     let client = db.client().await;
     wait_for(

@@ -17,13 +17,13 @@ use sitewatch::scheduler::Cadence;
 use tokio_util::sync::CancellationToken;
 
 use crate::faults::{Broker, Proxy};
-use crate::support::{unique, wait_for, TestConfig, TestDb};
+use crate::support::{no_reloads, unique, wait_for, TestConfig, TestDb};
 use crate::target::Target;
 
-const INTERVAL: Duration = Duration::from_secs(1);
+pub const INTERVAL: Duration = Duration::from_secs(1);
 
 /// `n` sites, one check per second each, mostly up, some returning 500.
-fn sites(target: &Target, n: usize) -> String {
+pub fn sites(target: &Target, n: usize) -> String {
     (0..n)
         .map(|i| {
             let path = if i % 5 == 0 { "/500" } else { "/ok" };
@@ -36,7 +36,12 @@ fn sites(target: &Target, n: usize) -> String {
 }
 
 /// The daemon binary as a child process.
-fn spawn(config: &Path, roles: &[&str], log: &Path) -> Child {
+pub fn spawn(config: &Path, roles: &[&str], log: &Path) -> Child {
+    spawn_with(config, roles, log, &[])
+}
+
+/// [`spawn`] with extra environment (config overrides, systemd's variables).
+pub fn spawn_with(config: &Path, roles: &[&str], log: &Path, env: &[(&str, String)]) -> Child {
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -47,6 +52,7 @@ fn spawn(config: &Path, roles: &[&str], log: &Path) -> Child {
     for r in roles {
         cmd.args(["--role", r]);
     }
+    cmd.envs(env.iter().map(|(k, v)| (k, v)));
     cmd.env("RUST_LOG", "warn,sitewatch=info")
         .stdout(Stdio::from(log.try_clone().unwrap()))
         .stderr(Stdio::from(log))
@@ -54,7 +60,7 @@ fn spawn(config: &Path, roles: &[&str], log: &Path) -> Child {
         .expect("start sitewatch")
 }
 
-fn terminate(mut child: Child) {
+pub fn terminate(mut child: Child) {
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
@@ -86,13 +92,14 @@ async fn accounted(
 /// Runs checkers and persisters (no scheduler) until every slot before each
 /// site's `accounted_until` has its row, then asserts exactly one row per
 /// slot and none elsewhere. Returns (slots, skipped).
-async fn drain_and_check(db: &TestDb, cfg: &TestConfig, n_sites: usize) -> (i64, i64) {
+pub async fn drain_and_check(db: &TestDb, cfg: &TestConfig, n_sites: usize) -> (i64, i64) {
     let client = db.client().await;
     let stop = CancellationToken::new();
     let drain = tokio::spawn(daemon::run(
         cfg.load(),
         &[daemon::Role::Checker, daemon::Role::Persister],
         stop.clone(),
+        no_reloads(),
     ));
     let expected = |acc: &HashMap<String, (DateTime<Utc>, DateTime<Utc>)>| -> i64 {
         acc.iter()
@@ -167,7 +174,7 @@ async fn drain_and_check(db: &TestDb, cfg: &TestConfig, n_sites: usize) -> (i64,
 /// Waits until at least `n` checked (not skipped) rows scheduled after
 /// `since` are in Postgres: the pipeline is flowing (before a fault) or has
 /// recovered (after one).
-async fn wait_checked(db: &TestDb, since: DateTime<Utc>, n: i64, what: &str) {
+pub async fn wait_checked(db: &TestDb, since: DateTime<Utc>, n: i64, what: &str) {
     let client = db.client().await;
     wait_for(what, Duration::from_secs(90), || async {
         client
@@ -239,7 +246,7 @@ async fn garbage_on_every_topic_goes_to_the_dlq_and_the_pipeline_flows_on() {
     let cfg = TestConfig::new(&db, &sites(&target, 3));
     let settings = cfg.load();
     let stop = CancellationToken::new();
-    let daemon = tokio::spawn(daemon::run(cfg.load(), &[], stop.clone()));
+    let daemon = tokio::spawn(daemon::run(cfg.load(), &[], stop.clone(), no_reloads()));
     let client = db.client().await;
     let rows = || async {
         client
@@ -322,7 +329,7 @@ async fn broker_sigkill_and_restart_loses_and_duplicates_nothing() {
     let cfg = TestConfig::with_endpoints(&db.url, &broker.address(), &sites(&target, 50));
     let stop = CancellationToken::new();
     let started = Utc::now();
-    let daemon = tokio::spawn(daemon::run(cfg.load(), &[], stop.clone()));
+    let daemon = tokio::spawn(daemon::run(cfg.load(), &[], stop.clone(), no_reloads()));
 
     wait_checked(&db, started, 50 * 8, "rows flowing before the broker kill").await;
     tokio::time::sleep(remaining(started, 10)).await;
@@ -344,22 +351,15 @@ async fn broker_sigkill_and_restart_loses_and_duplicates_nothing() {
 async fn postgres_gone_for_20s_loses_and_duplicates_nothing() {
     let target = Target::start().await;
     let db = TestDb::create().await;
-    let pg: url::Url = db.url.parse().unwrap();
-    let upstream: std::net::SocketAddr =
-        format!("{}:{}", pg.host_str().unwrap(), pg.port().unwrap_or(5432))
-            .parse()
-            .unwrap();
-    let proxy = Proxy::start(upstream).await;
-    let mut via_proxy = pg.clone();
-    via_proxy.set_port(Some(proxy.port)).unwrap();
+    let (proxy, via_proxy) = Proxy::to_postgres(&db.url).await;
     let cfg = TestConfig::with_endpoints(
-        via_proxy.as_str(),
+        &via_proxy,
         &crate::support::kafka_brokers(),
         &sites(&target, 50),
     );
     let stop = CancellationToken::new();
     let started = Utc::now();
-    let daemon = tokio::spawn(daemon::run(cfg.load(), &[], stop.clone()));
+    let daemon = tokio::spawn(daemon::run(cfg.load(), &[], stop.clone(), no_reloads()));
 
     wait_checked(&db, started, 50 * 5, "rows flowing before the cut").await;
     tokio::time::sleep(remaining(started, 8)).await;
@@ -380,7 +380,7 @@ async fn postgres_gone_for_20s_loses_and_duplicates_nothing() {
 /// What is left of `secs` seconds since `since` (zero if passed): the test
 /// keeps load on for a minimum run length, which is a duration, not a
 /// synchronisation.
-fn remaining(since: DateTime<Utc>, secs: i64) -> Duration {
+pub fn remaining(since: DateTime<Utc>, secs: i64) -> Duration {
     (since + chrono::Duration::seconds(secs) - Utc::now())
         .to_std()
         .unwrap_or(Duration::ZERO)

@@ -10,7 +10,10 @@ async fn migrations_apply_once_and_create_partitions() {
     let mut client = db.client().await;
 
     let first = store::migrate(&mut client).await.unwrap();
-    assert_eq!(first.applied, ["V1__initial_schema", "V2__pipeline"]);
+    assert_eq!(
+        first.applied,
+        ["V1__initial_schema", "V2__pipeline", "V3__scheduler_leases"]
+    );
     // Yesterday through PARTITION_DAYS_AHEAD days ahead.
     assert_eq!(first.partitions_created, store::PARTITION_DAYS_AHEAD + 2);
 
@@ -36,7 +39,10 @@ async fn concurrent_migrations_apply_each_version_once() {
     let mut b = db.client().await;
     let (ra, rb) = tokio::join!(store::migrate(&mut a), store::migrate(&mut b));
     let total = ra.unwrap().applied.len() + rb.unwrap().applied.len();
-    assert_eq!(total, 2, "each of the two migrations applied exactly once");
+    assert_eq!(
+        total, 3,
+        "each of the three migrations applied exactly once"
+    );
 }
 
 #[tokio::test]
@@ -147,4 +153,47 @@ url = "https://c.example/"
             ("c".to_owned(), true, true, 60_000),
         ]
     );
+}
+
+#[tokio::test]
+async fn a_batch_holding_one_check_twice_makes_one_row_and_the_real_outcome_wins() {
+    use sitewatch::model::{CheckOutcome, CheckRequest, ErrorKind, Origin, Outcome};
+    let db = TestDb::create().await;
+    let mut client = db.client().await;
+    sitewatch::store::migrate(&mut client).await.unwrap();
+    let now = chrono::Utc::now();
+    let req = CheckRequest {
+        v: sitewatch::model::SCHEMA_VERSION,
+        check_id: sitewatch::model::scheduled_check_id("twice", now),
+        site: "twice".into(),
+        origin: Origin::Scheduled,
+        scheduled_at: now,
+        deadline: now + chrono::Duration::seconds(60),
+        url: "http://example.test/".into(),
+        method: "GET".into(),
+        headers: Default::default(),
+        timeout_ms: 1000,
+        regex: None,
+        expect_status: "200-399".into(),
+        reuse_connection: false,
+    };
+    let skipped = CheckOutcome::skipped(&req, ErrorKind::MissedSlot, "placeholder".into(), "t");
+    let mut up = skipped.clone();
+    up.outcome = Outcome::Up;
+    up.status_code = Some(200);
+    up.error_kind = None;
+    up.error_message = None;
+    let written = sitewatch::store::insert_results(&client, &[skipped.clone(), up, skipped])
+        .await
+        .unwrap();
+    assert_eq!(written, 1);
+    let rows = client
+        .query(
+            "SELECT outcome FROM check_results WHERE site = 'twice'",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].get::<_, String>(0), "up");
 }

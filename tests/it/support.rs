@@ -76,6 +76,8 @@ pub struct TestConfig {
     _dir: TempDir,
     pub path: PathBuf,
     pub topics: Topics,
+    /// The admin listener's address (a free loopback port).
+    pub admin: std::net::SocketAddr,
     daemon: String,
 }
 
@@ -109,6 +111,7 @@ impl TestConfig {
             failed: format!("{t}_failed"),
             dlq: format!("{t}_dlq"),
         };
+        let admin = free_addr();
         let daemon = format!(
             r#"
 [postgres]
@@ -129,6 +132,11 @@ dlq = "{d}"
 
 [scheduler]
 min_interval = "100ms"
+shards = 8
+failover_timeout = "6s"
+
+[admin]
+listen = "{admin}"
 
 [log]
 level = "warn"
@@ -146,6 +154,7 @@ level = "warn"
             _dir: dir,
             path,
             topics,
+            admin,
             daemon,
         };
         cfg.set_sites(sites);
@@ -161,6 +170,21 @@ level = "warn"
         config::load_with_env(&self.path, HashMap::new())
             .unwrap_or_else(|e| panic!("test config invalid: {e}"))
     }
+}
+
+/// A loopback address with a port that was free a moment ago.
+pub fn free_addr() -> std::net::SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+}
+
+/// A reload channel that never fires, for daemons run in-process.
+pub fn no_reloads() -> tokio::sync::mpsc::Receiver<()> {
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    // Kept open so the daemon's reload branch just waits.
+    std::mem::forget(tx);
+    rx
 }
 
 /// Polls `cond` every 100 ms until it holds; panics after `limit` naming

@@ -2,6 +2,8 @@
 //! text) or JSON; the level comes from `RUST_LOG` when set, else from the
 //! config's `log.level`.
 
+pub mod metrics;
+
 use std::io::IsTerminal;
 
 use tracing_subscriber::EnvFilter;

@@ -1,0 +1,256 @@
+//! Which sites this scheduler instance schedules. Sites are hashed into
+//! `scheduler.shards` shards, and each shard is leased to one live
+//! scheduler instance at a time through Postgres (`scheduler_leases`, see
+//! migration V3): every instance renews its leases every third of
+//! `scheduler.failover_timeout`, claims expired ones up to a fair share of
+//! the live instances, and gives up its excess so a new instance gets work.
+//! A dead instance's leases expire and the others claim them: that is the
+//! failover time (at most the timeout plus one renewal period).
+//!
+//! Promises: an instance stops publishing a shard *before* the shard can be
+//! leased to another — excess shards are stopped locally one round before
+//! they are freed in the database, and an instance that cannot renew (a
+//! pause, a lost database) stops on its own clock when its leases would
+//! have expired, counted from before it asked. So two live instances never
+//! schedule one site at once. (The group protocol of the broker was the
+//! first design: Tansu 0.6's coordinator handed a partition to a second
+//! member while the first still held it, and left partitions unassigned
+//! after a member died.)
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use deadpool_postgres::Pool;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::slots::stable_hash;
+use crate::store::StoreError;
+use crate::telemetry::metrics as m;
+
+/// The shard of a site among `shards`. FNV-1a alone spreads short names
+/// badly over a small modulus (and is what the slot offset uses), so its
+/// bits are mixed first (MurmurHash3's 64-bit finaliser).
+pub fn shard_of(site: &str, shards: usize) -> usize {
+    let mut h = stable_hash(site);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xff51_afd7_ed55_8ccd);
+    h ^= h >> 33;
+    h = h.wrapping_mul(0xc4ce_b9fe_1a85_ec53);
+    h ^= h >> 33;
+    (h % shards.max(1) as u64) as usize
+}
+
+/// The shards this instance owns now, shared between the lease loop and
+/// the scheduler loop.
+#[derive(Clone)]
+pub struct Ownership {
+    owned: Arc<[AtomicBool]>,
+    /// Milliseconds after `epoch` until which the leases are surely ours.
+    valid_until: Arc<AtomicU64>,
+    epoch: Instant,
+    /// Bumped after every change, so the scheduler re-reads `owned`.
+    changed: Arc<watch::Sender<u64>>,
+}
+
+impl Ownership {
+    pub fn new(shards: usize) -> Self {
+        Ownership {
+            owned: (0..shards).map(|_| AtomicBool::new(false)).collect(),
+            valid_until: Arc::new(AtomicU64::new(0)),
+            epoch: Instant::now(),
+            changed: Arc::new(watch::Sender::new(0)),
+        }
+    }
+
+    /// Every shard, for good: a scheduler that coordinates with nobody.
+    pub fn all(shards: usize) -> Self {
+        let o = Self::new(shards);
+        o.replace(&(0..shards).collect::<Vec<_>>(), None);
+        o
+    }
+
+    pub fn shards(&self) -> usize {
+        self.owned.len()
+    }
+
+    /// Owned, and the lease surely not expired.
+    pub fn owns(&self, shard: usize) -> bool {
+        self.owned
+            .get(shard)
+            .is_some_and(|b| b.load(Ordering::SeqCst))
+            && self.now_ms() < self.valid_until.load(Ordering::SeqCst)
+    }
+
+    /// Holds any shard, expired or not.
+    fn any_held(&self) -> bool {
+        self.owned.iter().any(|b| b.load(Ordering::SeqCst))
+    }
+
+    pub fn count(&self) -> usize {
+        (0..self.shards()).filter(|s| self.owns(*s)).count()
+    }
+
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    /// Owns exactly `shards` until `until` (`None`: forever).
+    fn replace(&self, shards: &[usize], until: Option<Instant>) {
+        let until_ms = until.map_or(u64::MAX, |t| {
+            t.saturating_duration_since(self.epoch).as_millis() as u64
+        });
+        // Back from an expiry counts as a change: parked sites must resume.
+        let mut changed = self.valid_until.load(Ordering::SeqCst) <= self.now_ms();
+        let mut wanted = vec![false; self.owned.len()];
+        for &s in shards {
+            if let Some(w) = wanted.get_mut(s) {
+                *w = true;
+            }
+        }
+        for (b, want) in self.owned.iter().zip(wanted) {
+            changed |= b.swap(want, Ordering::SeqCst) != want;
+        }
+        self.valid_until.store(until_ms, Ordering::SeqCst);
+        metrics::gauge!(m::SHARDS_OWNED).set(shards.len() as f64);
+        if changed {
+            self.changed.send_modify(|g| *g += 1);
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+}
+
+/// This instance's name among the schedulers: unique per process.
+pub fn member_id() -> String {
+    format!(
+        "{}-{}-{}",
+        crate::daemon::instance_name(),
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
+}
+
+/// Holds this instance's shard leases until `leave`: renews, claims and
+/// releases every third of `ttl`, and keeps `ownership` in step. On
+/// `leave`, stops every shard and frees the leases so the others take over
+/// at their next renewal instead of after the timeout.
+pub async fn hold(pool: Pool, ttl: Duration, ownership: Ownership, leave: CancellationToken) {
+    let me = member_id();
+    let shards = ownership.shards() as i32;
+    let mut tick = tokio::time::interval(ttl / 3);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut releasing: Vec<i32> = Vec::new();
+    let mut until = Instant::now();
+    tracing::info!(member = %me, shards, ?ttl, "scheduler holding shard leases");
+    loop {
+        tokio::select! {
+            _ = leave.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        // Counted from before the request: the database renewed at or after
+        // this instant, so our leases last at least until `sent + ttl`.
+        let sent = Instant::now();
+        match step(&pool, &me, shards, ttl, &releasing, false).await {
+            Ok(leases) => {
+                let keep: Vec<usize> = leases
+                    .iter()
+                    .filter(|l| !l.2)
+                    .map(|l| l.0 as usize)
+                    .collect();
+                releasing = leases.iter().filter(|l| l.2).map(|l| l.0).collect();
+                until = sent + ttl;
+                if keep.len() != ownership.count() || !keep.iter().all(|s| ownership.owns(*s)) {
+                    tracing::info!(shards = ?keep, giving_up = ?releasing, "scheduler shards changed");
+                }
+                ownership.replace(&keep, Some(until));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, expires_in = ?until.saturating_duration_since(Instant::now()),
+                    "cannot renew scheduler leases");
+                if Instant::now() >= until && ownership.any_held() {
+                    tracing::warn!(
+                        "scheduler leases expired: stopped scheduling until Postgres answers"
+                    );
+                    ownership.replace(&[], Some(until));
+                }
+            }
+        }
+    }
+    ownership.replace(&[], Some(Instant::now()));
+    if let Err(e) = step(&pool, &me, shards, ttl, &[], true).await {
+        tracing::warn!(error = %e, "could not free scheduler leases; they expire on their own");
+    }
+}
+
+async fn step(
+    pool: &Pool,
+    me: &str,
+    shards: i32,
+    ttl: Duration,
+    release: &[i32],
+    leaving: bool,
+) -> Result<Vec<(i32, i64, bool)>, StoreError> {
+    let client = pool.get().await?;
+    let ttl_ms = ttl.as_millis() as f64;
+    let rows = client
+        .query(
+            "SELECT shard, epoch, excess FROM sitewatch_scheduler_tick(
+                 $1, $2, make_interval(secs => $3::float8 / 1000), $4, $5)",
+            &[&me, &shards, &ttl_ms, &release, &leaving],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sites_spread_over_shards() {
+        // Long and very short names alike (short ones defeat plain FNV).
+        for name in [
+            |i: usize| format!("site-{i}"),
+            |i: usize| format!("s{i:02}"),
+        ] {
+            let mut counts = [0u32; 8];
+            for i in 0..8000 {
+                counts[shard_of(&name(i), 8)] += 1;
+            }
+            for c in counts {
+                assert!((850..1150).contains(&c), "uneven: {counts:?}");
+            }
+        }
+        let mut few = [0u32; 8];
+        for i in 0..60 {
+            few[shard_of(&format!("s{i:03}"), 8)] += 1;
+        }
+        assert!(few.iter().all(|c| *c >= 2), "60 short names: {few:?}");
+    }
+
+    #[test]
+    fn ownership_follows_leases_and_expires_on_its_own() {
+        let o = Ownership::new(4);
+        let mut seen = o.subscribe();
+        assert_eq!(o.count(), 0);
+        o.replace(&[1, 3], Some(Instant::now() + Duration::from_secs(60)));
+        assert!(o.owns(1) && o.owns(3) && !o.owns(0));
+        assert!(seen.has_changed().unwrap());
+        seen.mark_unchanged();
+        o.replace(&[3], Some(Instant::now() + Duration::from_secs(60)));
+        assert_eq!(o.count(), 1);
+        assert!(seen.has_changed().unwrap());
+        // A lease whose time has passed is not owned, renewal or not.
+        o.replace(&[3], Some(Instant::now()));
+        assert!(!o.owns(3));
+        assert_eq!(Ownership::all(5).count(), 5);
+        assert!(!o.owns(99), "out of range is not owned");
+    }
+}
