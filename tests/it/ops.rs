@@ -146,9 +146,10 @@ async fn three_instances_share_the_sites_and_take_over_from_a_killed_one() {
     let admins: Vec<SocketAddr> = (0..3).map(|_| free_addr()).collect();
     let started = Utc::now();
     // Three schedulers share the sites; one checker and persister process
-    // does the rest. (SIGKILLing a member of the persister groups while
-    // two others live leaves Tansu 0.6's groups rebalancing for minutes,
-    // so the killed instance runs the scheduler role only: see README.)
+    // does the rest. The killed instance runs the scheduler role only:
+    // when a member of a consumer group dies while others live, Tansu 0.6
+    // drops it from the group without starting a rebalance, so its
+    // partitions stay orphaned (see README, "Scale-out").
     let mut children: Vec<Child> = admins
         .iter()
         .map(|a| spawn_with(&cfg.path, &["scheduler"], &log, &admin_env(*a)))
