@@ -9,14 +9,14 @@ mod producer;
 mod topics;
 
 pub use consumer::{MessageRef, TrackedConsumer};
-pub use dlq::DeadLetter;
+pub use dlq::{read_dead_letters, DeadLetter, StoredLetter};
 pub use offsets::OffsetTracker;
 pub use producer::{confirmed, Publisher};
 pub use topics::{ensure_sized_topics, ensure_topics, ensure_topics_with_retry};
 
 /// Header names of dead letters.
 pub mod dlq_headers {
-    pub use super::dlq::{H_AT, H_OFFSET, H_PARTITION, H_REASON, H_STAGE, H_TOPIC};
+    pub use super::dlq::{H_AT, H_OFFSET, H_PARTITION, H_REASON, H_REPLAYED, H_STAGE, H_TOPIC};
 }
 
 use rdkafka::ClientConfig;

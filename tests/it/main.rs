@@ -4,6 +4,7 @@
 
 mod bus;
 mod cli;
+mod dlq;
 mod faults;
 mod ops;
 mod pipeline;
