@@ -28,25 +28,29 @@ struct Cli {
     command: Command,
 }
 
+/// `--config FILE`, shared by the commands that read the config.
+#[derive(clap::Args, Clone)]
+struct ConfigPath {
+    /// The main config file.
+    #[arg(
+        long = "config",
+        env = "SITEWATCH_CONFIG",
+        default_value = "/etc/sitewatch/sitewatch.toml"
+    )]
+    path: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Check a configuration and report every problem in it.
     Validate {
-        #[arg(
-            long,
-            env = "SITEWATCH_CONFIG",
-            default_value = "/etc/sitewatch/sitewatch.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
     },
     /// Run the daemon: all stages, or those given with --role.
     Run {
-        #[arg(
-            long,
-            env = "SITEWATCH_CONFIG",
-            default_value = "/etc/sitewatch/sitewatch.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
         /// Run only this stage (repeatable): scheduler, checker, persister.
         #[arg(long = "role", value_enum)]
         roles: Vec<Role>,
@@ -77,12 +81,8 @@ enum Command {
     },
     /// Apply database migrations and sync the `sites` table with the config.
     Migrate {
-        #[arg(
-            long,
-            env = "SITEWATCH_CONFIG",
-            default_value = "/etc/sitewatch/sitewatch.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
     },
 }
 
@@ -90,12 +90,8 @@ enum Command {
 enum DlqAction {
     /// Print every dead letter: when, from where, by which stage, why.
     List {
-        #[arg(
-            long,
-            env = "SITEWATCH_CONFIG",
-            default_value = "/etc/sitewatch/sitewatch.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
         /// One JSON object per line instead of a table.
         #[arg(long)]
         json: bool,
@@ -103,12 +99,8 @@ enum DlqAction {
     /// Re-publish dead letters (original key and payload) to their source
     /// topic. Replaying twice is harmless: writes are idempotent per check.
     Replay {
-        #[arg(
-            long,
-            env = "SITEWATCH_CONFIG",
-            default_value = "/etc/sitewatch/sitewatch.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
         /// Only letters from this source topic.
         #[arg(long)]
         topic: Option<String>,
@@ -125,7 +117,9 @@ enum DlqAction {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Validate { config } => match config::load(&config) {
+        Command::Validate {
+            config: ConfigPath { path: config },
+        } => match config::load(&config) {
             Ok(settings) => {
                 println!("{}: OK\n{}", config.display(), settings.summary());
                 ExitCode::SUCCESS
@@ -136,7 +130,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Run { config, roles } => {
-            let settings = match load(&config) {
+            let settings = match load(&config.path) {
                 Ok(s) => s,
                 Err(code) => return code,
             };
@@ -165,7 +159,9 @@ fn main() -> ExitCode {
         })),
         Command::Dlq { action } => {
             let config = match &action {
-                DlqAction::List { config, .. } | DlqAction::Replay { config, .. } => config.clone(),
+                DlqAction::List { config, .. } | DlqAction::Replay { config, .. } => {
+                    config.path.clone()
+                }
             };
             let settings = match load(&config) {
                 Ok(s) => s,
@@ -174,7 +170,7 @@ fn main() -> ExitCode {
             report(runtime().block_on(dlq(&settings, action)))
         }
         Command::Migrate { config } => {
-            let settings = match load(&config) {
+            let settings = match load(&config.path) {
                 Ok(s) => s,
                 Err(code) => return code,
             };

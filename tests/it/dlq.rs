@@ -8,10 +8,10 @@ use std::time::Duration;
 use chrono::Utc;
 use sitewatch::bus::{self, Publisher};
 use sitewatch::daemon::{self, Role};
-use sitewatch::model::{self, CheckOutcome, CheckRequest, ErrorKind, Origin, Outcome};
+use sitewatch::model;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{no_reloads, wait_for, TestConfig, TestDb};
+use crate::support::{no_reloads, slot_outcomes, wait_for, TestConfig, TestDb};
 use crate::target::Target;
 
 fn sitewatch(args: &[&str]) -> (bool, String) {
@@ -53,26 +53,7 @@ async fn a_refused_result_is_listed_then_replayed_and_persisted_once_fixed() {
     // A result for a slot 60 days ago: its day has no partition, and it is
     // too old for the persister to create one on the fly.
     let slot = Utc::now() - chrono::Duration::days(60);
-    let req = CheckRequest {
-        v: model::SCHEMA_VERSION,
-        check_id: model::scheduled_check_id("old", slot),
-        site: "old".into(),
-        origin: Origin::Scheduled,
-        scheduled_at: slot,
-        deadline: slot + chrono::Duration::seconds(60),
-        url: target.url("/ok"),
-        method: "GET".into(),
-        headers: Default::default(),
-        timeout_ms: 1000,
-        regex: None,
-        expect_status: "200-399".into(),
-        reuse_connection: false,
-    };
-    let mut outcome = CheckOutcome::skipped(&req, ErrorKind::MissedSlot, String::new(), "t");
-    outcome.outcome = Outcome::Up;
-    outcome.status_code = Some(200);
-    outcome.error_kind = None;
-    outcome.error_message = None;
+    let (_, outcome) = slot_outcomes("old", slot, &target.url("/ok"));
     let publisher = Publisher::new(&settings).unwrap();
     let t = &cfg.topics;
     publisher
@@ -133,7 +114,7 @@ async fn a_refused_result_is_listed_then_replayed_and_persisted_once_fixed() {
             client
                 .query_opt(
                     "SELECT outcome FROM check_results WHERE check_id = $1",
-                    &[&req.check_id],
+                    &[&outcome.check_id],
                 )
                 .await
                 .unwrap()

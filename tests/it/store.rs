@@ -157,32 +157,11 @@ url = "https://c.example/"
 
 #[tokio::test]
 async fn a_batch_holding_one_check_twice_makes_one_row_and_the_real_outcome_wins() {
-    use sitewatch::model::{CheckOutcome, CheckRequest, ErrorKind, Origin, Outcome};
     let db = TestDb::create().await;
     let mut client = db.client().await;
     sitewatch::store::migrate(&mut client).await.unwrap();
-    let now = chrono::Utc::now();
-    let req = CheckRequest {
-        v: sitewatch::model::SCHEMA_VERSION,
-        check_id: sitewatch::model::scheduled_check_id("twice", now),
-        site: "twice".into(),
-        origin: Origin::Scheduled,
-        scheduled_at: now,
-        deadline: now + chrono::Duration::seconds(60),
-        url: "http://example.test/".into(),
-        method: "GET".into(),
-        headers: Default::default(),
-        timeout_ms: 1000,
-        regex: None,
-        expect_status: "200-399".into(),
-        reuse_connection: false,
-    };
-    let skipped = CheckOutcome::skipped(&req, ErrorKind::MissedSlot, "placeholder".into(), "t");
-    let mut up = skipped.clone();
-    up.outcome = Outcome::Up;
-    up.status_code = Some(200);
-    up.error_kind = None;
-    up.error_message = None;
+    let (skipped, up) =
+        crate::support::slot_outcomes("twice", chrono::Utc::now(), "http://example.test/");
     let written = sitewatch::store::insert_results(&client, &[skipped.clone(), up, skipped])
         .await
         .unwrap();

@@ -172,6 +172,41 @@ level = "warn"
     }
 }
 
+/// A scheduled slot of `site` at `slot`, as `skipped` and as `up` (200):
+/// outcomes built by hand for tests that publish or insert them directly.
+pub fn slot_outcomes(
+    site: &str,
+    slot: chrono::DateTime<chrono::Utc>,
+    url: &str,
+) -> (
+    sitewatch::model::CheckOutcome,
+    sitewatch::model::CheckOutcome,
+) {
+    use sitewatch::model::{self, CheckOutcome, CheckRequest, ErrorKind, Origin, Outcome};
+    let req = CheckRequest {
+        v: model::SCHEMA_VERSION,
+        check_id: model::scheduled_check_id(site, slot),
+        site: site.into(),
+        origin: Origin::Scheduled,
+        scheduled_at: slot,
+        deadline: slot + chrono::Duration::seconds(60),
+        url: url.into(),
+        method: "GET".into(),
+        headers: Default::default(),
+        timeout_ms: 1000,
+        regex: None,
+        expect_status: "200-399".into(),
+        reuse_connection: false,
+    };
+    let skipped = CheckOutcome::skipped(&req, ErrorKind::MissedSlot, "placeholder".into(), "t");
+    let mut up = skipped.clone();
+    up.outcome = Outcome::Up;
+    up.status_code = Some(200);
+    up.error_kind = None;
+    up.error_message = None;
+    (skipped, up)
+}
+
 /// A loopback address with a port that was free a moment ago.
 pub fn free_addr() -> std::net::SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
