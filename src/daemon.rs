@@ -10,7 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::{Admin, Health};
+use crate::api::{Admin, Health, PublicApi};
 use crate::bus::{self, BusError, Publisher};
 use crate::checker::{Checker, ClientError, HttpChecker};
 use crate::config::{self, Coordination, Settings};
@@ -25,6 +25,8 @@ pub enum Role {
     Scheduler,
     Checker,
     Persister,
+    /// The public API (`[api]`; with all roles only when `api.enabled`).
+    Api,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -37,7 +39,7 @@ pub enum DaemonError {
     Client(#[from] ClientError),
     #[error(transparent)]
     Scheduler(#[from] SchedulerError),
-    #[error("admin listener on {0}: {1}")]
+    #[error("listening on {0}: {1}")]
     Admin(std::net::SocketAddr, std::io::Error),
     #[error("stage {0} failed: {1}")]
     Stage(&'static str, String),
@@ -65,7 +67,8 @@ pub async fn run(
     mut reloads: mpsc::Receiver<()>,
 ) -> Result<(), DaemonError> {
     let all = roles.is_empty();
-    let has = |r: Role| all || roles.contains(&r);
+    let api_enabled = settings.api.enabled;
+    let has = |r: Role| roles.contains(&r) || (all && (r != Role::Api || api_enabled));
     let settings = Arc::new(settings);
     let topics = &settings.kafka.topics;
     tracing::info!(roles = ?if all { vec![Role::Scheduler, Role::Checker, Role::Persister] } else { roles.to_vec() },
@@ -74,7 +77,7 @@ pub async fn run(
     metrics::gauge!(m::CONFIG_SITES).set(settings.sites.len() as f64);
 
     let health = Health::new();
-    let needs_db = has(Role::Scheduler) || has(Role::Persister);
+    let needs_db = has(Role::Scheduler) || has(Role::Persister) || has(Role::Api);
     let pool = store::pool(&settings)?;
     let publisher = Publisher::new(&settings)?;
     // Stages and the admin listener stop when `stop` fires: on shutdown, or
@@ -166,6 +169,37 @@ pub async fn run(
             let t = stop.clone();
             stages.spawn(async move { (name, p.run(t).await.map_err(|e| e.to_string())) });
         }
+    }
+    if has(Role::Api) {
+        let listener = Admin::bind(settings.api.listen)
+            .await
+            .map_err(|e| DaemonError::Admin(settings.api.listen, e))?;
+        let out = crate::api::outcomes::channel();
+        let (s, o, beat, t) = (
+            settings.clone(),
+            out.clone(),
+            health.stage("api-outcomes"),
+            stop.clone(),
+        );
+        stages.spawn(async move {
+            let r = crate::api::outcomes::follow(&s, o, beat, t).await;
+            ("api-outcomes", r.map_err(|e| e.to_string()))
+        });
+        let app = PublicApi {
+            settings: settings.clone(),
+            pool: pool.clone(),
+            publisher: publisher.clone(),
+            outcomes: out,
+        }
+        .router();
+        let t = stop.clone();
+        tracing::info!(addr = %settings.api.listen, "API listening");
+        stages.spawn(async move {
+            let r = axum::serve(listener, app)
+                .with_graceful_shutdown(t.cancelled_owned())
+                .await;
+            ("api", r.map_err(|e| e.to_string()))
+        });
     }
     health.set_started();
     systemd::ready("running");

@@ -1,11 +1,17 @@
-//! The admin listener: `/healthz` (the process answers), `/readyz` (this
+//! The public API ([`public`]: on-demand checks, results, sites) and the
+//! admin listener: `/healthz` (the process answers), `/readyz` (this
 //! instance can do its work now: start-up done, its stages running and not
 //! stalled, and the Kafka and Postgres it needs reachable) and `/metrics`
 //! (Prometheus text format). Loopback by default (`admin.listen`).
 
+pub mod guard;
 pub mod health;
+pub mod outcomes;
+pub mod public;
+pub mod targets;
 
 pub use health::{Beat, Health, StageReport};
+pub use public::PublicApi;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -5,6 +5,7 @@
 
 mod duration;
 mod normalize;
+mod on_demand;
 mod problem;
 mod secret;
 mod settings;
@@ -15,11 +16,13 @@ use std::path::{Path, PathBuf};
 
 pub use duration::{parse as parse_duration, show as show_duration};
 pub use normalize::normalize_url;
+pub use on_demand::{parse_on_demand, FieldError, MAX_ON_DEMAND_TIMEOUT};
 pub use problem::{ConfigErrors, Problem, SiteRef};
 pub use secret::Secret;
 pub use settings::{
-    AdminSettings, CheckerSettings, Coordination, KafkaSasl, KafkaSettings, KafkaTls, LogFormat,
-    LogSettings, PersisterSettings, PostgresSettings, SchedulerSettings, SiteDefaults, TopicNames,
+    AdminSettings, ApiSettings, CheckerSettings, Coordination, KafkaSasl, KafkaSettings, KafkaTls,
+    LogFormat, LogSettings, PersisterSettings, PostgresSettings, SchedulerSettings, SiteDefaults,
+    TopicNames,
 };
 pub use site::{Site, StatusSet};
 
@@ -49,6 +52,9 @@ pub struct Settings {
     pub log: LogSettings,
     pub site_defaults: SiteDefaults,
     pub admin: AdminSettings,
+    pub api: ApiSettings,
+    /// `api.tokens` and the lines of `api.tokens_file`.
+    pub api_tokens: Vec<Secret>,
     pub sites: Vec<Site>,
 }
 
@@ -156,6 +162,23 @@ pub fn load_with_env(path: &Path, env: HashMap<String, String>) -> Result<Settin
         "kafka.tls.key_password_file",
     );
 
+    let mut api_tokens = raw.api.tokens.clone();
+    if let Some(file) = &raw.api.tokens_file {
+        match std::fs::read_to_string(file) {
+            Ok(text) => api_tokens.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(Secret::new),
+            ),
+            Err(e) => problems.push(Problem::field(
+                path,
+                "api.tokens_file",
+                format!("cannot read {}: {e}", file.display()),
+            )),
+        }
+    }
+
     if !problems.is_empty() {
         return Err(ConfigErrors(problems));
     }
@@ -173,6 +196,8 @@ pub fn load_with_env(path: &Path, env: HashMap<String, String>) -> Result<Settin
         log: raw.log,
         site_defaults: raw.site_defaults,
         admin: raw.admin,
+        api: raw.api,
+        api_tokens,
         sites,
     })
 }

@@ -37,6 +37,8 @@ pub struct RawSettings {
     pub site_defaults: SiteDefaults,
     #[serde(default)]
     pub admin: AdminSettings,
+    #[serde(default)]
+    pub api: ApiSettings,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -394,6 +396,59 @@ impl Default for AdminSettings {
     }
 }
 
+/// The public API: on-demand checks, results, sites.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_api_listen")]
+    pub listen: std::net::SocketAddr,
+    /// Bearer tokens; every request needs one of them.
+    #[serde(default)]
+    pub tokens: Vec<Secret>,
+    /// A file with more tokens, one per line.
+    pub tokens_file: Option<PathBuf>,
+    /// On-demand checks of loopback, private, link-local and cloud-metadata
+    /// addresses are refused unless this is set (server-side request forgery).
+    #[serde(default)]
+    pub allow_private_targets: bool,
+    /// The longest `?wait=` a client may ask for.
+    #[serde(default = "default_max_wait", deserialize_with = "duration::de")]
+    pub max_wait: Duration,
+    /// Requests per minute per token.
+    #[serde(default = "default_rate")]
+    pub requests_per_minute: u32,
+    /// Requests in progress at once per token.
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: usize,
+    /// Largest request body accepted.
+    #[serde(default = "default_api_body")]
+    pub max_body_bytes: usize,
+}
+
+fn default_api_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_max_wait() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_rate() -> u32 {
+    120
+}
+fn default_in_flight() -> usize {
+    16
+}
+fn default_api_body() -> usize {
+    16 * 1024
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        toml::from_str("").expect("empty api settings deserialize to defaults")
+    }
+}
+
 /// Values a site gets when it does not set them.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -470,6 +525,18 @@ impl RawSettings {
             bad(
                 "scheduler.failover_timeout",
                 "must be at least 1s (leases are renewed every third of it)".into(),
+            );
+        }
+        if self.api.enabled && self.api.tokens.is_empty() && self.api.tokens_file.is_none() {
+            bad(
+                "api.tokens",
+                "the API needs at least one token (`tokens`, `tokens_file` or SITEWATCH__API__TOKENS)".into(),
+            );
+        }
+        if self.api.requests_per_minute == 0 || self.api.max_in_flight == 0 {
+            bad(
+                "api.requests_per_minute",
+                "limits must be at least 1".into(),
             );
         }
         if self.kafka.replication_factor < 1 {

@@ -1,0 +1,118 @@
+//! Who may call the API and how much: bearer tokens (compared in constant
+//! time), a per-token rate limit (requests per minute, fixed window) and a
+//! per-token limit on requests in progress. Refusals are 401 and 429.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use tokio::sync::Semaphore;
+
+use crate::config::Secret;
+
+#[derive(Clone)]
+pub struct Guard {
+    tokens: Arc<Vec<Secret>>,
+    per_minute: u32,
+    in_flight: usize,
+    state: Arc<Mutex<HashMap<usize, Usage>>>,
+}
+
+struct Usage {
+    window: Instant,
+    count: u32,
+    slots: Arc<Semaphore>,
+}
+
+impl Guard {
+    pub fn new(tokens: Vec<Secret>, per_minute: u32, in_flight: usize) -> Self {
+        Guard {
+            tokens: Arc::new(tokens),
+            per_minute,
+            in_flight,
+            state: Arc::default(),
+        }
+    }
+
+    fn token_index(&self, given: &str) -> Option<usize> {
+        // Every token is compared in full, whatever matches, so timing does
+        // not tell how much of a guess was right.
+        let mut found = None;
+        for (i, t) in self.tokens.iter().enumerate() {
+            if constant_time_eq(t.expose().as_bytes(), given.as_bytes()) {
+                found = Some(i);
+            }
+        }
+        found
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn refuse(code: StatusCode, message: &str) -> Response {
+    (code, axum::Json(serde_json::json!({ "error": message }))).into_response()
+}
+
+/// The middleware: authenticates, then counts against the token's limits.
+pub async fn check(State(guard): State<Guard>, request: Request, next: Next) -> Response {
+    let given = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    let Some(who) = guard.token_index(given) else {
+        let mut r = refuse(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer"),
+        );
+        return r;
+    };
+    let permit = {
+        let mut state = guard.state.lock().expect("guard lock");
+        let usage = state.entry(who).or_insert_with(|| Usage {
+            window: Instant::now(),
+            count: 0,
+            slots: Arc::new(Semaphore::new(guard.in_flight)),
+        });
+        if usage.window.elapsed() >= Duration::from_secs(60) {
+            usage.window = Instant::now();
+            usage.count = 0;
+        }
+        if usage.count >= guard.per_minute {
+            let retry = 60u64
+                .saturating_sub(usage.window.elapsed().as_secs())
+                .max(1);
+            let mut r = refuse(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate limit reached for this token",
+            );
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, header::HeaderValue::from(retry));
+            return r;
+        }
+        usage.count += 1;
+        match usage.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                return refuse(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "too many requests in progress for this token",
+                )
+            }
+        }
+    };
+    let response = next.run(request).await;
+    drop(permit);
+    response
+}

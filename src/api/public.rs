@@ -1,0 +1,317 @@
+//! The public API (`[api]`): on-demand checks through the same topics,
+//! checkers and persisters as scheduled ones, and read access to results
+//! and sites in Postgres. Every route needs a bearer token (see [`guard`]).
+//!
+//! * `POST /v1/checks[?wait=5s]`: validate, publish a `CheckRequest`
+//!   (origin `on_demand`); with `wait`, answer with the outcome if it comes
+//!   in time, else `202` with the check id and a `Location`.
+//! * `GET /v1/checks/{id}`: the persisted result, so a client that lost its
+//!   connection fetches it later.
+//! * `GET /v1/sites`, `/v1/sites/{name}`, `/v1/sites/{name}/results`.
+//! * `GET /v1/openapi.json`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{middleware, Json, Router};
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::guard::{self, Guard};
+use super::outcomes::Outcomes;
+use super::targets;
+use crate::bus::Publisher;
+use crate::config::{self, FieldError, Settings};
+use crate::model::{self, CheckRequest, Origin, SCHEMA_VERSION};
+
+/// Queueing allowance on top of an on-demand check's own timeout.
+const QUEUE_ALLOWANCE: Duration = Duration::from_secs(30);
+
+#[derive(Clone)]
+pub struct PublicApi {
+    pub settings: Arc<Settings>,
+    pub pool: Pool,
+    pub publisher: Publisher,
+    pub outcomes: Outcomes,
+}
+
+impl PublicApi {
+    pub fn router(self) -> Router {
+        let guard = Guard::new(
+            self.settings.api_tokens.clone(),
+            self.settings.api.requests_per_minute,
+            self.settings.api.max_in_flight,
+        );
+        let limit = self.settings.api.max_body_bytes;
+        Router::new()
+            .route("/v1/checks", post(create_check))
+            .route("/v1/checks/{id}", get(get_check))
+            .route("/v1/sites", get(list_sites))
+            .route("/v1/sites/{name}", get(get_site))
+            .route("/v1/sites/{name}/results", get(site_results))
+            .route("/v1/openapi.json", get(|| async { Json(openapi()) }))
+            .layer(middleware::from_fn_with_state(guard, guard::check))
+            .layer(DefaultBodyLimit::max(limit))
+            .with_state(self)
+    }
+}
+
+fn error(code: StatusCode, message: impl Into<String>) -> Response {
+    (code, Json(json!({ "error": message.into() }))).into_response()
+}
+
+fn invalid(errors: Vec<FieldError>) -> Response {
+    (StatusCode::BAD_REQUEST, Json(json!({ "errors": errors }))).into_response()
+}
+
+fn unavailable(e: impl std::fmt::Display) -> Response {
+    error(StatusCode::SERVICE_UNAVAILABLE, e.to_string())
+}
+
+#[derive(Deserialize)]
+struct WaitQuery {
+    wait: Option<String>,
+}
+
+async fn create_check(
+    State(api): State<PublicApi>,
+    Query(q): Query<WaitQuery>,
+    body: axum::body::Bytes,
+) -> Response {
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return invalid(vec![FieldError {
+                field: String::new(),
+                message: format!("not JSON: {e}"),
+            }])
+        }
+    };
+    let site = match config::parse_on_demand(&body, &api.settings.site_defaults) {
+        Ok(s) => s,
+        Err(errors) => return invalid(errors),
+    };
+    let wait = match q.wait.as_deref().map(config::parse_duration).transpose() {
+        Ok(w) => w.map(|w| w.min(api.settings.api.max_wait)),
+        Err(e) => {
+            return invalid(vec![FieldError {
+                field: "wait".into(),
+                message: e,
+            }])
+        }
+    };
+    if !api.settings.api.allow_private_targets {
+        if let Err(message) = targets::refuse_private(&site.url).await {
+            return invalid(vec![FieldError {
+                field: "url".into(),
+                message,
+            }]);
+        }
+    }
+    let now = Utc::now();
+    let mut req = crate::scheduler::request(&site, now);
+    req = CheckRequest {
+        v: SCHEMA_VERSION,
+        check_id: uuid::Uuid::new_v4(),
+        origin: Origin::OnDemand,
+        site: site.url.host_str().unwrap_or("on-demand").to_owned(),
+        deadline: now
+            + chrono::Duration::from_std(site.timeout + QUEUE_ALLOWANCE).unwrap_or_default(),
+        ..req
+    };
+    // Listen before publishing, so a fast outcome is not missed.
+    let mut outcomes = api.outcomes.subscribe();
+    if let Err(e) = api
+        .publisher
+        .send(
+            &api.settings.kafka.topics.created,
+            req.site.as_bytes(),
+            &model::encode(&req),
+            None,
+        )
+        .await
+    {
+        return unavailable(format!("cannot queue the check: {e}"));
+    }
+    let id = req.check_id;
+    if let Some(wait) = wait {
+        let found = tokio::time::timeout(wait, async {
+            loop {
+                match outcomes.recv().await {
+                    Ok(o) if o.check_id == id => return Some(o),
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                    Err(_) => return None,
+                }
+            }
+        })
+        .await;
+        if let Ok(Some(o)) = found {
+            return (
+                StatusCode::OK,
+                Json(json!({ "check_id": id, "status": "done", "outcome": &*o })),
+            )
+                .into_response();
+        }
+    }
+    let location = format!("/v1/checks/{id}");
+    (
+        StatusCode::ACCEPTED,
+        [(header::LOCATION, location.clone())],
+        Json(json!({ "check_id": id, "status": "pending", "location": location })),
+    )
+        .into_response()
+}
+
+async fn get_check(State(api): State<PublicApi>, Path(id): Path<String>) -> Response {
+    let Ok(id) = id.parse::<uuid::Uuid>() else {
+        return error(StatusCode::BAD_REQUEST, "not a check id (UUID)");
+    };
+    let client = match api.pool.get().await {
+        Ok(c) => c,
+        Err(e) => return unavailable(e),
+    };
+    match client
+        .query_opt(
+            "SELECT to_jsonb(r) FROM check_results r WHERE check_id = $1",
+            &[&id],
+        )
+        .await
+    {
+        Ok(Some(row)) => {
+            Json(json!({ "check_id": id, "status": "done", "result": row.get::<_, Value>(0) }))
+                .into_response()
+        }
+        Ok(None) => error(StatusCode::NOT_FOUND, "no result for this check (yet)"),
+        Err(e) => unavailable(e),
+    }
+}
+
+async fn list_sites(State(api): State<PublicApi>) -> Response {
+    json_query(
+        &api.pool,
+        "SELECT coalesce(jsonb_agg(to_jsonb(s) ORDER BY s.site), '[]') FROM site_status s",
+        &[],
+    )
+    .await
+}
+
+async fn get_site(State(api): State<PublicApi>, Path(name): Path<String>) -> Response {
+    json_query(
+        &api.pool,
+        "SELECT to_jsonb(s) || jsonb_build_object('uptime',
+                    (SELECT coalesce(jsonb_agg(to_jsonb(u)), '[]') FROM site_uptime u WHERE u.site = s.site))
+         FROM site_status s WHERE s.site = $1",
+        &[&name],
+    )
+    .await
+}
+
+#[derive(Deserialize)]
+struct Page {
+    since: Option<DateTime<Utc>>,
+    until: Option<DateTime<Utc>>,
+    limit: Option<i64>,
+}
+
+async fn site_results(
+    State(api): State<PublicApi>,
+    Path(name): Path<String>,
+    Query(p): Query<Page>,
+) -> Response {
+    // Newest first; the next page is `until` = the oldest `scheduled_at` seen.
+    let limit = p.limit.unwrap_or(100).clamp(1, 1000);
+    json_query(
+        &api.pool,
+        "SELECT coalesce(jsonb_agg(to_jsonb(r) ORDER BY r.scheduled_at DESC), '[]') FROM (
+             SELECT * FROM check_results
+             WHERE site = $1 AND ($2::timestamptz IS NULL OR scheduled_at >= $2)
+               AND ($3::timestamptz IS NULL OR scheduled_at < $3)
+             ORDER BY scheduled_at DESC LIMIT $4) r",
+        &[&name, &p.since, &p.until, &limit],
+    )
+    .await
+}
+
+/// Runs a query returning one JSON value; 404 when it returns no row.
+async fn json_query(
+    pool: &Pool,
+    sql: &str,
+    params: &[&(dyn tokio_postgres::types::ToSql + Sync)],
+) -> Response {
+    let client = match pool.get().await {
+        Ok(c) => c,
+        Err(e) => return unavailable(e),
+    };
+    match client.query_opt(sql, params).await {
+        Ok(Some(row)) => Json(row.get::<_, Value>(0)).into_response(),
+        Ok(None) => error(StatusCode::NOT_FOUND, "no such site"),
+        Err(e) => unavailable(e),
+    }
+}
+
+/// The OpenAPI document; a test calls every path it lists.
+pub fn openapi() -> Value {
+    let bearer = json!([{ "bearer": [] }]);
+    json!({
+        "openapi": "3.0.3",
+        "info": { "title": "sitewatch", "version": env!("CARGO_PKG_VERSION") },
+        "components": {
+            "securitySchemes": { "bearer": { "type": "http", "scheme": "bearer" } },
+            "schemas": {
+                "CheckSpec": {
+                    "type": "object", "required": ["url"], "additionalProperties": false,
+                    "properties": {
+                        "url": { "type": "string" }, "regex": { "type": "string" },
+                        "timeout": { "type": "string", "example": "5s" },
+                        "method": { "type": "string" },
+                        "headers": { "type": "object", "additionalProperties": { "type": "string" } },
+                        "expect_status": {}
+                    }
+                },
+                "Errors": { "type": "object", "properties": { "errors": { "type": "array", "items": {
+                    "type": "object", "properties": { "field": { "type": "string" }, "message": { "type": "string" } } } } } }
+            }
+        },
+        "security": bearer,
+        "paths": {
+            "/v1/checks": { "post": {
+                "summary": "Check a URL now",
+                "parameters": [{ "name": "wait", "in": "query", "schema": { "type": "string" },
+                                 "description": "wait up to this long (e.g. 5s) for the outcome" }],
+                "requestBody": { "required": true, "content": { "application/json": {
+                    "schema": { "$ref": "#/components/schemas/CheckSpec" } } } },
+                "responses": {
+                    "200": { "description": "the outcome arrived within wait" },
+                    "202": { "description": "queued; fetch the result from Location later" },
+                    "400": { "description": "invalid request", "content": { "application/json": {
+                        "schema": { "$ref": "#/components/schemas/Errors" } } } },
+                    "401": { "description": "no valid token" },
+                    "429": { "description": "rate or concurrency limit" } } } },
+            "/v1/checks/{id}": { "get": {
+                "summary": "A check's persisted result",
+                "parameters": [{ "name": "id", "in": "path", "required": true, "schema": { "type": "string", "format": "uuid" } }],
+                "responses": { "200": { "description": "the result" }, "404": { "description": "not persisted (yet)" } } } },
+            "/v1/sites": { "get": { "summary": "Every site with its latest status",
+                "responses": { "200": { "description": "sites" } } } },
+            "/v1/sites/{name}": { "get": { "summary": "One site: status and uptime",
+                "parameters": [{ "name": "name", "in": "path", "required": true, "schema": { "type": "string" } }],
+                "responses": { "200": { "description": "the site" }, "404": { "description": "no such site" } } } },
+            "/v1/sites/{name}/results": { "get": { "summary": "A site's results, newest first",
+                "parameters": [
+                    { "name": "name", "in": "path", "required": true, "schema": { "type": "string" } },
+                    { "name": "since", "in": "query", "schema": { "type": "string", "format": "date-time" } },
+                    { "name": "until", "in": "query", "schema": { "type": "string", "format": "date-time" },
+                      "description": "exclusive; pass the oldest scheduled_at of a page for the next" },
+                    { "name": "limit", "in": "query", "schema": { "type": "integer", "maximum": 1000 } }],
+                "responses": { "200": { "description": "results" } } } },
+            "/v1/openapi.json": { "get": { "summary": "This document",
+                "responses": { "200": { "description": "OpenAPI 3" } } } }
+        }
+    })
+}
