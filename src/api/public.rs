@@ -9,10 +9,14 @@
 //!   connection fetches it later.
 //! * `GET /v1/sites`, `/v1/sites/{name}`, `/v1/sites/{name}/results`.
 //! * `GET /v1/openapi.json`.
+//! * `GET /v1/stream`: a WebSocket for on-demand checks and live outcomes.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::collections::HashSet;
+
+use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -56,10 +60,73 @@ impl PublicApi {
             .route("/v1/sites/{name}", get(get_site))
             .route("/v1/sites/{name}/results", get(site_results))
             .route("/v1/openapi.json", get(|| async { Json(openapi()) }))
+            .route("/v1/stream", get(stream))
             .layer(middleware::from_fn_with_state(guard, guard::check))
             .layer(DefaultBodyLimit::max(limit))
             .with_state(self)
     }
+}
+
+/// Why a check was not queued.
+pub enum Rejection {
+    Invalid(Vec<FieldError>),
+    Unavailable(String),
+}
+
+impl Rejection {
+    fn to_json(&self) -> Value {
+        match self {
+            Rejection::Invalid(errors) => json!({ "errors": errors }),
+            Rejection::Unavailable(e) => json!({ "error": e }),
+        }
+    }
+}
+
+impl IntoResponse for Rejection {
+    fn into_response(self) -> Response {
+        let code = match self {
+            Rejection::Invalid(_) => StatusCode::BAD_REQUEST,
+            Rejection::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        };
+        (code, Json(self.to_json())).into_response()
+    }
+}
+
+/// Validates an on-demand check (config rules, then private targets) and
+/// publishes its request. Subscribe to the outcomes *before* calling.
+async fn queue(api: &PublicApi, body: &Value) -> Result<CheckRequest, Rejection> {
+    let site =
+        config::parse_on_demand(body, &api.settings.site_defaults).map_err(Rejection::Invalid)?;
+    if !api.settings.api.allow_private_targets {
+        targets::refuse_private(&site.url)
+            .await
+            .map_err(|message| {
+                Rejection::Invalid(vec![FieldError {
+                    field: "url".into(),
+                    message,
+                }])
+            })?;
+    }
+    let now = Utc::now();
+    let req = CheckRequest {
+        v: SCHEMA_VERSION,
+        check_id: uuid::Uuid::new_v4(),
+        origin: Origin::OnDemand,
+        site: site.url.host_str().unwrap_or("on-demand").to_owned(),
+        deadline: now
+            + chrono::Duration::from_std(site.timeout + QUEUE_ALLOWANCE).unwrap_or_default(),
+        ..crate::scheduler::request(&site, now)
+    };
+    api.publisher
+        .send(
+            &api.settings.kafka.topics.created,
+            req.site.as_bytes(),
+            &model::encode(&req),
+            None,
+        )
+        .await
+        .map_err(|e| Rejection::Unavailable(format!("cannot queue the check: {e}")))?;
+    Ok(req)
 }
 
 fn error(code: StatusCode, message: impl Into<String>) -> Response {
@@ -93,10 +160,6 @@ async fn create_check(
             }])
         }
     };
-    let site = match config::parse_on_demand(&body, &api.settings.site_defaults) {
-        Ok(s) => s,
-        Err(errors) => return invalid(errors),
-    };
     let wait = match q.wait.as_deref().map(config::parse_duration).transpose() {
         Ok(w) => w.map(|w| w.min(api.settings.api.max_wait)),
         Err(e) => {
@@ -106,39 +169,12 @@ async fn create_check(
             }])
         }
     };
-    if !api.settings.api.allow_private_targets {
-        if let Err(message) = targets::refuse_private(&site.url).await {
-            return invalid(vec![FieldError {
-                field: "url".into(),
-                message,
-            }]);
-        }
-    }
-    let now = Utc::now();
-    let mut req = crate::scheduler::request(&site, now);
-    req = CheckRequest {
-        v: SCHEMA_VERSION,
-        check_id: uuid::Uuid::new_v4(),
-        origin: Origin::OnDemand,
-        site: site.url.host_str().unwrap_or("on-demand").to_owned(),
-        deadline: now
-            + chrono::Duration::from_std(site.timeout + QUEUE_ALLOWANCE).unwrap_or_default(),
-        ..req
-    };
     // Listen before publishing, so a fast outcome is not missed.
     let mut outcomes = api.outcomes.subscribe();
-    if let Err(e) = api
-        .publisher
-        .send(
-            &api.settings.kafka.topics.created,
-            req.site.as_bytes(),
-            &model::encode(&req),
-            None,
-        )
-        .await
-    {
-        return unavailable(format!("cannot queue the check: {e}"));
-    }
+    let req = match queue(&api, &body).await {
+        Ok(r) => r,
+        Err(r) => return r.into_response(),
+    };
     let id = req.check_id;
     if let Some(wait) = wait {
         let found = tokio::time::timeout(wait, async {
@@ -236,6 +272,62 @@ async fn site_results(
         &[&name, &p.since, &p.until, &limit],
     )
     .await
+}
+
+/// `GET /v1/stream` (WebSocket). The client sends `{"check": {...}}` (an
+/// on-demand check as for `POST /v1/checks`) and gets `{"queued": {...}}`
+/// then `{"outcome": {...}}`; or `{"subscribe": {"sites": [...]}}` and gets
+/// every outcome of those sites as it happens. A check whose socket closed
+/// is still checked and persisted: fetch it by id.
+async fn stream(State(api): State<PublicApi>, ws: WebSocketUpgrade) -> Response {
+    ws.on_upgrade(move |socket| serve_stream(api, socket))
+}
+
+async fn serve_stream(api: PublicApi, mut socket: WebSocket) {
+    let mut outcomes = api.outcomes.subscribe();
+    let mut sites: HashSet<String> = HashSet::new();
+    let mut waiting: HashSet<uuid::Uuid> = HashSet::new();
+    loop {
+        let reply = tokio::select! {
+            msg = socket.recv() => {
+                let text = match msg {
+                    Some(Ok(WsMessage::Text(t))) => t,
+                    Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return,
+                    Some(Ok(_)) => continue,
+                };
+                let request: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
+                if let Some(spec) = request.get("check") {
+                    match queue(&api, spec).await {
+                        Ok(req) => {
+                            waiting.insert(req.check_id);
+                            json!({ "queued": { "check_id": req.check_id } })
+                        }
+                        Err(r) => json!({ "rejected": r.to_json() }),
+                    }
+                } else if let Some(list) = request.pointer("/subscribe/sites").and_then(Value::as_array) {
+                    sites.extend(list.iter().filter_map(Value::as_str).map(str::to_owned));
+                    json!({ "subscribed": sites.iter().collect::<Vec<_>>() })
+                } else {
+                    json!({ "error": "send {\"check\": {...}} or {\"subscribe\": {\"sites\": [...]}}" })
+                }
+            }
+            o = outcomes.recv() => match o {
+                Ok(o) if waiting.remove(&o.check_id) || (o.origin == Origin::Scheduled && sites.contains(&o.site)) => {
+                    json!({ "outcome": &*o })
+                }
+                Ok(_) => continue,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => json!({ "missed": n }),
+                Err(_) => return,
+            },
+        };
+        if socket
+            .send(WsMessage::Text(reply.to_string().into()))
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
 }
 
 /// Runs a query returning one JSON value; 404 when it returns no row.

@@ -207,8 +207,79 @@ async fn on_demand_checks_sites_results_and_openapi() {
             );
         }
     }
+    stream(&api, &target).await;
     stop.cancel();
     running.await.unwrap().unwrap();
+}
+
+/// The WebSocket: live outcomes of a subscribed site, and an on-demand
+/// check's outcome pushed to the socket that asked.
+async fn stream(api: &Api, target: &Target) {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+
+    let url = format!("ws://{}/v1/stream", api.addr);
+    let refused = tokio_tungstenite::connect_async(url.as_str()).await;
+    assert!(refused.is_err(), "a socket without a token is refused");
+    let mut request = url.into_client_request().unwrap();
+    request
+        .headers_mut()
+        .insert("authorization", format!("Bearer {TOKEN}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+
+    ws.send(Message::Text(
+        json!({"subscribe": {"sites": ["shop"]}}).to_string().into(),
+    ))
+    .await
+    .unwrap();
+    let mut shop = 0;
+    let mut subscribed = false;
+    while shop < 2 {
+        let m = read(&mut ws).await;
+        if m.get("subscribed").is_some() {
+            subscribed = true;
+        } else if m["outcome"]["site"] == "shop" {
+            shop += 1;
+        }
+    }
+    assert!(subscribed);
+
+    ws.send(Message::Text(
+        json!({"check": {"url": target.url("/ok?ws")}})
+            .to_string()
+            .into(),
+    ))
+    .await
+    .unwrap();
+    let mut id = None;
+    loop {
+        let m = read(&mut ws).await;
+        if let Some(q) = m.get("queued") {
+            id = Some(q["check_id"].clone());
+        } else if id.is_some() && m["outcome"]["check_id"] == *id.as_ref().unwrap() {
+            assert_eq!(m["outcome"]["outcome"], "up", "{m}");
+            assert_eq!(m["outcome"]["origin"], "on_demand", "{m}");
+            break;
+        }
+    }
+}
+
+async fn read(
+    ws: &mut tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+) -> Value {
+    use futures::StreamExt;
+    loop {
+        let m = tokio::time::timeout(Duration::from_secs(20), ws.next())
+            .await
+            .expect("a message within 20 s")
+            .unwrap()
+            .unwrap();
+        if let tokio_tungstenite::tungstenite::Message::Text(t) = m {
+            return serde_json::from_str(t.as_str()).unwrap();
+        }
+    }
 }
 
 #[tokio::test]
