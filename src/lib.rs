@@ -18,6 +18,7 @@
 //! * [`store`]: Postgres: pool, embedded migrations, sites, results, progress.
 //! * [`daemon`]: start-up and the stages as tasks, by role.
 //! * [`shutdown`]: signals to cancellation.
+//! * [`net`]: which addresses are public (server-side request forgery).
 //! * [`api`]: the admin listener (`/healthz`, `/readyz`, `/metrics`) and
 //!   the stages' liveness beats.
 //! * [`systemd`]: `sd_notify` readiness, reload, stopping and the watchdog.
@@ -29,6 +30,7 @@ pub mod checker;
 pub mod config;
 pub mod daemon;
 pub mod model;
+pub mod net;
 pub mod persister;
 pub mod scheduler;
 pub mod shutdown;

@@ -353,6 +353,7 @@ async fn check(a: CheckArgs) -> ExitCode {
         regex: a.regex,
         expect_status: a.expect_status,
         reuse_connection: false,
+        public_only: false,
     };
     let out = http.check(&req).await;
     println!("url:           {}", out.url);

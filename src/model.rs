@@ -80,6 +80,10 @@ pub struct CheckRequest {
     /// Reuse pooled connections (hides DNS/connect/TLS failures).
     #[serde(default)]
     pub reuse_connection: bool,
+    /// Connect only to public addresses, also after redirects (on-demand
+    /// checks from the API; see `net`). Absent in older messages: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub public_only: bool,
 }
 
 fn default_method() -> String {
@@ -310,6 +314,7 @@ mod tests {
             regex: Some("ok".into()),
             expect_status: "200-399".into(),
             reuse_connection: false,
+            public_only: false,
         }
     }
 

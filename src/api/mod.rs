@@ -8,7 +8,6 @@ pub mod guard;
 pub mod health;
 pub mod outcomes;
 pub mod public;
-pub mod targets;
 
 pub use health::{Beat, Health, StageReport};
 pub use public::PublicApi;

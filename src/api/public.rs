@@ -29,10 +29,10 @@ use serde_json::{json, Value};
 
 use super::guard::{self, Guard};
 use super::outcomes::Outcomes;
-use super::targets;
 use crate::bus::Publisher;
 use crate::config::{self, FieldError, Settings};
 use crate::model::{self, CheckRequest, Origin, SCHEMA_VERSION};
+use crate::net as targets;
 
 /// Queueing allowance on top of an on-demand check's own timeout.
 const QUEUE_ALLOWANCE: Duration = Duration::from_secs(30);
@@ -112,6 +112,7 @@ async fn queue(api: &PublicApi, body: &Value) -> Result<CheckRequest, Rejection>
         v: SCHEMA_VERSION,
         check_id: uuid::Uuid::new_v4(),
         origin: Origin::OnDemand,
+        public_only: !api.settings.api.allow_private_targets,
         site: site.url.host_str().unwrap_or("on-demand").to_owned(),
         deadline: now
             + chrono::Duration::from_std(site.timeout + QUEUE_ALLOWANCE).unwrap_or_default(),

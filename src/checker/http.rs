@@ -13,6 +13,7 @@ use reqwest::redirect::Policy;
 
 use crate::config::{CheckerSettings, StatusSet};
 use crate::model::{CheckOutcome, CheckRequest, ErrorKind, Outcome, SCHEMA_VERSION};
+use crate::net;
 
 /// Compiled regexes kept per pattern; cleared when it grows past this many
 /// (on-demand checks could otherwise grow it without bound).
@@ -33,6 +34,10 @@ pub struct HttpChecker {
     fresh: reqwest::Client,
     /// For sites with `reuse_connection = true`.
     pooled: reqwest::Client,
+    /// For on-demand checks that may reach public addresses only: fresh
+    /// connections through [`net::PublicOnlyResolver`], and redirects to
+    /// non-public IP literals refused.
+    public: reqwest::Client,
     max_body_bytes: u64,
     regexes: Mutex<HashMap<String, Arc<regex::bytes::Regex>>>,
     /// This instance's name, recorded with each outcome.
@@ -41,19 +46,36 @@ pub struct HttpChecker {
 
 impl HttpChecker {
     pub fn new(settings: &CheckerSettings, instance: &str) -> Result<Self, ClientError> {
-        let build = |pool: bool| {
+        let max_redirects = settings.max_redirects;
+        let build = |pool: bool, public_only: bool| {
             let mut b = reqwest::Client::builder()
                 .user_agent(&settings.user_agent)
-                .redirect(Policy::limited(settings.max_redirects))
+                .redirect(Policy::limited(max_redirects))
                 .tcp_nodelay(true);
             if !pool {
                 b = b.pool_max_idle_per_host(0);
             }
+            if public_only {
+                b = b
+                    .dns_resolver(Arc::new(net::PublicOnlyResolver))
+                    .redirect(Policy::custom(move |attempt| {
+                        let private =
+                            net::literal_ip(attempt.url()).is_some_and(|ip| !net::is_public(ip));
+                        if private {
+                            attempt.error("redirect to a non-public address refused")
+                        } else if attempt.previous().len() > max_redirects {
+                            attempt.error("too many redirects")
+                        } else {
+                            attempt.follow()
+                        }
+                    }));
+            }
             b.build()
         };
         Ok(HttpChecker {
-            fresh: build(false)?,
-            pooled: build(true)?,
+            fresh: build(false, false)?,
+            pooled: build(true, false)?,
+            public: build(false, true)?,
             max_body_bytes: settings.max_body_bytes,
             regexes: Mutex::new(HashMap::new()),
             instance: instance.to_owned(),
@@ -137,7 +159,14 @@ impl HttpChecker {
             .expect_status
             .parse()
             .map_err(|e| format!("bad expect_status: {e}"))?;
-        let client = if req.reuse_connection {
+        if req.public_only && net::literal_ip(&url).is_some_and(|ip| !net::is_public(ip)) {
+            return Err(format!(
+                "{url} is not a public address; refused for an on-demand check"
+            ));
+        }
+        let client = if req.public_only {
+            &self.public
+        } else if req.reuse_connection {
             &self.pooled
         } else {
             &self.fresh

@@ -570,6 +570,7 @@ pub fn request(site: &Site, slot: DateTime<Utc>) -> CheckRequest {
         regex: site.regex.as_ref().map(|r| r.as_str().to_owned()),
         expect_status: site.expect_status.to_string(),
         reuse_connection: site.reuse_connection,
+        public_only: false,
     }
 }
 

@@ -326,3 +326,24 @@ async fn private_targets_are_refused_and_limits_hold() {
     let (code, body) = api.get("/v1/openapi.json").await;
     assert_eq!(code, 429, "{body}");
 }
+
+#[tokio::test]
+async fn public_only_checks_never_connect_to_private_addresses() {
+    use sitewatch::checker::HttpChecker;
+    use sitewatch::config::CheckerSettings;
+    use sitewatch::model::Outcome;
+
+    let target = Target::start().await;
+    let http = HttpChecker::new(&CheckerSettings::default(), "t").unwrap();
+    let by_ip = target.url("/ok");
+    let by_name = by_ip.replace("127.0.0.1", "localhost");
+    for url in [&by_ip, &by_name] {
+        let mut req = crate::support::request("x", chrono::Utc::now(), url);
+        assert_eq!(http.check(&req).await.outcome, Outcome::Up, "{url}");
+        req.public_only = true;
+        let out = http.check(&req).await;
+        assert_eq!(out.outcome, Outcome::Down, "{url}");
+        let msg = out.error_message.unwrap_or_default();
+        assert!(msg.contains("public"), "{url}: {msg}");
+    }
+}

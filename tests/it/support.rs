@@ -182,8 +182,25 @@ pub fn slot_outcomes(
     sitewatch::model::CheckOutcome,
     sitewatch::model::CheckOutcome,
 ) {
-    use sitewatch::model::{self, CheckOutcome, CheckRequest, ErrorKind, Origin, Outcome};
-    let req = CheckRequest {
+    use sitewatch::model::{CheckOutcome, ErrorKind, Outcome};
+    let req = request(site, slot, url);
+    let skipped = CheckOutcome::skipped(&req, ErrorKind::MissedSlot, "placeholder".into(), "t");
+    let mut up = skipped.clone();
+    up.outcome = Outcome::Up;
+    up.status_code = Some(200);
+    up.error_kind = None;
+    up.error_message = None;
+    (skipped, up)
+}
+
+/// A scheduled request of `site` for `slot`, 1 s timeout, GET `url`.
+pub fn request(
+    site: &str,
+    slot: chrono::DateTime<chrono::Utc>,
+    url: &str,
+) -> sitewatch::model::CheckRequest {
+    use sitewatch::model::{self, CheckRequest, Origin};
+    CheckRequest {
         v: model::SCHEMA_VERSION,
         check_id: model::scheduled_check_id(site, slot),
         site: site.into(),
@@ -197,14 +214,8 @@ pub fn slot_outcomes(
         regex: None,
         expect_status: "200-399".into(),
         reuse_connection: false,
-    };
-    let skipped = CheckOutcome::skipped(&req, ErrorKind::MissedSlot, "placeholder".into(), "t");
-    let mut up = skipped.clone();
-    up.outcome = Outcome::Up;
-    up.status_code = Some(200);
-    up.error_kind = None;
-    up.error_message = None;
-    (skipped, up)
+        public_only: false,
+    }
 }
 
 /// A loopback address with a port that was free a moment ago.

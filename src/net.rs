@@ -2,7 +2,9 @@
 //! reach into its own network. A target whose host is, or resolves to, a
 //! loopback, private, shared (CGNAT), link-local (cloud metadata at
 //! 169.254.169.254 included) or unspecified address is refused unless
-//! `api.allow_private_targets` is set.
+//! `api.allow_private_targets` is set: by the API when the check is asked
+//! for, and by the checker at every connection, redirects included (its
+//! resolver drops such addresses, so DNS rebinding does not get through).
 
 use std::net::IpAddr;
 
@@ -31,6 +33,42 @@ pub fn is_public(ip: IpAddr) -> bool {
                 || (s[0] & 0xfe00) == 0xfc00
                 || (s[0] & 0xffc0) == 0xfe80)
         }
+    }
+}
+
+/// The address of `url`'s host when it is written as an IP literal.
+pub fn literal_ip(url: &url::Url) -> Option<IpAddr> {
+    match url.host()? {
+        url::Host::Ipv4(v4) => Some(IpAddr::V4(v4)),
+        url::Host::Ipv6(v6) => Some(IpAddr::V6(v6)),
+        url::Host::Domain(_) => None,
+    }
+}
+
+/// A DNS resolver for public-only checks: it drops every non-public
+/// address, and fails when none is left. Connections of such checks,
+/// redirects included, can only reach public addresses.
+pub struct PublicOnlyResolver;
+
+impl reqwest::dns::Resolve for PublicOnlyResolver {
+    fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
+        Box::pin(async move {
+            let host = name.as_str().to_owned();
+            let all: Vec<std::net::SocketAddr> =
+                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
+            let public: Vec<std::net::SocketAddr> =
+                all.iter().copied().filter(|a| is_public(a.ip())).collect();
+            if public.is_empty() {
+                let e: Box<dyn std::error::Error + Send + Sync> = format!(
+                    "{host} resolves only to non-public addresses ({}); refused for an on-demand check",
+                    all.iter().map(|a| a.ip().to_string()).collect::<Vec<_>>().join(", ")
+                )
+                .into();
+                return Err(e);
+            }
+            let addrs: reqwest::dns::Addrs = Box::new(public.into_iter());
+            Ok(addrs)
+        })
     }
 }
 
