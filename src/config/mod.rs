@@ -233,6 +233,10 @@ fn daemon_settings(
                 .prefix_separator("__")
                 .separator("__")
                 .try_parsing(true)
+                // SITEWATCH__API__TOKENS="a,b": a list; every other value
+                // stays a single string.
+                .list_separator(",")
+                .with_list_parse_key("api.tokens")
                 .source(Some(env.into_iter().collect())),
         )
         .build()

@@ -197,3 +197,27 @@ fn example_config_is_valid() {
     let s = load_with_env(&path, HashMap::new()).unwrap_or_else(|e| panic!("{e}"));
     assert!(s.sites.len() >= 3);
 }
+
+#[test]
+fn api_tokens_come_from_the_environment_as_a_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.toml");
+    std::fs::write(&path, "[api]\nenabled = true\n").unwrap();
+    let env = HashMap::from([
+        (
+            "SITEWATCH__API__TOKENS".to_owned(),
+            "first-token,second-token".to_owned(),
+        ),
+        // Other values with commas stay strings.
+        (
+            "SITEWATCH__KAFKA__BROKERS".to_owned(),
+            "h1:9092,h2:9092".to_owned(),
+        ),
+    ]);
+    let s = super::load_with_env(&path, env).unwrap();
+    let tokens: Vec<&str> = s.api_tokens.iter().map(|t| t.expose()).collect();
+    assert_eq!(tokens, ["first-token", "second-token"]);
+    assert_eq!(s.kafka.brokers, "h1:9092,h2:9092");
+    let e = super::load_with_env(&path, Default::default()).unwrap_err();
+    assert!(e.to_string().contains("api.tokens"), "{e}");
+}
