@@ -116,7 +116,7 @@ async fn queue(api: &PublicApi, body: &Value) -> Result<CheckRequest, Rejection>
         site: site.url.host_str().unwrap_or("on-demand").to_owned(),
         deadline: now
             + chrono::Duration::from_std(site.timeout + QUEUE_ALLOWANCE).unwrap_or_default(),
-        ..crate::scheduler::request(&site, now)
+        ..CheckRequest::for_slot(&site, now)
     };
     api.publisher
         .send(

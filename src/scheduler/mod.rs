@@ -45,7 +45,7 @@ use tokio_util::sync::CancellationToken;
 use crate::api::Beat;
 use crate::bus::{confirmed, BusError, Publisher};
 use crate::config::{Coordination, Settings, Site};
-use crate::model::{self, CheckRequest, ErrorKind, Origin, SCHEMA_VERSION};
+use crate::model::{self, CheckRequest, ErrorKind};
 use crate::store::{self, SkippedSlot, StoreError};
 use crate::telemetry::metrics as m;
 
@@ -354,7 +354,7 @@ impl Scheduler {
         site: &Site,
         slot: DateTime<Utc>,
     ) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
-        let req = request(site, slot);
+        let req = CheckRequest::for_slot(site, slot);
         self.publisher
             .enqueue(
                 &self.settings.kafka.topics.created,
@@ -546,31 +546,6 @@ impl Scheduler {
             );
         }
         Ok(())
-    }
-}
-
-/// The request for `site`'s slot.
-pub fn request(site: &Site, slot: DateTime<Utc>) -> CheckRequest {
-    CheckRequest {
-        v: SCHEMA_VERSION,
-        check_id: model::scheduled_check_id(&site.name, slot),
-        site: site.name.clone(),
-        origin: Origin::Scheduled,
-        scheduled_at: slot,
-        // A request older than one interval is superseded by the next slot.
-        deadline: at_ms(slot.timestamp_millis() + site.interval.as_millis() as i64),
-        url: site.url.to_string(),
-        method: site.method.to_string(),
-        headers: site
-            .headers
-            .iter()
-            .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_owned())))
-            .collect(),
-        timeout_ms: site.timeout.as_millis() as u64,
-        regex: site.regex.as_ref().map(|r| r.as_str().to_owned()),
-        expect_status: site.expect_status.to_string(),
-        reuse_connection: site.reuse_connection,
-        public_only: false,
     }
 }
 
