@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CONFIG ?= config/sitewatch.example.toml
 CARGO ?= cargo
 
-.PHONY: all install-deps up down run test lint fmt clean-data install uninstall
+.PHONY: all install-deps up down run test lint fmt clean-data install uninstall bench bench-probe
 
 all: test
 
@@ -24,6 +24,14 @@ run: up
 
 test: up
 	source scripts/env.sh && $(CARGO) test --all-targets
+
+# Benchmarks (BENCHMARKS.md): figures are printed, never asserted.
+bench-probe:
+	bench/probe.sh
+
+bench: up
+	bench/probe.sh
+	bench/pipeline.sh
 
 lint:
 	$(CARGO) fmt --all -- --check
