@@ -69,14 +69,15 @@ t0=$(date -u +%FT%T.%3NZ); c0=$(cpu $sw); b0=$(cpu $broker); p0=$(cpu $(pg)); s0
 sleep $((DURATION - WARMUP))
 t1=$(date -u +%FT%T.%3NZ); c1=$(cpu $sw); b1=$(cpu $broker); p1=$(cpu $(pg)); secs=$((SECONDS - s0))
 rss=$(awk '/VmHWM/ {print $2}' "/proc/$sw/status")
+now_rss=$(awk '/VmRSS/ {print $2}' "/proc/$sw/status")
 curl -s "http://$ADMIN/metrics" >"$dir/metrics.txt"
 kill -TERM "$sw"; wait "$sw" || true
 ticks=$(getconf CLK_TCK)
 
 echo "== end to end: $SITES sites every $INTERVAL, ${DURATION}s (${WARMUP}s warm-up), $(nproc) cores"
-awk -v s="$secs" -v t="$ticks" -v c="$((c1 - c0))" -v b="$((b1 - b0))" -v p="$((p1 - p0))" -v r="$rss" 'BEGIN {
-  printf "CPU: sitewatch %.0f%%, broker %.0f%%, postgres %.0f%% (of one core); sitewatch peak RSS %.1f MB\n",
-    100*c/t/s, 100*b/t/s, 100*p/t/s, r/1024 }'
+awk -v s="$secs" -v t="$ticks" -v c="$((c1 - c0))" -v b="$((b1 - b0))" -v p="$((p1 - p0))" -v r="$rss" -v n="$now_rss" -v sites="$SITES" 'BEGIN {
+  printf "CPU: sitewatch %.0f%%, broker %.0f%%, postgres %.0f%% (of one core)\n", 100*c/t/s, 100*b/t/s, 100*p/t/s
+  printf "sitewatch RSS: %.1f MB at the end (%.2f KB per site), peak %.1f MB\n", n/1024, n/sites, r/1024 }'
 # Histogram quantiles from the Prometheus buckets (upper bounds).
 q() { awk -v name="$1" -v q="$2" '
   $1 ~ "^"name"_bucket" { match($1, /le="[^"]*"/); le=substr($1, RSTART+4, RLENGTH-5); n++; les[n]=le; cnt[n]=$2 }

@@ -61,7 +61,7 @@ type Stages = JoinSet<(&'static str, Result<(), String>)>;
 /// re-reads the config file (see [`reload`]). A stage failing stops the
 /// others and is returned.
 pub async fn run(
-    settings: Settings,
+    mut settings: Settings,
     roles: &[Role],
     shutdown: CancellationToken,
     mut reloads: mpsc::Receiver<()>,
@@ -69,12 +69,20 @@ pub async fn run(
     let all = roles.is_empty();
     let api_enabled = settings.api.enabled;
     let has = |r: Role| roles.contains(&r) || (all && (r != Role::Api || api_enabled));
+    // The sites live once, shared by the scheduler's entries; the settings
+    // the stages share do not carry a second copy.
+    let sites: SiteList = Arc::new(
+        std::mem::take(&mut settings.sites)
+            .into_iter()
+            .map(Arc::new)
+            .collect(),
+    );
     let settings = Arc::new(settings);
     let topics = &settings.kafka.topics;
     tracing::info!(roles = ?if all { vec![Role::Scheduler, Role::Checker, Role::Persister] } else { roles.to_vec() },
-        sites = settings.sites.len(), "sitewatch starting");
+        sites = sites.len(), "sitewatch starting");
     systemd::status("starting");
-    metrics::gauge!(m::CONFIG_SITES).set(settings.sites.len() as f64);
+    metrics::gauge!(m::CONFIG_SITES).set(sites.len() as f64);
 
     let health = Health::new();
     let needs_db = has(Role::Scheduler) || has(Role::Persister) || has(Role::Api);
@@ -120,11 +128,11 @@ pub async fn run(
         Err(BusError::Cancelled) => return Ok(()),
         r => r?,
     }
-    if needs_db && !prepare_database(&settings, &shutdown).await? {
+    if needs_db && !prepare_database(&settings, &sites, &shutdown).await? {
         return Ok(());
     }
 
-    let (sites_tx, sites_rx) = watch::channel::<SiteList>(Arc::new(settings.sites.clone()));
+    let (sites_tx, sites_rx) = watch::channel::<SiteList>(sites);
     if has(Role::Scheduler) {
         let shards = settings.scheduler.shards as usize;
         let ownership = match settings.scheduler.coordination {
@@ -219,8 +227,8 @@ pub async fn run(
             }
             Some(()) = reloads.recv(), if !stop.is_cancelled() => {
                 systemd::reloading();
-                if let Some(next) = reload(&current, needs_db, &shutdown).await {
-                    sites_tx.send_replace(Arc::new(next.sites.clone()));
+                if let Some((next, sites)) = reload(&current, needs_db, &shutdown).await {
+                    sites_tx.send_replace(sites);
                     current = Arc::new(next);
                 }
                 systemd::ready("running");
@@ -241,8 +249,8 @@ async fn reload(
     current: &Settings,
     needs_db: bool,
     shutdown: &CancellationToken,
-) -> Option<Settings> {
-    let next = match config::load(&current.file) {
+) -> Option<(Settings, SiteList)> {
+    let mut next = match config::load(&current.file) {
         Ok(s) => s,
         Err(errors) => {
             metrics::counter!(m::RELOADS, "result" => "rejected").increment(1);
@@ -305,7 +313,13 @@ async fn reload(
     metrics::counter!(m::RELOADS, "result" => "ok").increment(1);
     metrics::gauge!(m::CONFIG_SITES).set(next.sites.len() as f64);
     tracing::info!(sites = next.sites.len(), "config reloaded");
-    Some(next)
+    let sites: SiteList = Arc::new(
+        std::mem::take(&mut next.sites)
+            .into_iter()
+            .map(Arc::new)
+            .collect(),
+    );
+    Some((next, sites))
 }
 
 /// Applies migrations and syncs the `sites` table, retrying while Postgres
@@ -313,6 +327,7 @@ async fn reload(
 /// help (bad CA, wrong password).
 async fn prepare_database(
     settings: &Settings,
+    sites: &[Arc<crate::config::Site>],
     shutdown: &CancellationToken,
 ) -> Result<bool, DaemonError> {
     let mut delay = Duration::from_millis(250);
@@ -320,7 +335,7 @@ async fn prepare_database(
         let attempt = async {
             let mut client = store::connect(settings).await?;
             let report = store::migrate(&mut client).await?;
-            let sync = store::sync_sites(&mut client, &settings.sites).await?;
+            let sync = store::sync_sites(&mut client, sites).await?;
             Ok::<_, StoreError>((report, sync))
         };
         match attempt.await {

@@ -8,6 +8,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use http::{HeaderMap, HeaderName, HeaderValue, Method};
+use std::sync::Arc;
+
 use regex::Regex;
 use url::Url;
 
@@ -19,6 +21,32 @@ use super::settings::SiteDefaults;
 /// Compiled regexes are bounded so a pathological pattern cannot take the
 /// daemon's memory.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// Distinct patterns kept compiled for reuse across sites and reloads.
+const REGEX_CACHE_MAX: usize = 10_000;
+
+/// Compiles `pattern`, or shares the compiled regex of an earlier site with
+/// the same pattern: 100,000 sites with one pattern hold it once (a regex,
+/// even a clone, carries its own cache pool of about a kilobyte).
+fn compile(pattern: &str) -> Result<Arc<Regex>, regex::Error> {
+    type Cache = std::sync::Mutex<std::collections::HashMap<String, Arc<Regex>>>;
+    static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(re) = cache.lock().expect("regex cache").get(pattern) {
+        return Ok(re.clone());
+    }
+    let re = Arc::new(
+        regex::RegexBuilder::new(pattern)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .build()?,
+    );
+    let mut c = cache.lock().expect("regex cache");
+    if c.len() >= REGEX_CACHE_MAX {
+        c.clear();
+    }
+    c.insert(pattern.to_owned(), re.clone());
+    Ok(re)
+}
+
 /// Longest interval accepted: a check less often than daily is a cron job.
 const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
@@ -45,7 +73,8 @@ pub struct Site {
     pub interval: Duration,
     pub timeout: Duration,
     /// Matched against the (capped) response body.
-    pub regex: Option<Regex>,
+    /// Shared by every site with the same pattern.
+    pub regex: Option<Arc<Regex>>,
     pub method: Method,
     pub headers: HeaderMap,
     /// Status codes that count as healthy.
@@ -323,18 +352,15 @@ pub fn parse_site(
         }
     }
 
-    let regex = r.string("regex").and_then(|pattern| {
-        match regex::RegexBuilder::new(&pattern)
-            .size_limit(REGEX_SIZE_LIMIT)
-            .build()
-        {
+    let regex = r
+        .string("regex")
+        .and_then(|pattern| match compile(&pattern) {
             Ok(re) => Some(re),
             Err(e) => {
                 r.bad("regex", format!("invalid regex: {e}"));
                 None
             }
-        }
-    });
+        });
 
     let method = match r.string("method") {
         None => Method::GET,

@@ -63,7 +63,8 @@ pub enum SchedulerError {
 }
 
 /// The configured sites, as the daemon publishes them (again on reload).
-pub type SiteList = Arc<Vec<Site>>;
+/// Entries share the `Arc<Site>`s: one copy of each site in the process.
+pub type SiteList = Arc<Vec<Arc<Site>>>;
 
 pub struct Scheduler {
     settings: Arc<Settings>,
@@ -219,7 +220,7 @@ impl Scheduler {
     fn reconcile(&mut self, book: &mut Book, config_changed: bool) {
         let config = self.sites.borrow_and_update().clone();
         let now = Utc::now();
-        let wanted: HashMap<&str, &Site> = config
+        let wanted: HashMap<&str, &Arc<Site>> = config
             .iter()
             .filter(|s| s.enabled)
             .map(|s| (s.name.as_str(), s))
@@ -242,7 +243,7 @@ impl Scheduler {
                         book.heap.push(Reverse((e.next, id)));
                         e.parked = false;
                     }
-                    e.site = Arc::new((*site).clone());
+                    e.site = Arc::clone(site);
                     if e.parked {
                         e.parked = false;
                         book.heap.push(Reverse((e.next, id)));
@@ -278,7 +279,7 @@ impl Scheduler {
             book.entries.insert(
                 id,
                 Entry {
-                    site: Arc::new(site.clone()),
+                    site: Arc::clone(site),
                     shard,
                     cadence,
                     next,

@@ -15,7 +15,10 @@ pub struct SyncReport {
     pub removed: u64,
 }
 
-pub async fn sync_sites(client: &mut Client, sites: &[Site]) -> Result<SyncReport, StoreError> {
+pub async fn sync_sites<S: std::borrow::Borrow<Site>>(
+    client: &mut Client,
+    sites: &[S],
+) -> Result<SyncReport, StoreError> {
     let mut names = Vec::with_capacity(sites.len());
     let mut urls = Vec::with_capacity(sites.len());
     let mut methods = Vec::with_capacity(sites.len());
@@ -26,7 +29,7 @@ pub async fn sync_sites(client: &mut Client, sites: &[Site]) -> Result<SyncRepor
     let mut headers = Vec::with_capacity(sites.len());
     let mut enabled = Vec::with_capacity(sites.len());
     let mut sources = Vec::with_capacity(sites.len());
-    for s in sites {
+    for s in sites.iter().map(|s| s.borrow()) {
         names.push(s.name.clone());
         urls.push(s.url.to_string());
         methods.push(s.method.to_string());
