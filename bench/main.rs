@@ -218,6 +218,41 @@ impl Run {
     }
 }
 
+/// Runs `probe(i)` for `i` in `0..checks`, `concurrency` at a time; each
+/// probe says whether it succeeded and how long it took (ms). CPU is this
+/// process's.
+async fn measure<F, Fut>(label: &'static str, checks: usize, concurrency: usize, probe: F) -> Run
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = (bool, f64)>,
+{
+    let (ok, failed) = (AtomicU64::new(0), AtomicU64::new(0));
+    let cpu0 = cpu_seconds();
+    let start = Instant::now();
+    let latencies: Vec<f64> = stream::iter(0..checks)
+        .map(|i| {
+            let fut = probe(i);
+            let (ok, failed) = (&ok, &failed);
+            async move {
+                let (success, ms) = fut.await;
+                let counter = if success { ok } else { failed };
+                counter.fetch_add(1, Ordering::Relaxed);
+                ms
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect()
+        .await;
+    Run {
+        label,
+        ok: ok.load(Ordering::Relaxed),
+        failed: failed.load(Ordering::Relaxed),
+        elapsed: start.elapsed(),
+        cpu: cpu_seconds() - cpu0,
+        latencies,
+    }
+}
+
 async fn probe(
     t: Target,
     checks: usize,
@@ -246,76 +281,37 @@ async fn probe(
     for i in 0..concurrency {
         http.check(&request(i)).await;
     }
-    let (ok, failed) = (AtomicU64::new(0), AtomicU64::new(0));
-    let cpu0 = cpu_seconds();
-    let start = Instant::now();
-    let latencies: Vec<f64> = stream::iter(0..checks)
-        .map(|i| {
-            let http = http.clone();
-            let req = request(i);
-            let (ok, failed) = (&ok, &failed);
-            async move {
-                let o = http.check(&req).await;
-                if o.outcome == Outcome::Up {
-                    ok.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    failed.fetch_add(1, Ordering::Relaxed);
-                }
-                o.response_time_ms.unwrap_or(0.0)
-            }
-        })
-        .buffer_unordered(concurrency)
-        .collect()
-        .await;
-    let sw = Run {
-        label: "sitewatch",
-        ok: ok.load(Ordering::Relaxed),
-        failed: failed.load(Ordering::Relaxed),
-        elapsed: start.elapsed(),
-        cpu: cpu_seconds() - cpu0,
-        latencies,
-    };
+    let sw = measure("sitewatch", checks, concurrency, |i| {
+        let (http, req) = (http.clone(), request(i));
+        async move {
+            let o = http.check(&req).await;
+            (o.outcome == Outcome::Up, o.response_time_ms.unwrap_or(0.0))
+        }
+    })
+    .await;
     println!("probe-only: {checks} checks, concurrency {concurrency}, fresh connection each, regex on the body");
     sw.print();
     if let Some(bb) = blackbox {
         let client = reqwest::Client::builder()
             .pool_max_idle_per_host(concurrency)
             .build()?;
-        let (ok, failed) = (AtomicU64::new(0), AtomicU64::new(0));
-        let start = Instant::now();
-        let latencies: Vec<f64> = stream::iter(0..checks)
-            .map(|i| {
-                let url = format!("http://{bb}/probe?module=http_regex&target={}", t.url(i));
-                let (client, ok, failed) = (&client, &ok, &failed);
-                async move {
-                    let t0 = Instant::now();
-                    let success = match client.get(&url).send().await {
-                        Ok(r) => r
-                            .text()
-                            .await
-                            .unwrap_or_default()
-                            .contains("probe_success 1"),
-                        Err(_) => false,
-                    };
-                    if success {
-                        ok.fetch_add(1, Ordering::Relaxed);
-                    } else {
-                        failed.fetch_add(1, Ordering::Relaxed);
-                    }
-                    t0.elapsed().as_secs_f64() * 1e3
-                }
-            })
-            .buffer_unordered(concurrency)
-            .collect()
-            .await;
-        let bbr = Run {
-            label: "blackbox_exporter",
-            ok: ok.load(Ordering::Relaxed),
-            failed: failed.load(Ordering::Relaxed),
-            elapsed: start.elapsed(),
-            cpu: 0.0,
-            latencies,
-        };
+        let bbr = measure("blackbox_exporter", checks, concurrency, |i| {
+            let url = format!("http://{bb}/probe?module=http_regex&target={}", t.url(i));
+            let client = &client;
+            async move {
+                let t0 = Instant::now();
+                let success = match client.get(&url).send().await {
+                    Ok(r) => r
+                        .text()
+                        .await
+                        .unwrap_or_default()
+                        .contains("probe_success 1"),
+                    Err(_) => false,
+                };
+                (success, t0.elapsed().as_secs_f64() * 1e3)
+            }
+        })
+        .await;
         bbr.print();
         println!(
             "ratio: sitewatch {:.1}x blackbox_exporter's probes/s",

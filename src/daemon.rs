@@ -40,7 +40,7 @@ pub enum DaemonError {
     #[error(transparent)]
     Scheduler(#[from] SchedulerError),
     #[error("listening on {0}: {1}")]
-    Admin(std::net::SocketAddr, std::io::Error),
+    Listen(std::net::SocketAddr, std::io::Error),
     #[error("stage {0} failed: {1}")]
     Stage(&'static str, String),
 }
@@ -96,7 +96,7 @@ pub async fn run(
         let addr = settings.admin.listen;
         let listener = Admin::bind(addr)
             .await
-            .map_err(|e| DaemonError::Admin(addr, e))?;
+            .map_err(|e| DaemonError::Listen(addr, e))?;
         let admin = Admin {
             health: health.clone(),
             metrics: crate::telemetry::metrics::install(),
@@ -179,9 +179,9 @@ pub async fn run(
         }
     }
     if has(Role::Api) {
-        let listener = Admin::bind(settings.api.listen)
+        let listener = tokio::net::TcpListener::bind(settings.api.listen)
             .await
-            .map_err(|e| DaemonError::Admin(settings.api.listen, e))?;
+            .map_err(|e| DaemonError::Listen(settings.api.listen, e))?;
         let out = crate::api::outcomes::channel();
         let (s, o, beat, t) = (
             settings.clone(),
@@ -259,35 +259,17 @@ async fn reload(
             return None;
         }
     };
+    let differs =
+        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
     for (section, changed) in [
-        (
-            "postgres",
-            format!("{:?}", current.postgres) != format!("{:?}", next.postgres),
-        ),
-        (
-            "kafka",
-            format!("{:?}", current.kafka) != format!("{:?}", next.kafka),
-        ),
-        (
-            "scheduler",
-            format!("{:?}", current.scheduler) != format!("{:?}", next.scheduler),
-        ),
-        (
-            "checker",
-            format!("{:?}", current.checker) != format!("{:?}", next.checker),
-        ),
-        (
-            "persister",
-            format!("{:?}", current.persister) != format!("{:?}", next.persister),
-        ),
-        (
-            "admin",
-            format!("{:?}", current.admin) != format!("{:?}", next.admin),
-        ),
-        (
-            "log",
-            format!("{:?}", current.log) != format!("{:?}", next.log),
-        ),
+        ("postgres", differs(&current.postgres, &next.postgres)),
+        ("kafka", differs(&current.kafka, &next.kafka)),
+        ("scheduler", differs(&current.scheduler, &next.scheduler)),
+        ("checker", differs(&current.checker, &next.checker)),
+        ("persister", differs(&current.persister, &next.persister)),
+        ("admin", differs(&current.admin, &next.admin)),
+        ("api", differs(&current.api, &next.api)),
+        ("log", differs(&current.log, &next.log)),
     ] {
         if changed {
             tracing::warn!(

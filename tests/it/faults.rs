@@ -126,6 +126,20 @@ impl Proxy {
         (proxy, pg.to_string())
     }
 
+    /// A test config whose Postgres is reached through a new proxy.
+    pub async fn config_for(
+        db: &crate::support::TestDb,
+        sites: &str,
+    ) -> (Proxy, crate::support::TestConfig) {
+        let (proxy, via_proxy) = Proxy::to_postgres(&db.url).await;
+        let cfg = crate::support::TestConfig::with_endpoints(
+            &via_proxy,
+            &crate::support::kafka_brokers(),
+            sites,
+        );
+        (proxy, cfg)
+    }
+
     pub fn cut(&self) {
         let mut s = self.state.lock().unwrap();
         s.0 = true;

@@ -17,7 +17,7 @@ use rdkafka::Message;
 use sitewatch::bus;
 
 use crate::faults::Proxy;
-use crate::recovery::{drain_and_check, remaining, sites, spawn_with, terminate, wait_checked};
+use crate::recovery::{drain_and_check, sites, spawn_with, terminate};
 use crate::support::{free_addr, log_path, unique, wait_for, TestConfig, TestDb};
 use crate::target::Target;
 
@@ -180,28 +180,38 @@ async fn three_instances_share_the_sites_and_take_over_from_a_killed_one() {
     )
     .await;
     eprintln!("shares of {N} sites: {:?}", shares(admins.clone()).await);
-    wait_checked(&db, started, (N * 5) as i64, "rows flowing before the kill").await;
-    tokio::time::sleep(remaining(started, 10)).await;
+    let client = db.client().await;
+    // Sites with at least `n` checked rows scheduled after `since`.
+    let checked_sites = |since: chrono::DateTime<Utc>, n: i64| {
+        let client = &client;
+        async move {
+            client
+                .query_one(
+                    "SELECT count(*) FROM (SELECT site FROM check_results
+                     WHERE outcome <> 'skipped' AND scheduled_at > $1
+                     GROUP BY site HAVING count(*) >= $2) s",
+                    &[&since, &n],
+                )
+                .await
+                .map(|r| r.get::<_, i64>(0))
+                .unwrap_or(0)
+        }
+    };
+    wait_for(
+        "every site checked 8 times before the kill",
+        Duration::from_secs(90),
+        || async { checked_sites(started, 8).await == N as i64 },
+    )
+    .await;
 
     let mut victim = children.remove(0);
     victim.kill().unwrap(); // SIGKILL
     victim.wait().unwrap();
     let killed_at = Utc::now();
-    let client = db.client().await;
     wait_for(
         "every site checked again after the kill",
         Duration::from_secs(90),
-        || async {
-            client
-                .query_one(
-                    "SELECT count(DISTINCT site) FROM check_results
-                     WHERE outcome <> 'skipped' AND scheduled_at > $1",
-                    &[&killed_at],
-                )
-                .await
-                .map(|r| r.get::<_, i64>(0) == N as i64)
-                .unwrap_or(false)
-        },
+        || async { checked_sites(killed_at, 1).await == N as i64 },
     )
     .await;
     // Failover: from the kill to the first checked slot of the site that
@@ -225,7 +235,12 @@ async fn three_instances_share_the_sites_and_take_over_from_a_killed_one() {
         || async { shares(admins[1..].to_vec()).await.iter().sum::<usize>() == N },
     )
     .await;
-    tokio::time::sleep(remaining(killed_at, 10)).await;
+    wait_for(
+        "every site checked 5 times after the kill",
+        Duration::from_secs(60),
+        || async { checked_sites(killed_at, 5).await == N as i64 },
+    )
+    .await;
     sigterm_all(children);
 
     let (slots, skipped) = drain_and_check(&db, &cfg, N).await;
@@ -366,12 +381,7 @@ async fn sighup_adds_changes_and_removes_sites_and_refuses_a_bad_config() {
 async fn admin_listener_and_systemd_notify_follow_the_daemon() {
     let target = Target::start().await;
     let db = TestDb::create().await;
-    let (proxy, via_proxy) = Proxy::to_postgres(&db.url).await;
-    let cfg = TestConfig::with_endpoints(
-        &via_proxy,
-        &crate::support::kafka_brokers(),
-        &sites(&target, 10),
-    );
+    let (proxy, cfg) = Proxy::config_for(&db, &sites(&target, 10)).await;
     let dir = tempfile::tempdir().unwrap();
     let sock_path = dir.path().join("notify.sock");
     let sock = UnixDatagram::bind(&sock_path).unwrap();

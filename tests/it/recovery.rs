@@ -174,7 +174,7 @@ pub async fn drain_and_check(db: &TestDb, cfg: &TestConfig, n_sites: usize) -> (
 /// Waits until at least `n` checked (not skipped) rows scheduled after
 /// `since` are in Postgres: the pipeline is flowing (before a fault) or has
 /// recovered (after one).
-pub async fn wait_checked(db: &TestDb, since: DateTime<Utc>, n: i64, what: &str) {
+async fn wait_checked(db: &TestDb, since: DateTime<Utc>, n: i64, what: &str) {
     let client = db.client().await;
     wait_for(what, Duration::from_secs(90), || async {
         client
@@ -351,12 +351,7 @@ async fn broker_sigkill_and_restart_loses_and_duplicates_nothing() {
 async fn postgres_gone_for_20s_loses_and_duplicates_nothing() {
     let target = Target::start().await;
     let db = TestDb::create().await;
-    let (proxy, via_proxy) = Proxy::to_postgres(&db.url).await;
-    let cfg = TestConfig::with_endpoints(
-        &via_proxy,
-        &crate::support::kafka_brokers(),
-        &sites(&target, 50),
-    );
+    let (proxy, cfg) = Proxy::config_for(&db, &sites(&target, 50)).await;
     let stop = CancellationToken::new();
     let started = Utc::now();
     let daemon = tokio::spawn(daemon::run(cfg.load(), &[], stop.clone(), no_reloads()));
@@ -380,7 +375,7 @@ async fn postgres_gone_for_20s_loses_and_duplicates_nothing() {
 /// What is left of `secs` seconds since `since` (zero if passed): the test
 /// keeps load on for a minimum run length, which is a duration, not a
 /// synchronisation.
-pub fn remaining(since: DateTime<Utc>, secs: i64) -> Duration {
+fn remaining(since: DateTime<Utc>, secs: i64) -> Duration {
     (since + chrono::Duration::seconds(secs) - Utc::now())
         .to_std()
         .unwrap_or(Duration::ZERO)
