@@ -276,6 +276,7 @@ async fn probe(
         expect_status: "200-399".into(),
         reuse_connection: false,
         public_only: false,
+        options: None,
     };
     // Warm-up: regex cache, DNS-free URLs, page cache.
     for i in 0..concurrency {

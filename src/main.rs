@@ -8,9 +8,9 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 use sitewatch::checker::HttpChecker;
-use sitewatch::config::{self, CheckerSettings, Settings};
+use sitewatch::config::{self, Settings};
 use sitewatch::daemon::{self, Role};
-use sitewatch::model::{CheckRequest, Origin, Outcome, SCHEMA_VERSION};
+use sitewatch::model::{CheckRequest, Origin, Outcome};
 use sitewatch::{shutdown, store, telemetry};
 use tokio_util::sync::CancellationToken;
 
@@ -55,24 +55,10 @@ enum Command {
         #[arg(long = "role", value_enum)]
         roles: Vec<Role>,
     },
-    /// Check one URL now and print the outcome (no Kafka, no Postgres).
-    /// Exit status: 0 up, 1 down.
-    Check {
-        url: String,
-        /// Regex the body must match.
-        #[arg(long)]
-        regex: Option<String>,
-        #[arg(long, default_value = "10s", value_parser = parse_duration)]
-        timeout: Duration,
-        #[arg(long, default_value = "GET")]
-        method: String,
-        /// Healthy status codes, e.g. "200-399" or "200,301-302".
-        #[arg(long, default_value = "200-399")]
-        expect_status: String,
-        /// Body bytes read (and matched) at most; default as checker.max_body_bytes.
-        #[arg(long)]
-        max_body_bytes: Option<u64>,
-    },
+    /// Check one URL (or one configured site) now and print the outcome,
+    /// with the timing breakdown and certificate (no Kafka, no Postgres).
+    /// Exit status: 0 up or degraded, 1 down.
+    Check(CheckArgs),
     /// Dead letters: list them, or replay them to their source topic once
     /// the cause is fixed.
     Dlq {
@@ -142,21 +128,7 @@ fn main() -> ExitCode {
                 Ok(())
             }))
         }
-        Command::Check {
-            url,
-            regex,
-            timeout,
-            method,
-            expect_status,
-            max_body_bytes,
-        } => runtime().block_on(check(CheckArgs {
-            url,
-            regex,
-            timeout,
-            method,
-            expect_status,
-            max_body_bytes,
-        })),
+        Command::Check(args) => runtime().block_on(check(args)),
         Command::Dlq { action } => {
             let config = match &action {
                 DlqAction::List { config, .. } | DlqAction::Replay { config, .. } => {
@@ -305,32 +277,165 @@ async fn dlq(settings: &Settings, action: DlqAction) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn parse_duration(text: &str) -> Result<Duration, String> {
-    config::parse_duration(text)
+#[derive(clap::Args)]
+struct CheckArgs {
+    /// The URL to check (or use --site).
+    #[arg(required_unless_present = "site")]
+    url: Option<String>,
+    /// Check this site of the config file instead, with all its assertions.
+    #[arg(long, conflicts_with = "url")]
+    site: Option<String>,
+    /// The config file for --site (also for checker settings such as
+    /// ca_files and max_body_bytes).
+    #[arg(long = "config", env = "SITEWATCH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Regex the body must match.
+    #[arg(long)]
+    regex: Option<String>,
+    /// Regex the body must not match.
+    #[arg(long)]
+    forbidden_regex: Option<String>,
+    #[arg(long, default_value = "10s")]
+    timeout: String,
+    #[arg(long)]
+    method: Option<String>,
+    /// Request header `Name: value` (repeatable).
+    #[arg(long = "header")]
+    headers: Vec<String>,
+    /// Request body.
+    #[arg(long)]
+    body: Option<String>,
+    /// Healthy status codes, e.g. "200-399" or "200,301-302".
+    #[arg(long)]
+    expect_status: Option<String>,
+    /// Response header assertion: `name` (present), `name=REGEX` (present
+    /// and matching) or `!name` (absent). Repeatable.
+    #[arg(long = "expect-header")]
+    expect_headers: Vec<String>,
+    /// A correct response slower than this is degraded, e.g. "500ms".
+    #[arg(long)]
+    degraded_after: Option<String>,
+    #[arg(long)]
+    body_min_bytes: Option<u64>,
+    #[arg(long)]
+    body_max_bytes: Option<u64>,
+    /// Fail when the certificate has fewer days left.
+    #[arg(long)]
+    min_cert_days: Option<u32>,
+    /// Judge a redirect as the response instead of following it.
+    #[arg(long)]
+    no_follow: bool,
+    #[arg(long)]
+    max_redirects: Option<u32>,
+    /// Accept any certificate (its expiry is still shown).
+    #[arg(long)]
+    insecure: bool,
+    /// any, prefer_ipv4, prefer_ipv6, ipv4 or ipv6.
+    #[arg(long)]
+    ip_family: Option<String>,
+    /// Body bytes read (and matched) at most; default as checker.max_body_bytes.
+    #[arg(long)]
+    max_body_bytes: Option<u64>,
+    /// Print the outcome as JSON (the message the checker publishes).
+    #[arg(long)]
+    json: bool,
 }
 
-struct CheckArgs {
-    url: String,
-    regex: Option<String>,
-    timeout: Duration,
-    method: String,
-    expect_status: String,
-    max_body_bytes: Option<u64>,
+impl CheckArgs {
+    /// The check as an on-demand request body, validated by the same rules
+    /// as the API and the config file.
+    fn as_request(&self) -> serde_json::Value {
+        let mut body = serde_json::json!({ "url": self.url, "timeout": self.timeout });
+        let mut set = |key: &str, value: serde_json::Value| {
+            if !value.is_null() {
+                body[key] = value;
+            }
+        };
+        set("regex", self.regex.clone().into());
+        set("forbidden_regex", self.forbidden_regex.clone().into());
+        set("method", self.method.clone().into());
+        set("body", self.body.clone().into());
+        set("expect_status", self.expect_status.clone().into());
+        set("degraded_after", self.degraded_after.clone().into());
+        set("body_min_bytes", self.body_min_bytes.into());
+        set("body_max_bytes", self.body_max_bytes.into());
+        set("min_cert_days", self.min_cert_days.into());
+        set("max_redirects", self.max_redirects.into());
+        set("ip_family", self.ip_family.clone().into());
+        if self.no_follow {
+            set("follow_redirects", false.into());
+        }
+        if self.insecure {
+            set("verify_tls", false.into());
+        }
+        if !self.headers.is_empty() {
+            let mut map = serde_json::Map::new();
+            for h in &self.headers {
+                let (k, v) = h.split_once(':').unwrap_or((h, ""));
+                map.insert(k.trim().to_owned(), v.trim().into());
+            }
+            set("headers", map.into());
+        }
+        if !self.expect_headers.is_empty() {
+            let rules: Vec<serde_json::Value> = self
+                .expect_headers
+                .iter()
+                .map(|h| match (h.strip_prefix('!'), h.split_once('=')) {
+                    (Some(name), _) => serde_json::json!({"name": name, "absent": true}),
+                    (None, Some((name, re))) => serde_json::json!({"name": name, "matches": re}),
+                    (None, None) => serde_json::json!({"name": h}),
+                })
+                .collect();
+            set("expect_headers", rules.into());
+        }
+        body
+    }
 }
 
 /// `sitewatch check`: the same check the daemon runs, printed.
 async fn check(a: CheckArgs) -> ExitCode {
-    let url = match config::normalize_url(&a.url) {
-        Ok(u) => u,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::from(EXIT_CONFIG);
-        }
+    let settings = match &a.config {
+        Some(path) => match load(path) {
+            Ok(s) => Some(s),
+            Err(code) => return code,
+        },
+        None => None,
     };
-    let mut checker_settings = CheckerSettings::default();
+    let mut checker_settings = settings
+        .as_ref()
+        .map(|s| s.checker.clone())
+        .unwrap_or_default();
     if let Some(n) = a.max_body_bytes {
         checker_settings.max_body_bytes = n;
     }
+    let site = match (&a.site, &settings) {
+        (Some(name), Some(s)) => match s.sites.iter().find(|site| &site.name == name) {
+            Some(site) => site.clone(),
+            None => {
+                eprintln!("error: no site named {name:?} in the config");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        (Some(_), None) => {
+            eprintln!("error: --site needs --config (or SITEWATCH_CONFIG)");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        (None, _) => {
+            let defaults = settings
+                .as_ref()
+                .map(|s| s.site_defaults.clone())
+                .unwrap_or_default();
+            match config::parse_on_demand(&a.as_request(), &defaults) {
+                Ok(site) => site,
+                Err(errors) => {
+                    for e in errors {
+                        eprintln!("error: {}: {}", e.field, e.message);
+                    }
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+        }
+    };
     let http = match HttpChecker::new(&checker_settings, &daemon::instance_name()) {
         Ok(h) => h,
         Err(e) => {
@@ -338,48 +443,14 @@ async fn check(a: CheckArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let now = chrono::Utc::now();
-    let req = CheckRequest {
-        v: SCHEMA_VERSION,
-        check_id: uuid::Uuid::new_v4(),
-        site: url.host_str().unwrap_or("site").to_owned(),
-        origin: Origin::OnDemand,
-        scheduled_at: now,
-        deadline: now + chrono::Duration::from_std(a.timeout).unwrap_or_default(),
-        url: url.to_string(),
-        method: a.method,
-        headers: Default::default(),
-        timeout_ms: a.timeout.as_millis() as u64,
-        regex: a.regex,
-        expect_status: a.expect_status,
-        reuse_connection: false,
-        public_only: false,
-    };
+    let mut req = CheckRequest::for_slot(&site, chrono::Utc::now());
+    req.origin = Origin::OnDemand;
+    req.check_id = uuid::Uuid::new_v4();
     let out = http.check(&req).await;
-    println!("url:           {}", out.url);
-    println!("outcome:       {}", out.outcome.as_str());
-    if let Some(code) = out.status_code {
-        println!("status:        {code}");
-    }
-    if let Some(ms) = out.response_time_ms {
-        println!("response time: {ms:.1} ms");
-    }
-    if let Some(n) = out.body_bytes {
-        println!("body bytes:    {n}");
-    }
-    match out.regex_matched {
-        Some(m) => println!(
-            "regex:         {}",
-            if m { "matched" } else { "not matched" }
-        ),
-        None if req.regex.is_some() => println!("regex:         not applied (no body)"),
-        None => {}
-    }
-    if let Some(kind) = out.error_kind {
-        println!(
-            "error:         {kind}: {}",
-            out.error_message.as_deref().unwrap_or("")
-        );
+    if a.json {
+        println!("{}", String::from_utf8_lossy(&sitewatch::model::encode(&out)));
+    } else {
+        print!("{}", sitewatch::checker::report(&out));
     }
     match out.outcome {
         Outcome::Up | Outcome::Degraded => ExitCode::SUCCESS,

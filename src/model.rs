@@ -84,6 +84,101 @@ pub struct CheckRequest {
     /// checks from the API; see `net`). Absent in older messages: false.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub public_only: bool,
+    /// Assertions beyond status and regex, and how to make the request.
+    /// Absent when every option has its default (and in older messages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<CheckOptions>,
+}
+
+/// Which addresses a check may connect to, in which order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IpFamily {
+    /// In the order the resolver gives.
+    #[default]
+    Any,
+    /// IPv4 addresses first, IPv6 if none answers.
+    PreferIpv4,
+    PreferIpv6,
+    /// IPv4 only.
+    Ipv4,
+    Ipv6,
+}
+
+impl IpFamily {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpFamily::Any => "any",
+            IpFamily::PreferIpv4 => "prefer_ipv4",
+            IpFamily::PreferIpv6 => "prefer_ipv6",
+            IpFamily::Ipv4 => "ipv4",
+            IpFamily::Ipv6 => "ipv6",
+        }
+    }
+}
+
+/// A header the response must carry with a value matching `matches` (any
+/// value when `matches` is unset), or must not carry at all (`absent`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderRule {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matches: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub absent: bool,
+}
+
+/// The rich part of a check: more assertions, and how to make the request.
+/// Every field has a default, so a site that sets none carries none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CheckOptions {
+    /// A regex the body must not match (an error page served with 200).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forbidden_regex: Option<String>,
+    /// A correct response slower than this is `degraded`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded_after_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expect_headers: Vec<HeaderRule>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_min_bytes: Option<u64>,
+    /// The checker reads one byte past this (even beyond its
+    /// `max_body_bytes`) to tell a body that is too large.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_max_bytes: Option<u64>,
+    /// Fewer days left on the TLS certificate than this is a failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_cert_days: Option<u32>,
+    /// Off: a redirect is the response, judged like any other.
+    pub follow_redirects: bool,
+    /// Hops followed at most; default `checker.max_redirects`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_redirects: Option<u32>,
+    /// Sent as the request body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Off: any certificate is accepted (its expiry is still recorded).
+    pub verify_tls: bool,
+    pub ip_family: IpFamily,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        CheckOptions {
+            forbidden_regex: None,
+            degraded_after_ms: None,
+            expect_headers: Vec::new(),
+            body_min_bytes: None,
+            body_max_bytes: None,
+            min_cert_days: None,
+            follow_redirects: true,
+            max_redirects: None,
+            body: None,
+            verify_tls: true,
+            ip_family: IpFamily::Any,
+        }
+    }
 }
 
 impl CheckRequest {
@@ -110,6 +205,7 @@ impl CheckRequest {
             expect_status: site.expect_status.to_string(),
             reuse_connection: site.reuse_connection,
             public_only: false,
+            options: site.options.as_deref().cloned(),
         }
     }
 }
@@ -127,9 +223,10 @@ fn default_expect_status() -> String {
 pub enum Outcome {
     /// Expected status and (if configured) the regex matched.
     Up,
-    /// Correct but slow (thresholds come with rich checks).
+    /// Every assertion held, but slower than `degraded_after`.
     Degraded,
-    /// A response with an unexpected status or a regex miss, or no response.
+    /// An assertion failed (status, regex, headers, body size, certificate),
+    /// or no response came back.
     Down,
     /// Not checked: the slot was missed or the request arrived too late.
     Skipped,
@@ -168,6 +265,16 @@ pub enum ErrorKind {
     UnexpectedStatus,
     /// A response came back and its body does not match the regex.
     RegexMismatch,
+    /// The body matches `forbidden_regex`.
+    ForbiddenMatch,
+    /// A header assertion failed.
+    HeaderMismatch,
+    /// The body is smaller or larger than its bounds.
+    BodySize,
+    /// The certificate has fewer days left than `min_cert_days`.
+    CertExpiring,
+    /// Degraded: correct but slower than `degraded_after`.
+    Slow,
     /// The request could not be built (bad URL or header in the request).
     InvalidRequest,
     /// Skipped: the scheduler did not emit the slot (it was down or behind).
@@ -190,6 +297,11 @@ impl ErrorKind {
             ErrorKind::Protocol => "protocol",
             ErrorKind::UnexpectedStatus => "unexpected_status",
             ErrorKind::RegexMismatch => "regex_mismatch",
+            ErrorKind::ForbiddenMatch => "forbidden_match",
+            ErrorKind::HeaderMismatch => "header_mismatch",
+            ErrorKind::BodySize => "body_size",
+            ErrorKind::CertExpiring => "cert_expiring",
+            ErrorKind::Slow => "slow",
             ErrorKind::InvalidRequest => "invalid_request",
             ErrorKind::MissedSlot => "missed_slot",
             ErrorKind::DeadlineExceeded => "deadline_exceeded",
@@ -236,6 +348,65 @@ pub struct CheckOutcome {
     /// The checker instance that ran it.
     #[serde(default)]
     pub checker: Option<String>,
+    /// Where the time went; absent when nothing was attempted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<Timing>,
+    /// The server's certificate (HTTPS), even when it failed verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsDetails>,
+    /// Every assertion that failed, with what was seen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<Failure>,
+    /// The address connected to (the last hop's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_addr: Option<String>,
+    /// `HTTP/1.1` or `HTTP/2` (the last hop's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_version: Option<String>,
+}
+
+/// The phases of a check in milliseconds, each summed over the redirect
+/// hops. A phase that did not happen is `None`: no DNS for an IP literal, no
+/// DNS, connect or TLS on a reused connection, no TLS over plain HTTP. The
+/// phases add up to `response_time_ms` but for a little bookkeeping.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Timing {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ms: Option<f64>,
+    /// From writing the request to the response head.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttfb_ms: Option<f64>,
+    /// From the response head to the end of the (capped) body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer_ms: Option<f64>,
+    /// Redirects followed.
+    pub redirects: u32,
+}
+
+/// The leaf certificate the server presented.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TlsDetails {
+    pub not_after: DateTime<Utc>,
+    /// At the time of the check; negative once expired.
+    pub days_left: f64,
+    pub subject: String,
+    pub issuer: String,
+    /// `TLSv1.3` or `TLSv1.2`; absent when the handshake failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// One failed assertion: which, what it wanted, what came.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub assertion: String,
+    pub expected: String,
+    pub observed: String,
 }
 
 impl CheckOutcome {
@@ -264,6 +435,11 @@ impl CheckOutcome {
             error_kind: Some(kind),
             error_message: Some(message),
             checker: Some(checker.to_owned()),
+            timing: None,
+            tls: None,
+            failures: Vec::new(),
+            remote_addr: None,
+            http_version: None,
         }
     }
 }
@@ -343,6 +519,7 @@ mod tests {
             expect_status: "200-399".into(),
             reuse_connection: false,
             public_only: false,
+            options: None,
         }
     }
 

@@ -1,18 +1,25 @@
-//! One HTTP(S) check: send the request, read the body up to a cap, apply the
-//! regex, time it, and turn whatever happened into a [`CheckOutcome`]. A site
-//! being down is data here, never an `Err`.
+//! One HTTP(S) check: connect (timing each phase), send the request, follow
+//! redirects as configured, read the body up to a cap, and judge the
+//! response against every assertion. A site being down is data here, never
+//! an `Err`.
 
 use std::collections::HashMap;
-use std::error::Error as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use chrono::Utc;
-use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
-use reqwest::redirect::Policy;
+use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, COOKIE, HOST, LOCATION, USER_AGENT};
+use http::Method;
+use http_body_util::{BodyExt, Full};
+use hyper::body::Body as _;
+use url::Url;
 
-use crate::config::{CheckerSettings, StatusSet};
-use crate::model::{CheckOutcome, CheckRequest, ErrorKind, Outcome, SCHEMA_VERSION};
+use super::connect::{chain, Conn, Connector, Fail, Phase, Route, Sender, Trace};
+use super::judge::{self, HeaderCheck, Response, Rules};
+use super::tls::{Tls, TlsSetupError};
+use crate::config::CheckerSettings;
+use crate::model::{CheckOptions, CheckOutcome, CheckRequest, ErrorKind, Outcome, SCHEMA_VERSION};
 use crate::net;
 
 /// Compiled regexes kept per pattern; cleared when it grows past this many
@@ -23,60 +30,48 @@ const REGEX_CACHE_MAX: usize = 10_000;
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
 
 #[derive(Debug, thiserror::Error)]
-#[error("building the HTTP client: {0}")]
-pub struct ClientError(#[from] reqwest::Error);
+#[error("setting up the HTTP checker: {0}")]
+pub struct ClientError(#[from] TlsSetupError);
 
 /// The HTTP side of a checker, shared by every check it runs.
 pub struct HttpChecker {
-    /// No idle connections kept: each check resolves, connects and handshakes
-    /// afresh, so DNS, connect and TLS failures are seen (as blackbox_exporter
-    /// does).
-    fresh: reqwest::Client,
-    /// For sites with `reuse_connection = true`.
-    pooled: reqwest::Client,
-    /// For on-demand checks that may reach public addresses only: fresh
-    /// connections through [`net::PublicOnlyResolver`], and redirects to
-    /// non-public IP literals refused.
-    public: reqwest::Client,
+    /// Fresh connections for most checks: each resolves, connects and
+    /// handshakes afresh, so DNS, connect and TLS failures are seen (as
+    /// blackbox_exporter does); pooled ones for `reuse_connection` sites.
+    connector: Connector,
     max_body_bytes: u64,
+    max_redirects: u32,
+    user_agent: HeaderValue,
     regexes: Mutex<HashMap<String, Arc<regex::bytes::Regex>>>,
     /// This instance's name, recorded with each outcome.
     instance: String,
 }
 
+/// A request ready to run, with its assertions compiled.
+struct Prepared {
+    method: Method,
+    url: Url,
+    headers: HeaderMap,
+    body: Bytes,
+    follow: bool,
+    max_redirects: u32,
+    /// Body bytes read at most.
+    read_cap: usize,
+    verify_tls: bool,
+    ip_family: crate::model::IpFamily,
+    public_only: bool,
+    reuse: bool,
+    rules: Rules,
+}
+
 impl HttpChecker {
     pub fn new(settings: &CheckerSettings, instance: &str) -> Result<Self, ClientError> {
-        let max_redirects = settings.max_redirects;
-        let build = |pool: bool, public_only: bool| {
-            let mut b = reqwest::Client::builder()
-                .user_agent(&settings.user_agent)
-                .redirect(Policy::limited(max_redirects))
-                .tcp_nodelay(true);
-            if !pool {
-                b = b.pool_max_idle_per_host(0);
-            }
-            if public_only {
-                b = b
-                    .dns_resolver(Arc::new(net::PublicOnlyResolver))
-                    .redirect(Policy::custom(move |attempt| {
-                        let private =
-                            net::literal_ip(attempt.url()).is_some_and(|ip| !net::is_public(ip));
-                        if private {
-                            attempt.error("redirect to a non-public address refused")
-                        } else if attempt.previous().len() > max_redirects {
-                            attempt.error("too many redirects")
-                        } else {
-                            attempt.follow()
-                        }
-                    }));
-            }
-            b.build()
-        };
         Ok(HttpChecker {
-            fresh: build(false, false)?,
-            pooled: build(true, false)?,
-            public: build(false, true)?,
+            connector: Connector::new(Tls::new(&settings.ca_files)?),
             max_body_bytes: settings.max_body_bytes,
+            max_redirects: settings.max_redirects as u32,
+            user_agent: HeaderValue::from_str(&settings.user_agent)
+                .unwrap_or_else(|_| HeaderValue::from_static("sitewatch")),
             regexes: Mutex::new(HashMap::new()),
             instance: instance.to_owned(),
         })
@@ -107,6 +102,11 @@ impl HttpChecker {
             error_kind: None,
             error_message: None,
             checker: Some(self.instance.clone()),
+            timing: None,
+            tls: None,
+            failures: Vec::new(),
+            remote_addr: None,
+            http_version: None,
         };
         let prepared = match self.prepare(req) {
             Ok(p) => p,
@@ -119,32 +119,42 @@ impl HttpChecker {
         };
         let timeout = Duration::from_millis(req.timeout_ms);
         let clock = Instant::now();
-        let result = tokio::time::timeout(timeout, self.exchange(prepared)).await;
-        out.response_time_ms = Some(clock.elapsed().as_secs_f64() * 1e3);
+        let deadline = clock + timeout;
+        let mut trace = Trace::default();
+        let result =
+            tokio::time::timeout_at(deadline.into(), self.run(&prepared, &mut trace, deadline))
+                .await;
+        let took = clock.elapsed().as_secs_f64() * 1e3;
         out.finished_at = Some(Utc::now());
+        out.timing = Some(trace.timing);
+        out.tls = trace.cert;
+        out.remote_addr = trace.remote.map(|a| a.to_string());
+        out.http_version = trace.http_version.map(str::to_owned);
         match result {
-            Err(_) => {
-                out.response_time_ms = None;
-                fail(
-                    &mut out,
-                    ErrorKind::Timeout,
-                    format!("no complete response within {timeout:?}"),
-                );
+            Err(_) => fail(
+                &mut out,
+                ErrorKind::Timeout,
+                format!(
+                    "no complete response within {timeout:?} (timed out in {})",
+                    trace.phase.as_str()
+                ),
+            ),
+            Ok(Err(f)) => fail(&mut out, f.kind, f.message),
+            Ok(Ok(resp)) => {
+                out.response_time_ms = Some(took);
+                judge::judge(&mut out, &resp, &prepared.rules);
             }
-            Ok(Err(e)) => {
-                out.response_time_ms = None;
-                let (kind, msg) = classify(&e);
-                fail(&mut out, kind, msg);
-            }
-            Ok(Ok(resp)) => self.judge(&mut out, req, resp),
         }
         out
     }
 
     fn prepare(&self, req: &CheckRequest) -> Result<Prepared, String> {
-        let method = reqwest::Method::from_bytes(req.method.as_bytes())
+        let method = Method::from_bytes(req.method.as_bytes())
             .map_err(|_| format!("{:?} is not an HTTP method", req.method))?;
-        let url = reqwest::Url::parse(&req.url).map_err(|e| format!("bad url: {e}"))?;
+        let url = Url::parse(&req.url).map_err(|e| format!("bad url: {e}"))?;
+        if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+            return Err(format!("{url} is not an http(s) URL with a host"));
+        }
         let mut headers = HeaderMap::new();
         for (k, v) in &req.headers {
             let name = HeaderName::from_bytes(k.as_bytes())
@@ -154,32 +164,176 @@ impl HttpChecker {
             value.set_sensitive(true);
             headers.append(name, value);
         }
-        let regex = req.regex.as_deref().map(|p| self.regex(p)).transpose()?;
-        let expect: StatusSet = req
-            .expect_status
-            .parse()
-            .map_err(|e| format!("bad expect_status: {e}"))?;
+        if !headers.contains_key(USER_AGENT) {
+            headers.insert(USER_AGENT, self.user_agent.clone());
+        }
+        let defaults = CheckOptions::default();
+        let o = req.options.as_ref().unwrap_or(&defaults);
+        let mut header_checks = Vec::with_capacity(o.expect_headers.len());
+        for h in &o.expect_headers {
+            header_checks.push(HeaderCheck {
+                name: HeaderName::from_bytes(h.name.as_bytes())
+                    .map_err(|_| format!("bad header name {:?} in expect_headers", h.name))?,
+                matches: h.matches.as_deref().map(|p| self.regex(p)).transpose()?,
+                absent: h.absent,
+            });
+        }
+        let rules = Rules {
+            expect: req
+                .expect_status
+                .parse()
+                .map_err(|e| format!("bad expect_status: {e}"))?,
+            regex: req.regex.as_deref().map(|p| self.regex(p)).transpose()?,
+            forbidden: o
+                .forbidden_regex
+                .as_deref()
+                .map(|p| self.regex(p))
+                .transpose()?,
+            headers: header_checks,
+            body_min: o.body_min_bytes,
+            body_max: o.body_max_bytes,
+            min_cert_days: o.min_cert_days,
+            degraded_after_ms: o.degraded_after_ms,
+        };
         if req.public_only && net::literal_ip(&url).is_some_and(|ip| !net::is_public(ip)) {
             return Err(format!(
                 "{url} is not a public address; refused for an on-demand check"
             ));
         }
-        let client = if req.public_only {
-            &self.public
-        } else if req.reuse_connection {
-            &self.pooled
-        } else {
-            &self.fresh
-        };
-        let request = client
-            .request(method, url)
-            .headers(headers)
-            .timeout(Duration::from_millis(req.timeout_ms));
+        // One byte past `body_max_bytes` tells a body that is too large.
+        let read_cap = o
+            .body_max_bytes
+            .map_or(self.max_body_bytes, |max| self.max_body_bytes.max(max + 1));
         Ok(Prepared {
-            request,
-            regex,
-            expect,
+            method,
+            url,
+            headers,
+            body: o.body.clone().map(Bytes::from).unwrap_or_default(),
+            follow: o.follow_redirects,
+            max_redirects: o.max_redirects.unwrap_or(self.max_redirects),
+            read_cap: read_cap as usize,
+            verify_tls: o.verify_tls,
+            ip_family: o.ip_family,
+            public_only: req.public_only,
+            reuse: req.reuse_connection && !req.public_only,
+            rules,
         })
+    }
+
+    /// The exchange, hop by hop through redirects.
+    async fn run(&self, p: &Prepared, trace: &mut Trace, deadline: Instant) -> Result<Response, Fail> {
+        let mut url = p.url.clone();
+        let mut method = p.method.clone();
+        let mut headers = p.headers.clone();
+        let mut body = p.body.clone();
+        loop {
+            let route = Route::of(&url, p.verify_tls, p.ip_family, p.public_only);
+            let pooled = if p.reuse {
+                self.connector.pooled(&route, trace)
+            } else {
+                None
+            };
+            let mut conn = match pooled {
+                Some(c) => c,
+                None => self.connector.connect(&route, trace, deadline).await?,
+            };
+
+            trace.phase = Phase::Ttfb;
+            let started = Instant::now();
+            let request = build_request(&conn, &url, &method, &headers, body.clone())?;
+            let sent = match &mut conn.sender {
+                Sender::H1(s) => match s.ready().await {
+                    Ok(()) => s.send_request(request).await,
+                    Err(e) => Err(e),
+                },
+                Sender::H2(s) => s.send_request(request).await,
+            };
+            Trace::add(&mut trace.timing.ttfb_ms, started);
+            let response = sent.map_err(exchange_failure)?;
+            let status = response.status().as_u16();
+
+            let location = response.headers().get(LOCATION).cloned();
+            if p.follow && matches!(status, 301 | 302 | 303 | 307 | 308) {
+                if let Some(location) = location {
+                    if trace.timing.redirects >= p.max_redirects {
+                        return Err(Fail::new(
+                            ErrorKind::RedirectLoop,
+                            format!(
+                                "more than {} redirects (the last to {:?})",
+                                p.max_redirects,
+                                String::from_utf8_lossy(location.as_bytes())
+                            ),
+                        ));
+                    }
+                    let next = location
+                        .to_str()
+                        .ok()
+                        .and_then(|l| url.join(l).ok())
+                        .filter(|u| matches!(u.scheme(), "http" | "https"))
+                        .ok_or_else(|| {
+                            Fail::new(
+                                ErrorKind::Protocol,
+                                format!(
+                                    "redirect to {:?}, which is not an http(s) URL",
+                                    String::from_utf8_lossy(location.as_bytes())
+                                ),
+                            )
+                        })?;
+                    // As browsers do: 303, and 301/302 after a POST, become a
+                    // GET without a body.
+                    if status == 303 || (matches!(status, 301 | 302) && method == Method::POST) {
+                        method = Method::GET;
+                        body = Bytes::new();
+                    }
+                    // Credentials are for the origin they were configured for.
+                    if next.host_str() != url.host_str() || next.port_or_known_default() != url.port_or_known_default() {
+                        headers.remove(AUTHORIZATION);
+                        headers.remove(COOKIE);
+                    }
+                    trace.timing.redirects += 1;
+                    url = next;
+                    continue;
+                }
+            }
+
+            trace.phase = Phase::Transfer;
+            let started = Instant::now();
+            let (parts, mut incoming) = response.into_parts();
+            let cap = p.read_cap;
+            let mut data = Vec::with_capacity(cap.min(64 * 1024));
+            let mut truncated = false;
+            // Read only what the assertions may see: an endless body costs at
+            // most `cap` bytes of memory and the site's timeout.
+            let read = async {
+                while let Some(frame) = incoming.frame().await {
+                    let frame = frame.map_err(|e| {
+                        Fail::new(ErrorKind::Body, format!("reading the body: {}", chain(&e)))
+                    })?;
+                    let Ok(chunk) = frame.into_data() else { continue };
+                    let room = cap - data.len();
+                    if chunk.len() >= room {
+                        data.extend_from_slice(&chunk[..room]);
+                        truncated = chunk.len() > room || !incoming.is_end_stream();
+                        break;
+                    }
+                    data.extend_from_slice(&chunk);
+                }
+                Ok::<(), Fail>(())
+            };
+            let read = read.await;
+            Trace::add(&mut trace.timing.transfer_ms, started);
+            read?;
+            if p.reuse && !truncated {
+                drop(incoming);
+                self.connector.put_back(conn);
+            }
+            return Ok(Response {
+                status,
+                headers: parts.headers,
+                body: data,
+                truncated,
+            });
+        }
     }
 
     fn regex(&self, pattern: &str) -> Result<Arc<regex::bytes::Regex>, String> {
@@ -199,116 +353,69 @@ impl HttpChecker {
         Ok(r)
     }
 
-    async fn exchange(&self, p: Prepared) -> Result<Response, reqwest::Error> {
-        let mut resp = p.request.send().await?;
-        let status = resp.status().as_u16();
-        let cap = self.max_body_bytes as usize;
-        let hint = resp.content_length().unwrap_or(0) as usize;
-        let mut body = Vec::with_capacity(hint.min(cap).min(64 * 1024));
-        let mut truncated = false;
-        // Read only what the regex may see: an endless body costs at most
-        // `cap` bytes of memory and the site's timeout.
-        while let Some(chunk) = resp.chunk().await? {
-            let room = cap - body.len();
-            if chunk.len() >= room {
-                body.extend_from_slice(&chunk[..room]);
-                truncated = chunk.len() > room;
-                break;
+}
+
+/// The request for one hop: origin-form with a Host header over HTTP/1.1,
+/// absolute over HTTP/2 (where the authority travels as `:authority`).
+fn build_request(
+    conn: &Conn,
+    url: &Url,
+    method: &Method,
+    headers: &HeaderMap,
+    body: Bytes,
+) -> Result<http::Request<Full<Bytes>>, Fail> {
+    let bad = |e: http::Error| Fail::new(ErrorKind::InvalidRequest, e.to_string());
+    let mut builder = http::Request::builder().method(method.clone());
+    match conn.sender {
+        Sender::H1(_) => {
+            let mut target = url.path().to_owned();
+            if let Some(q) = url.query() {
+                target.push('?');
+                target.push_str(q);
             }
-            body.extend_from_slice(&chunk);
+            builder = builder.uri(target);
         }
-        Ok(Response {
-            status,
-            body,
-            truncated,
-            regex: p.regex,
-            expect: p.expect,
-        })
+        Sender::H2(_) => builder = builder.uri(url.as_str()),
     }
-
-    fn judge(&self, out: &mut CheckOutcome, req: &CheckRequest, r: Response) {
-        out.status_code = Some(r.status);
-        out.body_bytes = Some(r.body.len() as u64);
-        out.regex_matched = r.regex.as_ref().map(|re| re.is_match(&r.body));
-        let status_ok = r.expect.contains(r.status);
-        out.outcome = if status_ok && out.regex_matched != Some(false) {
-            Outcome::Up
-        } else {
-            Outcome::Down
+    let mut request = builder.body(Full::new(body)).map_err(bad)?;
+    *request.headers_mut() = headers.clone();
+    if matches!(conn.sender, Sender::H1(_)) && !request.headers().contains_key(HOST) {
+        let host = match url.port() {
+            Some(port) => format!("{}:{port}", url.host_str().unwrap_or_default()),
+            None => url.host_str().unwrap_or_default().to_owned(),
         };
-        if !status_ok {
-            out.error_kind = Some(ErrorKind::UnexpectedStatus);
-            out.error_message = Some(format!("status {} not in {}", r.status, req.expect_status));
-        } else if out.regex_matched == Some(false) {
-            out.error_kind = Some(ErrorKind::RegexMismatch);
-            out.error_message = Some(format!(
-                "body{} does not match the regex",
-                if r.truncated {
-                    " (first max_body_bytes)"
-                } else {
-                    ""
-                }
-            ));
-        }
+        let value = HeaderValue::from_str(&host)
+            .map_err(|_| Fail::new(ErrorKind::InvalidRequest, format!("bad host {host:?}")))?;
+        request.headers_mut().insert(HOST, value);
     }
+    Ok(request)
 }
 
-struct Prepared {
-    request: reqwest::RequestBuilder,
-    regex: Option<Arc<regex::bytes::Regex>>,
-    expect: StatusSet,
-}
-
-struct Response {
-    status: u16,
-    body: Vec<u8>,
-    truncated: bool,
-    regex: Option<Arc<regex::bytes::Regex>>,
-    expect: StatusSet,
+/// What went wrong between writing the request and the response head.
+fn exchange_failure(e: hyper::Error) -> Fail {
+    let message = chain(&e);
+    let kind = if e.is_parse_too_large() {
+        return Fail::new(
+            ErrorKind::Protocol,
+            format!(
+                "response head larger than {} KiB: {message}",
+                super::connect::MAX_HEAD_BYTES / 1024
+            ),
+        );
+    } else if e.is_parse() || e.is_parse_status() || e.is_user() {
+        ErrorKind::Protocol
+    } else if e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
+        ErrorKind::Connect
+    } else if message.to_lowercase().contains("connection") {
+        ErrorKind::Connect
+    } else {
+        ErrorKind::Protocol
+    };
+    Fail::new(kind, message)
 }
 
 fn fail(out: &mut CheckOutcome, kind: ErrorKind, message: String) {
     out.outcome = Outcome::Down;
     out.error_kind = Some(kind);
     out.error_message = Some(message);
-}
-
-/// Maps a transport error to an error kind and a one-line message with the
-/// cause chain.
-fn classify(e: &reqwest::Error) -> (ErrorKind, String) {
-    let mut chain = String::new();
-    let mut source: Option<&dyn std::error::Error> = e.source();
-    while let Some(s) = source {
-        chain.push_str(": ");
-        chain.push_str(&s.to_string());
-        source = s.source();
-    }
-    let message = format!("{e}{chain}");
-    let lower = chain.to_lowercase();
-    let kind = if e.is_timeout() {
-        ErrorKind::Timeout
-    } else if e.is_redirect() {
-        ErrorKind::RedirectLoop
-    } else if lower.contains("dns error") || lower.contains("failed to lookup address") {
-        ErrorKind::Dns
-    } else if lower.contains("certificate")
-        || lower.contains("tls")
-        || lower.contains("handshake")
-        || lower.contains("alert")
-    {
-        ErrorKind::Tls
-    } else if e.is_connect() {
-        ErrorKind::Connect
-    } else if e.is_body() || e.is_decode() {
-        ErrorKind::Body
-    } else if lower.contains("invalid http") || lower.contains("parse") {
-        ErrorKind::Protocol
-    } else if e.is_builder() {
-        ErrorKind::InvalidRequest
-    } else if lower.contains("connection") {
-        ErrorKind::Connect
-    } else {
-        ErrorKind::Other
-    };
-    (kind, message)
 }

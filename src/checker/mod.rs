@@ -8,7 +8,10 @@
 //! with checks completing out of order. A request received after its
 //! deadline is not checked late: it is published as `skipped`.
 
+mod connect;
 mod http;
+mod judge;
+mod tls;
 
 pub use http::{ClientError, HttpChecker};
 
@@ -141,6 +144,26 @@ impl Checker {
     }
 }
 
+/// Phase and certificate histograms of one check.
+fn record_phases(outcome: &CheckOutcome) {
+    if let Some(t) = &outcome.timing {
+        for (phase, ms) in [
+            ("dns", t.dns_ms),
+            ("connect", t.connect_ms),
+            ("tls", t.tls_ms),
+            ("ttfb", t.ttfb_ms),
+            ("transfer", t.transfer_ms),
+        ] {
+            if let Some(ms) = ms {
+                metrics::histogram!(m::CHECK_PHASE, "phase" => phase).record(ms / 1e3);
+            }
+        }
+    }
+    if let Some(c) = &outcome.tls {
+        metrics::histogram!(m::CERT_DAYS_LEFT).record(c.days_left.max(0.0));
+    }
+}
+
 /// What one check task needs.
 struct Work {
     http: Arc<HttpChecker>,
@@ -169,6 +192,7 @@ impl Work {
             let outcome = self.http.check(&req).await;
             metrics::histogram!(m::CHECK_DURATION).record(started.elapsed().as_secs_f64());
             gauge.decrement(1.0);
+            record_phases(&outcome);
             outcome
         };
         metrics::counter!(m::CHECKS, "outcome" => outcome.outcome.as_str()).increment(1);
@@ -223,4 +247,68 @@ impl Work {
             delay = (delay * 2).min(Duration::from_secs(5));
         }
     }
+}
+
+/// An outcome as `sitewatch check` prints it: the verdict, then where the
+/// time went, the certificate, and every failed assertion.
+pub fn report(out: &CheckOutcome) -> String {
+    use std::fmt::Write as _;
+    let mut s = String::new();
+    let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1} ms"));
+    let _ = writeln!(s, "url:          {}", out.url);
+    let reason = out.error_kind.map(|k| format!(" ({k})")).unwrap_or_default();
+    let _ = writeln!(s, "outcome:      {}{reason}", out.outcome.as_str());
+    if let Some(code) = out.status_code {
+        let _ = writeln!(
+            s,
+            "status:       {code} over {} from {}",
+            out.http_version.as_deref().unwrap_or("?"),
+            out.remote_addr.as_deref().unwrap_or("?")
+        );
+    }
+    if let Some(t) = &out.timing {
+        let _ = writeln!(
+            s,
+            "timing:       dns {} | connect {} | tls {} | ttfb {} | transfer {} | total {}",
+            ms(t.dns_ms),
+            ms(t.connect_ms),
+            ms(t.tls_ms),
+            ms(t.ttfb_ms),
+            ms(t.transfer_ms),
+            ms(out.response_time_ms)
+        );
+        if t.redirects > 0 {
+            let _ = writeln!(s, "redirects:    {}", t.redirects);
+        }
+    }
+    if let Some(c) = &out.tls {
+        let _ = writeln!(
+            s,
+            "certificate:  {} (issuer {}), expires {} ({:.1} days left){}",
+            c.subject,
+            c.issuer,
+            c.not_after.format("%Y-%m-%d %H:%M UTC"),
+            c.days_left,
+            c.version.as_deref().map(|v| format!(", {v}")).unwrap_or_default()
+        );
+    }
+    if let Some(n) = out.body_bytes {
+        let _ = writeln!(s, "body bytes:   {n}");
+    }
+    if let Some(m) = out.regex_matched {
+        let _ = writeln!(s, "regex:        {}", if m { "matched" } else { "not matched" });
+    }
+    for f in &out.failures {
+        let _ = writeln!(
+            s,
+            "failed:       {}: expected {}, got {}",
+            f.assertion, f.expected, f.observed
+        );
+    }
+    if out.failures.is_empty() {
+        if let (Some(kind), Some(msg)) = (out.error_kind, &out.error_message) {
+            let _ = writeln!(s, "error:        {kind}: {msg}");
+        }
+    }
+    s
 }

@@ -1,5 +1,5 @@
 //! An on-demand check as the API receives it (`{url, regex?, timeout?,
-//! method?, headers?, expect_status?}`), validated by the same rules as a
+//! method?, headers?, expect_status?, ...assertions}`), validated by the same rules as a
 //! site in the config file, so the API and `validate` give the same errors.
 
 use std::path::Path;
@@ -8,14 +8,26 @@ use std::time::Duration;
 use super::settings::SiteDefaults;
 use super::site::{self, Site};
 
-/// Keys an on-demand check may set.
-pub const ON_DEMAND_KEYS: [&str; 6] = [
+/// Keys an on-demand check may set: those of a site, but for its name,
+/// schedule and connection reuse.
+pub const ON_DEMAND_KEYS: [&str; 17] = [
     "url",
     "regex",
     "timeout",
     "method",
     "headers",
     "expect_status",
+    "forbidden_regex",
+    "degraded_after",
+    "expect_headers",
+    "body_min_bytes",
+    "body_max_bytes",
+    "min_cert_days",
+    "follow_redirects",
+    "max_redirects",
+    "body",
+    "verify_tls",
+    "ip_family",
 ];
 /// The longest timeout an on-demand check may ask for.
 pub const MAX_ON_DEMAND_TIMEOUT: Duration = Duration::from_secs(60);

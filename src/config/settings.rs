@@ -283,6 +283,10 @@ pub struct CheckerSettings {
     pub max_redirects: usize,
     #[serde(default = "default_user_agent")]
     pub user_agent: String,
+    /// PEM files of CAs trusted besides the public roots (sites behind a
+    /// private CA).
+    #[serde(default)]
+    pub ca_files: Vec<PathBuf>,
 }
 
 fn default_concurrency() -> usize {
@@ -305,6 +309,7 @@ impl Default for CheckerSettings {
             max_body_bytes: default_max_body(),
             max_redirects: default_max_redirects(),
             user_agent: default_user_agent(),
+            ca_files: Vec::new(),
         }
     }
 }

@@ -17,6 +17,7 @@ use super::duration;
 use super::normalize::normalize_url;
 use super::problem::{Problem, SiteRef};
 use super::settings::SiteDefaults;
+use crate::model::{CheckOptions, HeaderRule, IpFamily};
 
 /// Compiled regexes are bounded so a pathological pattern cannot take the
 /// daemon's memory.
@@ -50,7 +51,7 @@ fn compile(pattern: &str) -> Result<Arc<Regex>, regex::Error> {
 /// Longest interval accepted: a check less often than daily is a cron job.
 const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
-pub const SITE_KEYS: [&str; 10] = [
+pub const SITE_KEYS: [&str; 21] = [
     "name",
     "url",
     "interval",
@@ -61,7 +62,23 @@ pub const SITE_KEYS: [&str; 10] = [
     "expect_status",
     "enabled",
     "reuse_connection",
+    "forbidden_regex",
+    "degraded_after",
+    "expect_headers",
+    "body_min_bytes",
+    "body_max_bytes",
+    "min_cert_days",
+    "follow_redirects",
+    "max_redirects",
+    "body",
+    "verify_tls",
+    "ip_family",
 ];
+
+/// Most redirects a site may ask to follow.
+const MAX_REDIRECTS: i64 = 30;
+/// Largest body a site may ask to be read to check `body_max_bytes`.
+const MAX_BODY_BOUND: i64 = 64 * 1024 * 1024;
 
 #[derive(Debug, Clone)]
 pub struct Site {
@@ -85,6 +102,9 @@ pub struct Site {
     /// Off by default: a pooled connection would hide DNS, connect and TLS
     /// failures.
     pub reuse_connection: bool,
+    /// The rich assertions and request options; `None` when all are default
+    /// (most sites), so 100,000 plain sites carry nothing extra.
+    pub options: Option<Arc<CheckOptions>>,
     /// The file the site was defined in, for messages.
     pub source: PathBuf,
 }
@@ -236,6 +256,39 @@ impl Reader<'_> {
         }
     }
 
+    /// An integer in `range`, or a problem naming the range.
+    fn integer(&mut self, key: &str, range: RangeInclusive<i64>) -> Option<i64> {
+        match self.take(key)? {
+            toml::Value::Integer(n) if range.contains(&n) => Some(n),
+            toml::Value::Integer(n) => {
+                self.bad(
+                    key,
+                    format!("{n} is out of range {}..={}", range.start(), range.end()),
+                );
+                None
+            }
+            other => {
+                self.bad(
+                    key,
+                    format!("expected an integer, found {}", other.type_str()),
+                );
+                None
+            }
+        }
+    }
+
+    /// A regex, checked by compiling it.
+    fn regex(&mut self, key: &str) -> Option<Arc<Regex>> {
+        let pattern = self.string(key)?;
+        match compile(&pattern) {
+            Ok(re) => Some(re),
+            Err(e) => {
+                self.bad(key, format!("invalid regex: {e}"));
+                None
+            }
+        }
+    }
+
     fn duration(&mut self, key: &str) -> Option<Duration> {
         let text = self.string(key)?;
         match duration::parse(&text) {
@@ -352,15 +405,7 @@ pub fn parse_site(
         }
     }
 
-    let regex = r
-        .string("regex")
-        .and_then(|pattern| match compile(&pattern) {
-            Ok(re) => Some(re),
-            Err(e) => {
-                r.bad("regex", format!("invalid regex: {e}"));
-                None
-            }
-        });
+    let regex = r.regex("regex");
 
     let method = match r.string("method") {
         None => Method::GET,
@@ -442,6 +487,7 @@ pub fn parse_site(
 
     let enabled = r.boolean("enabled", true);
     let reuse_connection = r.boolean("reuse_connection", false);
+    let options = parse_options(&mut r, url.as_ref(), timeout);
 
     let unknown: Vec<String> = r.table.keys().cloned().collect();
     for key in unknown {
@@ -464,11 +510,138 @@ pub fn parse_site(
                 expect_status,
                 enabled,
                 reuse_connection,
+                options: (options != CheckOptions::default()).then(|| Arc::new(options)),
                 source: file.to_path_buf(),
             })
         }
         _ => Err(r.problems),
     }
+}
+
+/// The rich assertions and request options of a site.
+fn parse_options(r: &mut Reader<'_>, url: Option<&Url>, timeout: Option<Duration>) -> CheckOptions {
+    let mut o = CheckOptions {
+        forbidden_regex: r.regex("forbidden_regex").map(|re| re.as_str().to_owned()),
+        ..CheckOptions::default()
+    };
+    if let Some(d) = r.duration("degraded_after") {
+        if d.is_zero() {
+            r.bad("degraded_after", "must be greater than 0");
+        } else if timeout.is_some_and(|t| d >= t) {
+            r.bad(
+                "degraded_after",
+                format!(
+                    "{} must be shorter than the timeout {}",
+                    duration::show(d),
+                    duration::show(timeout.unwrap_or_default())
+                ),
+            );
+        } else {
+            o.degraded_after_ms = Some(d.as_millis() as u64);
+        }
+    }
+    match r.take("expect_headers") {
+        None => {}
+        Some(toml::Value::Array(items)) => {
+            for (i, item) in items.into_iter().enumerate() {
+                let field = format!("expect_headers[{i}]");
+                match header_rule(item) {
+                    Ok(rule) => o.expect_headers.push(rule),
+                    Err(e) => r.bad(&field, e),
+                }
+            }
+        }
+        Some(other) => r.bad(
+            "expect_headers",
+            format!(
+                "expected a list of {{ name = \"...\", matches = \"regex\" }} or \
+                 {{ name = \"...\", absent = true }}, found {}",
+                other.type_str()
+            ),
+        ),
+    }
+    o.body_min_bytes = r
+        .integer("body_min_bytes", 0..=MAX_BODY_BOUND)
+        .map(|n| n as u64);
+    o.body_max_bytes = r
+        .integer("body_max_bytes", 0..=MAX_BODY_BOUND)
+        .map(|n| n as u64);
+    if let (Some(min), Some(max)) = (o.body_min_bytes, o.body_max_bytes) {
+        if min > max {
+            r.bad(
+                "body_min_bytes",
+                format!("{min} is above body_max_bytes {max}"),
+            );
+        }
+    }
+    o.min_cert_days = r.integer("min_cert_days", 0..=3650).map(|n| n as u32);
+    if o.min_cert_days.is_some() && url.is_some_and(|u| u.scheme() != "https") {
+        r.bad("min_cert_days", "needs an https:// url");
+    }
+    o.follow_redirects = r.boolean("follow_redirects", true);
+    o.max_redirects = r
+        .integer("max_redirects", 0..=MAX_REDIRECTS)
+        .map(|n| n as u32);
+    o.body = r.string("body");
+    o.verify_tls = r.boolean("verify_tls", true);
+    if let Some(family) = r.string("ip_family") {
+        let all = [
+            IpFamily::Any,
+            IpFamily::PreferIpv4,
+            IpFamily::PreferIpv6,
+            IpFamily::Ipv4,
+            IpFamily::Ipv6,
+        ];
+        match all.into_iter().find(|f| f.as_str() == family) {
+            Some(f) => o.ip_family = f,
+            None => r.bad(
+                "ip_family",
+                format!(
+                    "{family:?} is not one of {:?}",
+                    all.map(IpFamily::as_str)
+                ),
+            ),
+        }
+    }
+    o
+}
+
+/// One `expect_headers` entry: `{ name, matches }` or `{ name, absent = true }`.
+fn header_rule(item: toml::Value) -> Result<HeaderRule, String> {
+    let toml::Value::Table(mut t) = item else {
+        return Err(format!("expected a table, found {}", item.type_str()));
+    };
+    let name = match t.remove("name") {
+        Some(toml::Value::String(n)) if HeaderName::from_bytes(n.as_bytes()).is_ok() => {
+            n.to_ascii_lowercase()
+        }
+        Some(toml::Value::String(n)) => return Err(format!("{n:?} is not a header name")),
+        _ => return Err("`name` (a string) is required".into()),
+    };
+    let matches = match t.remove("matches") {
+        None => None,
+        Some(toml::Value::String(p)) => match compile(&p) {
+            Ok(_) => Some(p),
+            Err(e) => return Err(format!("`matches`: invalid regex: {e}")),
+        },
+        Some(other) => return Err(format!("`matches`: expected a string, found {}", other.type_str())),
+    };
+    let absent = match t.remove("absent") {
+        None => false,
+        Some(toml::Value::Boolean(b)) => b,
+        Some(other) => return Err(format!("`absent`: expected true or false, found {}", other.type_str())),
+    };
+    if let Some(k) = t.keys().next() {
+        return Err(format!("unknown key {k:?} (known: name, matches, absent)"));
+    }
+    if absent && matches.is_some() {
+        return Err("`absent = true` and `matches` contradict each other".into());
+    }
+    Ok(HeaderRule {
+        name,
+        matches,
+        absent,
+    })
 }
 
 #[cfg(test)]

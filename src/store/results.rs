@@ -16,18 +16,28 @@ const INSERT: &str = "
 INSERT INTO check_results AS c
     (check_id, site, url, origin, scheduled_at, started_at, finished_at, outcome,
      status_code, response_time_ms, regex_matched, body_bytes, error_kind,
-     error_message, checker)
+     error_message, checker, dns_ms, connect_ms, tls_ms, ttfb_ms, transfer_ms,
+     redirects, remote_addr, http_version, cert_not_after, cert_days_left,
+     cert_subject, cert_issuer, tls_version, failures)
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
                      $6::timestamptz[], $7::timestamptz[], $8::text[], $9::int2[],
                      $10::float8[], $11::bool[], $12::int8[], $13::text[], $14::text[],
-                     $15::text[])
+                     $15::text[], $16::float8[], $17::float8[], $18::float8[], $19::float8[],
+                     $20::float8[], $21::int2[], $22::text[], $23::text[], $24::timestamptz[],
+                     $25::float8[], $26::text[], $27::text[], $28::text[], $29::jsonb[])
 ON CONFLICT (check_id, scheduled_at) DO UPDATE SET
     started_at = excluded.started_at, finished_at = excluded.finished_at,
     outcome = excluded.outcome, status_code = excluded.status_code,
     response_time_ms = excluded.response_time_ms, regex_matched = excluded.regex_matched,
     body_bytes = excluded.body_bytes, error_kind = excluded.error_kind,
     error_message = excluded.error_message, checker = excluded.checker,
-    persisted_at = now()
+    dns_ms = excluded.dns_ms, connect_ms = excluded.connect_ms, tls_ms = excluded.tls_ms,
+    ttfb_ms = excluded.ttfb_ms, transfer_ms = excluded.transfer_ms,
+    redirects = excluded.redirects, remote_addr = excluded.remote_addr,
+    http_version = excluded.http_version, cert_not_after = excluded.cert_not_after,
+    cert_days_left = excluded.cert_days_left, cert_subject = excluded.cert_subject,
+    cert_issuer = excluded.cert_issuer, tls_version = excluded.tls_version,
+    failures = excluded.failures, persisted_at = now()
 WHERE c.outcome = 'skipped' AND excluded.outcome <> 'skipped'";
 
 /// One outcome per check: Postgres refuses an `ON CONFLICT DO UPDATE` that
@@ -80,6 +90,16 @@ pub async fn insert_results(
     let mut kinds = Vec::with_capacity(rows.len());
     let mut messages = Vec::with_capacity(rows.len());
     let mut checkers = Vec::with_capacity(rows.len());
+    let mut phases: [Vec<Option<f64>>; 5] = Default::default();
+    let mut redirects: Vec<Option<i16>> = Vec::with_capacity(rows.len());
+    let mut remotes = Vec::with_capacity(rows.len());
+    let mut versions = Vec::with_capacity(rows.len());
+    let mut not_after: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(rows.len());
+    let mut days_left: Vec<Option<f64>> = Vec::with_capacity(rows.len());
+    let mut subjects = Vec::with_capacity(rows.len());
+    let mut issuers = Vec::with_capacity(rows.len());
+    let mut tls_versions = Vec::with_capacity(rows.len());
+    let mut failures: Vec<Option<serde_json::Value>> = Vec::with_capacity(rows.len());
     for r in rows.iter().copied() {
         ids.push(r.check_id);
         sites.push(r.site.as_str());
@@ -96,13 +116,39 @@ pub async fn insert_results(
         kinds.push(r.error_kind.map(|k| k.as_str()));
         messages.push(r.error_message.as_deref());
         checkers.push(r.checker.as_deref());
+        let t = r.timing.as_ref();
+        for (column, value) in phases.iter_mut().zip([
+            t.and_then(|t| t.dns_ms),
+            t.and_then(|t| t.connect_ms),
+            t.and_then(|t| t.tls_ms),
+            t.and_then(|t| t.ttfb_ms),
+            t.and_then(|t| t.transfer_ms),
+        ]) {
+            column.push(value);
+        }
+        redirects.push(t.map(|t| t.redirects.min(i16::MAX as u32) as i16));
+        remotes.push(r.remote_addr.as_deref());
+        versions.push(r.http_version.as_deref());
+        let c = r.tls.as_ref();
+        not_after.push(c.map(|c| c.not_after));
+        days_left.push(c.map(|c| c.days_left));
+        subjects.push(c.map(|c| c.subject.as_str()));
+        issuers.push(c.map(|c| c.issuer.as_str()));
+        tls_versions.push(c.and_then(|c| c.version.as_deref()));
+        failures.push(
+            (!r.failures.is_empty())
+                .then(|| serde_json::to_value(&r.failures).expect("failures serialise")),
+        );
     }
     let n = client
         .execute(
             INSERT,
             &[
                 &ids, &sites, &urls, &origins, &scheduled, &started, &finished, &outcomes, &codes,
-                &times, &matched, &bytes, &kinds, &messages, &checkers,
+                &times, &matched, &bytes, &kinds, &messages, &checkers, &phases[0],
+                &phases[1], &phases[2], &phases[3], &phases[4], &redirects, &remotes,
+                &versions, &not_after, &days_left, &subjects, &issuers, &tls_versions,
+                &failures,
             ],
         )
         .await?;

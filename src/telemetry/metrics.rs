@@ -13,6 +13,10 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const CHECKS: &str = "sitewatch_checks_total";
 pub const CHECK_DURATION: &str = "sitewatch_check_duration_seconds";
+/// Labelled `phase`: dns, connect, tls, ttfb, transfer.
+pub const CHECK_PHASE: &str = "sitewatch_check_phase_seconds";
+/// Days left on the certificates seen, as a histogram (no site label).
+pub const CERT_DAYS_LEFT: &str = "sitewatch_check_cert_days_left";
 pub const CHECKS_IN_FLIGHT: &str = "sitewatch_checks_in_flight";
 pub const SLOTS_PUBLISHED: &str = "sitewatch_scheduler_slots_published_total";
 pub const SLOTS_SKIPPED: &str = "sitewatch_scheduler_slots_skipped_total";
@@ -38,6 +42,9 @@ const ROW_BUCKETS: [f64; 10] = [
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
+/// Certificate lifetimes: expired, days, weeks, months.
+const DAY_BUCKETS: [f64; 9] = [0.0, 1.0, 3.0, 7.0, 14.0, 30.0, 60.0, 90.0, 365.0];
+
 /// Installs the process-wide recorder once and returns its handle; later
 /// calls return the same handle.
 pub fn install() -> PrometheusHandle {
@@ -47,6 +54,9 @@ pub fn install() -> PrometheusHandle {
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &TIME_BUCKETS)
                 .and_then(|b| {
                     b.set_buckets_for_metric(Matcher::Full(BATCH_ROWS.into()), &ROW_BUCKETS)
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(Matcher::Full(CERT_DAYS_LEFT.into()), &DAY_BUCKETS)
                 })
                 .expect("bucket lists are not empty")
                 .install_recorder()
@@ -61,6 +71,15 @@ fn describe() {
     describe_counter!(
         CHECKS,
         "Checks finished, by outcome (up, degraded, down, skipped)"
+    );
+    describe_histogram!(
+        CHECK_PHASE,
+        Unit::Seconds,
+        "Time per phase of a check (dns, connect, tls, ttfb, transfer); a phase that did not happen is not recorded"
+    );
+    describe_histogram!(
+        CERT_DAYS_LEFT,
+        "Days left on the TLS certificates seen by checks"
     );
     describe_histogram!(
         CHECK_DURATION,

@@ -101,16 +101,22 @@ async fn check_command_reports_up_down_and_regex_miss() {
     let text = String::from_utf8_lossy(&up.stdout);
     assert!(up.status.success(), "{text}");
     assert!(
-        text.contains("outcome:       up") && text.contains("status:        200"),
+        text.contains("outcome:      up") && text.contains("status:       200 over HTTP/1.1"),
         "{text}"
     );
-    assert!(text.contains("regex:         matched"), "{text}");
+    assert!(text.contains("regex:        matched"), "{text}");
+    // The breakdown: no DNS for an IP literal, no TLS over plain HTTP.
+    assert!(
+        text.contains("timing:       dns - | connect ") && text.contains("| tls - | ttfb "),
+        "{text}"
+    );
 
     let down = run(vec![target.url("/500")]).await.unwrap();
     let text = String::from_utf8_lossy(&down.stdout);
     assert_eq!(down.status.code(), Some(1), "{text}");
     assert!(
-        text.contains("outcome:       down") && text.contains("status:        500"),
+        text.contains("outcome:      down (unexpected_status)")
+            && text.contains("status:       500"),
         "{text}"
     );
     assert!(text.contains("unexpected_status"), "{text}");
@@ -121,7 +127,7 @@ async fn check_command_reports_up_down_and_regex_miss() {
     let text = String::from_utf8_lossy(&miss.stdout);
     assert_eq!(miss.status.code(), Some(1), "{text}");
     assert!(
-        text.contains("regex:         not matched") && text.contains("regex_mismatch"),
+        text.contains("regex:        not matched") && text.contains("regex_mismatch"),
         "{text}"
     );
 
@@ -131,5 +137,5 @@ async fn check_command_reports_up_down_and_regex_miss() {
         .unwrap();
     let text = String::from_utf8_lossy(&refused.stdout);
     assert_eq!(refused.status.code(), Some(1), "{text}");
-    assert!(text.contains("error:         connect"), "{text}");
+    assert!(text.contains("error:        connect"), "{text}");
 }

@@ -12,7 +12,12 @@ async fn migrations_apply_once_and_create_partitions() {
     let first = store::migrate(&mut client).await.unwrap();
     assert_eq!(
         first.applied,
-        ["V1__initial_schema", "V2__pipeline", "V3__scheduler_leases"]
+        [
+            "V1__initial_schema",
+            "V2__pipeline",
+            "V3__scheduler_leases",
+            "V4__rich_checks"
+        ]
     );
     // Yesterday through PARTITION_DAYS_AHEAD days ahead.
     assert_eq!(first.partitions_created, store::PARTITION_DAYS_AHEAD + 2);
@@ -40,8 +45,8 @@ async fn concurrent_migrations_apply_each_version_once() {
     let (ra, rb) = tokio::join!(store::migrate(&mut a), store::migrate(&mut b));
     let total = ra.unwrap().applied.len() + rb.unwrap().applied.len();
     assert_eq!(
-        total, 3,
-        "each of the three migrations applied exactly once"
+        total, 4,
+        "each of the four migrations applied exactly once"
     );
 }
 

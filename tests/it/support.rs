@@ -215,6 +215,7 @@ pub fn request(
         expect_status: "200-399".into(),
         reuse_connection: false,
         public_only: false,
+        options: None,
     }
 }
 
