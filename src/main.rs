@@ -58,7 +58,7 @@ enum Command {
     /// Check one URL (or one configured site) now and print the outcome,
     /// with the timing breakdown and certificate (no Kafka, no Postgres).
     /// Exit status: 0 up or degraded, 1 down.
-    Check(CheckArgs),
+    Check(Box<CheckArgs>),
     /// Dead letters: list them, or replay them to their source topic once
     /// the cause is fixed.
     Dlq {
@@ -128,7 +128,7 @@ fn main() -> ExitCode {
                 Ok(())
             }))
         }
-        Command::Check(args) => runtime().block_on(check(args)),
+        Command::Check(args) => runtime().block_on(check(*args)),
         Command::Dlq { action } => {
             let config = match &action {
                 DlqAction::List { config, .. } | DlqAction::Replay { config, .. } => {
@@ -448,7 +448,10 @@ async fn check(a: CheckArgs) -> ExitCode {
     req.check_id = uuid::Uuid::new_v4();
     let out = http.check(&req).await;
     if a.json {
-        println!("{}", String::from_utf8_lossy(&sitewatch::model::encode(&out)));
+        println!(
+            "{}",
+            String::from_utf8_lossy(&sitewatch::model::encode(&out))
+        );
     } else {
         print!("{}", sitewatch::checker::report(&out));
     }

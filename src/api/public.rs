@@ -364,7 +364,22 @@ pub fn openapi() -> Value {
                         "timeout": { "type": "string", "example": "5s" },
                         "method": { "type": "string" },
                         "headers": { "type": "object", "additionalProperties": { "type": "string" } },
-                        "expect_status": {}
+                        "expect_status": {},
+                        "forbidden_regex": { "type": "string" },
+                        "degraded_after": { "type": "string", "example": "1500ms" },
+                        "expect_headers": { "type": "array", "items": { "type": "object",
+                            "required": ["name"], "additionalProperties": false,
+                            "properties": { "name": { "type": "string" }, "matches": { "type": "string" },
+                                            "absent": { "type": "boolean" } } } },
+                        "body_min_bytes": { "type": "integer", "minimum": 0 },
+                        "body_max_bytes": { "type": "integer", "minimum": 0 },
+                        "min_cert_days": { "type": "integer", "minimum": 0 },
+                        "follow_redirects": { "type": "boolean" },
+                        "max_redirects": { "type": "integer", "minimum": 0, "maximum": 30 },
+                        "body": { "type": "string" },
+                        "verify_tls": { "type": "boolean" },
+                        "ip_family": { "type": "string",
+                            "enum": ["any", "prefer_ipv4", "prefer_ipv6", "ipv4", "ipv6"] }
                     }
                 },
                 "Errors": { "type": "object", "properties": { "errors": { "type": "array", "items": {

@@ -95,7 +95,11 @@ impl Trace {
 
     fn saw_cert(&mut self, cert: Option<TlsDetails>) {
         let Some(cert) = cert else { return };
-        if self.cert.as_ref().is_none_or(|c| cert.not_after < c.not_after) {
+        if self
+            .cert
+            .as_ref()
+            .is_none_or(|c| cert.not_after < c.not_after)
+        {
             self.cert = Some(cert);
         }
     }
@@ -252,10 +256,7 @@ impl Connector {
 
         trace.phase = Phase::Tls;
         let started = Instant::now();
-        let shake = self
-            .tls
-            .handshake(tcp, &route.host, route.verify_tls)
-            .await;
+        let shake = self.tls.handshake(tcp, &route.host, route.verify_tls).await;
         Trace::add(&mut trace.timing.tls_ms, started);
         let mut cert = shake
             .leaf
@@ -306,8 +307,11 @@ async fn resolve(route: &Route, trace: &mut Trace) -> Result<Vec<SocketAddr>, Fa
                 .map_err(|e| Fail::new(ErrorKind::Dns, format!("resolving {bare}: {e}")))?
                 .collect();
             if route.public_only {
-                let public: Vec<SocketAddr> =
-                    all.iter().copied().filter(|a| net::is_public(a.ip())).collect();
+                let public: Vec<SocketAddr> = all
+                    .iter()
+                    .copied()
+                    .filter(|a| net::is_public(a.ip()))
+                    .collect();
                 if public.is_empty() && !all.is_empty() {
                     return Err(Fail::new(
                         ErrorKind::Dns,

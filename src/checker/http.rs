@@ -9,7 +9,9 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
-use http::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, COOKIE, HOST, LOCATION, USER_AGENT};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, COOKIE, HOST, LOCATION, USER_AGENT,
+};
 use http::Method;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
@@ -221,7 +223,12 @@ impl HttpChecker {
     }
 
     /// The exchange, hop by hop through redirects.
-    async fn run(&self, p: &Prepared, trace: &mut Trace, deadline: Instant) -> Result<Response, Fail> {
+    async fn run(
+        &self,
+        p: &Prepared,
+        trace: &mut Trace,
+        deadline: Instant,
+    ) -> Result<Response, Fail> {
         let mut url = p.url.clone();
         let mut method = p.method.clone();
         let mut headers = p.headers.clone();
@@ -233,21 +240,27 @@ impl HttpChecker {
             } else {
                 None
             };
+            let reused = pooled.is_some();
             let mut conn = match pooled {
                 Some(c) => c,
                 None => self.connector.connect(&route, trace, deadline).await?,
             };
 
             trace.phase = Phase::Ttfb;
-            let started = Instant::now();
-            let request = build_request(&conn, &url, &method, &headers, body.clone())?;
-            let sent = match &mut conn.sender {
-                Sender::H1(s) => match s.ready().await {
-                    Ok(()) => s.send_request(request).await,
-                    Err(e) => Err(e),
-                },
-                Sender::H2(s) => s.send_request(request).await,
-            };
+            let mut started = Instant::now();
+            let mut sent = send(&mut conn, &url, &method, &headers, &body).await?;
+            let stale =
+                |e: &hyper::Error| e.is_canceled() || e.is_closed() || e.is_incomplete_message();
+            if reused && sent.as_ref().is_err_and(stale) {
+                // The server closed the idle connection as it was reused:
+                // that says nothing about the site, so the request goes
+                // again on a fresh connection.
+                Trace::add(&mut trace.timing.ttfb_ms, started);
+                conn = self.connector.connect(&route, trace, deadline).await?;
+                trace.phase = Phase::Ttfb;
+                started = Instant::now();
+                sent = send(&mut conn, &url, &method, &headers, &body).await?;
+            }
             Trace::add(&mut trace.timing.ttfb_ms, started);
             let response = sent.map_err(exchange_failure)?;
             let status = response.status().as_u16();
@@ -286,7 +299,9 @@ impl HttpChecker {
                         body = Bytes::new();
                     }
                     // Credentials are for the origin they were configured for.
-                    if next.host_str() != url.host_str() || next.port_or_known_default() != url.port_or_known_default() {
+                    if next.host_str() != url.host_str()
+                        || next.port_or_known_default() != url.port_or_known_default()
+                    {
                         headers.remove(AUTHORIZATION);
                         headers.remove(COOKIE);
                     }
@@ -296,44 +311,63 @@ impl HttpChecker {
                 }
             }
 
-            trace.phase = Phase::Transfer;
-            let started = Instant::now();
-            let (parts, mut incoming) = response.into_parts();
-            let cap = p.read_cap;
-            let mut data = Vec::with_capacity(cap.min(64 * 1024));
-            let mut truncated = false;
-            // Read only what the assertions may see: an endless body costs at
-            // most `cap` bytes of memory and the site's timeout.
-            let read = async {
-                while let Some(frame) = incoming.frame().await {
-                    let frame = frame.map_err(|e| {
-                        Fail::new(ErrorKind::Body, format!("reading the body: {}", chain(&e)))
-                    })?;
-                    let Ok(chunk) = frame.into_data() else { continue };
-                    let room = cap - data.len();
-                    if chunk.len() >= room {
-                        data.extend_from_slice(&chunk[..room]);
-                        truncated = chunk.len() > room || !incoming.is_end_stream();
-                        break;
-                    }
-                    data.extend_from_slice(&chunk);
-                }
-                Ok::<(), Fail>(())
-            };
-            let read = read.await;
-            Trace::add(&mut trace.timing.transfer_ms, started);
-            read?;
-            if p.reuse && !truncated {
-                drop(incoming);
-                self.connector.put_back(conn);
-            }
-            return Ok(Response {
-                status,
-                headers: parts.headers,
-                body: data,
-                truncated,
-            });
+            return self.finish(p, trace, conn, response).await;
         }
+    }
+
+    /// Reads the final response's body (up to the cap) and hands the
+    /// connection back to the pool when it can serve another check.
+    async fn finish(
+        &self,
+        p: &Prepared,
+        trace: &mut Trace,
+        conn: Conn,
+        response: http::Response<hyper::body::Incoming>,
+    ) -> Result<Response, Fail> {
+        let status = response.status().as_u16();
+        trace.phase = Phase::Transfer;
+        let started = Instant::now();
+        let (parts, mut incoming) = response.into_parts();
+        let cap = p.read_cap;
+        let mut data = Vec::with_capacity(cap.min(64 * 1024));
+        let mut truncated = false;
+        // Read only what the assertions may see: an endless body costs at
+        // most `cap` bytes of memory and the site's timeout.
+        let read = async {
+            while let Some(frame) = incoming.frame().await {
+                let frame = frame.map_err(|e| {
+                    Fail::new(ErrorKind::Body, format!("reading the body: {}", chain(&e)))
+                })?;
+                let Ok(chunk) = frame.into_data() else {
+                    continue;
+                };
+                let room = cap - data.len();
+                if chunk.len() >= room {
+                    data.extend_from_slice(&chunk[..room]);
+                    truncated = chunk.len() > room || !incoming.is_end_stream();
+                    break;
+                }
+                data.extend_from_slice(&chunk);
+            }
+            Ok::<(), Fail>(())
+        };
+        let read = read.await;
+        Trace::add(&mut trace.timing.transfer_ms, started);
+        read?;
+        let closing = parts
+            .headers
+            .get(http::header::CONNECTION)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"close"));
+        if p.reuse && !truncated && !closing {
+            drop(incoming);
+            self.connector.put_back(conn);
+        }
+        Ok(Response {
+            status,
+            headers: parts.headers,
+            body: data,
+            truncated,
+        })
     }
 
     fn regex(&self, pattern: &str) -> Result<Arc<regex::bytes::Regex>, String> {
@@ -352,7 +386,6 @@ impl HttpChecker {
         cache.insert(pattern.to_owned(), r.clone());
         Ok(r)
     }
-
 }
 
 /// The request for one hop: origin-form with a Host header over HTTP/1.1,
@@ -391,6 +424,25 @@ fn build_request(
     Ok(request)
 }
 
+/// Sends one request on `conn` (an `Err` here is a bad request, not a
+/// failed exchange).
+async fn send(
+    conn: &mut Conn,
+    url: &Url,
+    method: &Method,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Result<Result<http::Response<hyper::body::Incoming>, hyper::Error>, Fail> {
+    let request = build_request(conn, url, method, headers, body.clone())?;
+    Ok(match &mut conn.sender {
+        Sender::H1(s) => match s.ready().await {
+            Ok(()) => s.send_request(request).await,
+            Err(e) => Err(e),
+        },
+        Sender::H2(s) => s.send_request(request).await,
+    })
+}
+
 /// What went wrong between writing the request and the response head.
 fn exchange_failure(e: hyper::Error) -> Fail {
     let message = chain(&e);
@@ -404,9 +456,11 @@ fn exchange_failure(e: hyper::Error) -> Fail {
         );
     } else if e.is_parse() || e.is_parse_status() || e.is_user() {
         ErrorKind::Protocol
-    } else if e.is_incomplete_message() || e.is_closed() || e.is_canceled() {
-        ErrorKind::Connect
-    } else if message.to_lowercase().contains("connection") {
+    } else if e.is_incomplete_message()
+        || e.is_closed()
+        || e.is_canceled()
+        || message.to_lowercase().contains("connection")
+    {
         ErrorKind::Connect
     } else {
         ErrorKind::Protocol

@@ -86,16 +86,17 @@ pub fn judge(out: &mut CheckOutcome, r: &Response, rules: &Rules) {
                 ErrorKind::ForbiddenMatch,
                 "forbidden_regex",
                 format!("body does not match {:?}", re.as_str()),
-                format!(
-                    "{:?} at byte {}",
-                    excerpt(m.as_bytes()),
-                    m.start()
-                ),
+                format!("{:?} at byte {}", excerpt(m.as_bytes()), m.start()),
             );
         }
     }
     for h in &rules.headers {
-        let values: Vec<&[u8]> = r.headers.get_all(&h.name).iter().map(|v| v.as_bytes()).collect();
+        let values: Vec<&[u8]> = r
+            .headers
+            .get_all(&h.name)
+            .iter()
+            .map(|v| v.as_bytes())
+            .collect();
         let shown = || {
             values
                 .iter()
@@ -152,7 +153,11 @@ pub fn judge(out: &mut CheckOutcome, r: &Response, rules: &Rules) {
                 ErrorKind::BodySize,
                 "body_max_bytes",
                 format!("<= {max} bytes"),
-                format!("more than {max} bytes"),
+                if r.truncated {
+                    format!("more than {size} bytes")
+                } else {
+                    format!("{size} bytes")
+                },
             );
         }
     }
@@ -201,7 +206,12 @@ pub fn judge(out: &mut CheckOutcome, r: &Response, rules: &Rules) {
     out.error_message = Some(
         failures
             .iter()
-            .map(|(_, f)| format!("{}: expected {}, got {}", f.assertion, f.expected, f.observed))
+            .map(|(_, f)| {
+                format!(
+                    "{}: expected {}, got {}",
+                    f.assertion, f.expected, f.observed
+                )
+            })
             .collect::<Vec<_>>()
             .join("; "),
     );
@@ -332,7 +342,11 @@ mod tests {
             ]
         );
         assert_eq!(out.failures[0].observed, "503");
-        assert!(out.failures[2].observed.contains("Error"), "{:?}", out.failures[2]);
+        assert!(
+            out.failures[2].observed.contains("Error"),
+            "{:?}",
+            out.failures[2]
+        );
         assert!(out.failures[3].observed.contains("application/json"));
         assert!(out.failures[6].observed.starts_with("3.0 days"));
         assert_eq!(out.regex_matched, Some(false));

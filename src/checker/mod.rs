@@ -256,7 +256,10 @@ pub fn report(out: &CheckOutcome) -> String {
     let mut s = String::new();
     let ms = |v: Option<f64>| v.map_or("-".to_owned(), |v| format!("{v:.1} ms"));
     let _ = writeln!(s, "url:          {}", out.url);
-    let reason = out.error_kind.map(|k| format!(" ({k})")).unwrap_or_default();
+    let reason = out
+        .error_kind
+        .map(|k| format!(" ({k})"))
+        .unwrap_or_default();
     let _ = writeln!(s, "outcome:      {}{reason}", out.outcome.as_str());
     if let Some(code) = out.status_code {
         let _ = writeln!(
@@ -289,14 +292,21 @@ pub fn report(out: &CheckOutcome) -> String {
             c.issuer,
             c.not_after.format("%Y-%m-%d %H:%M UTC"),
             c.days_left,
-            c.version.as_deref().map(|v| format!(", {v}")).unwrap_or_default()
+            c.version
+                .as_deref()
+                .map(|v| format!(", {v}"))
+                .unwrap_or_default()
         );
     }
     if let Some(n) = out.body_bytes {
         let _ = writeln!(s, "body bytes:   {n}");
     }
     if let Some(m) = out.regex_matched {
-        let _ = writeln!(s, "regex:        {}", if m { "matched" } else { "not matched" });
+        let _ = writeln!(
+            s,
+            "regex:        {}",
+            if m { "matched" } else { "not matched" }
+        );
     }
     for f in &out.failures {
         let _ = writeln!(

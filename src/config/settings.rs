@@ -617,6 +617,11 @@ impl RawSettings {
                 bad("kafka.tls.key_path", msg);
             }
         }
+        for (i, p) in self.checker.ca_files.iter().enumerate() {
+            if let Some(msg) = pem_problem(p, "CERTIFICATE") {
+                bad(&format!("checker.ca_files[{i}]"), msg);
+            }
+        }
         if self.scheduler.min_interval < MIN_INTERVAL_FLOOR {
             bad(
                 "scheduler.min_interval",

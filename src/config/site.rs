@@ -596,10 +596,7 @@ fn parse_options(r: &mut Reader<'_>, url: Option<&Url>, timeout: Option<Duration
             Some(f) => o.ip_family = f,
             None => r.bad(
                 "ip_family",
-                format!(
-                    "{family:?} is not one of {:?}",
-                    all.map(IpFamily::as_str)
-                ),
+                format!("{family:?} is not one of {:?}", all.map(IpFamily::as_str)),
             ),
         }
     }
@@ -624,12 +621,22 @@ fn header_rule(item: toml::Value) -> Result<HeaderRule, String> {
             Ok(_) => Some(p),
             Err(e) => return Err(format!("`matches`: invalid regex: {e}")),
         },
-        Some(other) => return Err(format!("`matches`: expected a string, found {}", other.type_str())),
+        Some(other) => {
+            return Err(format!(
+                "`matches`: expected a string, found {}",
+                other.type_str()
+            ))
+        }
     };
     let absent = match t.remove("absent") {
         None => false,
         Some(toml::Value::Boolean(b)) => b,
-        Some(other) => return Err(format!("`absent`: expected true or false, found {}", other.type_str())),
+        Some(other) => {
+            return Err(format!(
+                "`absent`: expected true or false, found {}",
+                other.type_str()
+            ))
+        }
     };
     if let Some(k) = t.keys().next() {
         return Err(format!("unknown key {k:?} (known: name, matches, absent)"));
@@ -734,6 +741,81 @@ mod tests {
         assert!(problems
             .iter()
             .all(|p| p.site == Some(SiteRef::Named("x".into()))));
+    }
+
+    #[test]
+    fn rich_site() {
+        let s = parse(
+            r#"name = "shop"
+               url = "https://shop.example/"
+               timeout = "5s"
+               forbidden_regex = "(?i)error"
+               degraded_after = "1500ms"
+               expect_headers = [
+                   { name = "Content-Type", matches = "^text/html" },
+                   { name = "x-debug", absent = true },
+               ]
+               body_min_bytes = 10
+               body_max_bytes = 100000
+               min_cert_days = 14
+               follow_redirects = false
+               max_redirects = 3
+               body = "{}"
+               verify_tls = false
+               ip_family = "prefer_ipv6""#,
+        )
+        .unwrap();
+        let o = s.options.expect("options");
+        assert_eq!(o.forbidden_regex.as_deref(), Some("(?i)error"));
+        assert_eq!(o.degraded_after_ms, Some(1500));
+        assert_eq!(o.expect_headers.len(), 2);
+        assert_eq!(o.expect_headers[0].name, "content-type");
+        assert!(o.expect_headers[1].absent);
+        assert_eq!(
+            (o.body_min_bytes, o.body_max_bytes),
+            (Some(10), Some(100_000))
+        );
+        assert_eq!(o.min_cert_days, Some(14));
+        assert!(!o.follow_redirects && !o.verify_tls);
+        assert_eq!(o.max_redirects, Some(3));
+        assert_eq!(o.ip_family, IpFamily::PreferIpv6);
+        // A plain site carries no options at all.
+        let plain = parse("name = \"a\"\nurl = \"https://a.example\"").unwrap();
+        assert!(plain.options.is_none());
+    }
+
+    #[test]
+    fn bad_rich_fields_are_each_named() {
+        let p = parse(
+            r#"name = "x"
+               url = "http://x.example"
+               timeout = "2s"
+               forbidden_regex = "("
+               degraded_after = "2s"
+               expect_headers = [{ name = "a b" }, { matches = "x" }, { name = "c", colour = 1 }]
+               body_min_bytes = 5
+               body_max_bytes = 4
+               min_cert_days = 7
+               max_redirects = -1
+               verify_tls = "no"
+               ip_family = "v4""#,
+        )
+        .unwrap_err();
+        assert_eq!(
+            fields(&p),
+            [
+                "forbidden_regex",
+                "degraded_after",
+                "expect_headers[0]",
+                "expect_headers[1]",
+                "expect_headers[2]",
+                "body_min_bytes",
+                "min_cert_days",
+                "max_redirects",
+                "verify_tls",
+                "ip_family"
+            ]
+        );
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 mod api;
 mod bus;
+mod checks;
 mod cli;
 mod dlq;
 mod faults;

@@ -59,12 +59,21 @@ name = "loop"
 url = "{redirect}"
 interval = "2s"
 timeout = "1s"
+
+[[sites]]
+name = "rich"
+url = "{headers}"
+interval = "2s"
+timeout = "1s"
+forbidden_regex = "(?i)fatal error"
+expect_headers = [{{ name = "x-debug", absent = true }}]
 "#,
         up = target.url("/ok"),
         err = target.url("/500"),
         slow = target.url("/delay/300"),
         hang = target.url("/hang"),
         redirect = target.url("/loop"),
+        headers = target.url("/headers"),
     );
     let cfg = TestConfig::new(&db, &sites);
     let stop = CancellationToken::new();
@@ -83,7 +92,7 @@ timeout = "1s"
                 .await
                 .map(|r| r.get(0))
                 .unwrap_or(0);
-            n == 7
+            n == 8
         },
     )
     .await;
@@ -148,4 +157,46 @@ timeout = "1s"
     let (o, _, _, _, kind) = get(row("loop").await);
     assert_eq!(o.as_str(), "down");
     assert_eq!(kind.as_deref(), Some("redirect_loop"));
+
+    // The rich columns: every failed assertion, and the breakdown.
+    let rich = client
+        .query_one(
+            "SELECT outcome, error_kind, failures, dns_ms, connect_ms, tls_ms, ttfb_ms,
+                    transfer_ms, response_time_ms, http_version, remote_addr
+             FROM check_results WHERE site = 'rich' AND outcome <> 'skipped'
+             ORDER BY scheduled_at LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rich.get::<_, String>(0), "down");
+    assert_eq!(
+        rich.get::<_, Option<String>>(1).as_deref(),
+        Some("forbidden_match")
+    );
+    let failures: serde_json::Value = rich.get(2);
+    let names: Vec<&str> = failures
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["assertion"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["forbidden_regex", "header x-debug"], "{failures}");
+    let phases: Vec<Option<f64>> = (3..8).map(|i| rich.get(i)).collect();
+    assert_eq!(
+        (phases[0], phases[2]),
+        (None, None),
+        "no DNS, no TLS: {phases:?}"
+    );
+    let sum: f64 = phases.iter().flatten().sum();
+    let total: f64 = rich.get(8);
+    assert!(sum > 0.0 && sum <= total + 0.5, "{phases:?} vs {total}");
+    assert_eq!(
+        rich.get::<_, Option<String>>(9).as_deref(),
+        Some("HTTP/1.1")
+    );
+    assert_eq!(
+        rich.get::<_, Option<String>>(10),
+        Some(target.addr.to_string())
+    );
 }

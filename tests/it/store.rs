@@ -44,10 +44,7 @@ async fn concurrent_migrations_apply_each_version_once() {
     let mut b = db.client().await;
     let (ra, rb) = tokio::join!(store::migrate(&mut a), store::migrate(&mut b));
     let total = ra.unwrap().applied.len() + rb.unwrap().applied.len();
-    assert_eq!(
-        total, 4,
-        "each of the four migrations applied exactly once"
-    );
+    assert_eq!(total, 4, "each of the four migrations applied exactly once");
 }
 
 #[tokio::test]
