@@ -127,4 +127,41 @@ mod tests {
         assert_eq!(e[0].field, "timeout");
         assert!(parse_on_demand(&json!([1]), &defaults()).is_err());
     }
+
+    #[test]
+    fn assertions_are_accepted_and_checked_like_a_sites() {
+        let s = parse_on_demand(
+            &json!({
+                "url": "https://shop.example/",
+                "forbidden_regex": "(?i)error",
+                "expect_headers": [{"name": "content-type", "matches": "^text/html"}],
+                "min_cert_days": 14,
+                "degraded_after": "500ms",
+                "verify_tls": false
+            }),
+            &defaults(),
+        )
+        .unwrap();
+        let o = s.options.unwrap();
+        assert_eq!(o.expect_headers[0].matches.as_deref(), Some("^text/html"));
+        assert_eq!(
+            (o.min_cert_days, o.degraded_after_ms),
+            (Some(14), Some(500))
+        );
+        assert!(!o.verify_tls);
+        let e = parse_on_demand(
+            &json!({"url": "http://x.example", "min_cert_days": 3, "expect_headers": [{"absent": true}]}),
+            &defaults(),
+        )
+        .unwrap_err();
+        let fields: Vec<&str> = e.iter().map(|e| e.field.as_str()).collect();
+        assert_eq!(fields, ["expect_headers[0]", "min_cert_days"]);
+        // A pooled connection is not for one-off checks.
+        let e = parse_on_demand(
+            &json!({"url": "http://x.example", "reuse_connection": true}),
+            &defaults(),
+        )
+        .unwrap_err();
+        assert_eq!(e[0].field, "reuse_connection");
+    }
 }
