@@ -281,6 +281,9 @@ pub enum ErrorKind {
     MissedSlot,
     /// Skipped: the request reached a checker after its deadline.
     DeadlineExceeded,
+    /// Skipped: the site's host already had `checker.max_per_host` checks
+    /// running and as many waiting.
+    HostBusy,
     /// Anything else, described in `error_message`.
     Other,
 }
@@ -305,6 +308,7 @@ impl ErrorKind {
             ErrorKind::InvalidRequest => "invalid_request",
             ErrorKind::MissedSlot => "missed_slot",
             ErrorKind::DeadlineExceeded => "deadline_exceeded",
+            ErrorKind::HostBusy => "host_busy",
             ErrorKind::Other => "other",
         }
     }

@@ -9,10 +9,12 @@
 //! deadline is not checked late: it is published as `skipped`.
 
 mod connect;
+mod hosts;
 mod http;
 mod judge;
 mod tls;
 
+pub use hosts::HostLimits;
 pub use http::{ClientError, HttpChecker};
 
 use std::sync::Arc;
@@ -65,6 +67,7 @@ impl Checker {
         let group = format!("{}-checker", self.settings.kafka.group_prefix);
         let consumer = TrackedConsumer::new(&self.settings, &group, &[&topics.created])?;
         let limit = Arc::new(Semaphore::new(self.settings.checker.concurrency));
+        let hosts = Arc::new(HostLimits::new(self.settings.checker.max_per_host));
         let mut tasks = JoinSet::new();
         let mut commit = tokio::time::interval(COMMIT_EVERY);
         tracing::info!(%group, topic = %topics.created, concurrency = self.settings.checker.concurrency, "checker started");
@@ -81,6 +84,7 @@ impl Checker {
                 _ = shutdown.cancelled() => break,
                 _ = commit.tick() => {
                     consumer.commit(CommitMode::Async);
+                    hosts.prune();
                     self.beat.beat();
                 }
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
@@ -99,6 +103,7 @@ impl Checker {
                     let done = consumer.start(&msg);
                     let work = Work {
                         http: self.http.clone(),
+                        hosts: hosts.clone(),
                         publisher: self.publisher.clone(),
                         settings: self.settings.clone(),
                         shutdown: shutdown.clone(),
@@ -167,6 +172,7 @@ fn record_phases(outcome: &CheckOutcome) {
 /// What one check task needs.
 struct Work {
     http: Arc<HttpChecker>,
+    hosts: Arc<HostLimits>,
     publisher: Publisher,
     settings: Arc<Settings>,
     shutdown: CancellationToken,
@@ -175,16 +181,40 @@ struct Work {
 impl Work {
     #[tracing::instrument(skip_all, fields(site = %req.site, check_id = %req.check_id))]
     async fn check_and_publish(self, req: CheckRequest, done: MessageRef) {
-        let outcome = if Utc::now() > req.deadline {
+        let late = |when: &str| {
             CheckOutcome::skipped(
                 &req,
                 ErrorKind::DeadlineExceeded,
-                format!(
-                    "request reached the checker after its deadline {}",
-                    req.deadline
-                ),
+                format!("{when} after its deadline {}", req.deadline),
                 self.http.instance(),
             )
+        };
+        let host = url::Url::parse(&req.url)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_owned))
+            .unwrap_or_default();
+        let permit = if Utc::now() > req.deadline {
+            Err(late("request reached the checker"))
+        } else {
+            match self.hosts.acquire(&host).await {
+                Err(busy) => Err(CheckOutcome::skipped(
+                    &req,
+                    ErrorKind::HostBusy,
+                    format!(
+                        "{host} already had {} checks running and {} waiting in this checker \
+                         (checker.max_per_host)",
+                        busy.limit, busy.limit
+                    ),
+                    self.http.instance(),
+                )),
+                Ok(_) if Utc::now() > req.deadline => {
+                    Err(late("waited for a check slot of its host until"))
+                }
+                Ok(p) => Ok(p),
+            }
+        };
+        let outcome = if let Err(skipped) = permit {
+            skipped
         } else {
             let gauge = metrics::gauge!(m::CHECKS_IN_FLIGHT);
             gauge.increment(1.0);
@@ -193,6 +223,7 @@ impl Work {
             metrics::histogram!(m::CHECK_DURATION).record(started.elapsed().as_secs_f64());
             gauge.decrement(1.0);
             record_phases(&outcome);
+            drop(permit);
             outcome
         };
         metrics::counter!(m::CHECKS, "outcome" => outcome.outcome.as_str()).increment(1);

@@ -276,6 +276,10 @@ pub struct CheckerSettings {
     /// Checks running at once in one checker.
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Checks of one host running at once in one checker (as many more may
+    /// wait; beyond that a check is skipped as `host_busy`).
+    #[serde(default = "default_max_per_host")]
+    pub max_per_host: usize,
     /// Bytes of body read per check; the regex sees at most this much.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: u64,
@@ -292,6 +296,9 @@ pub struct CheckerSettings {
 fn default_concurrency() -> usize {
     256
 }
+fn default_max_per_host() -> usize {
+    32
+}
 fn default_max_body() -> u64 {
     1024 * 1024
 }
@@ -306,6 +313,7 @@ impl Default for CheckerSettings {
     fn default() -> Self {
         CheckerSettings {
             concurrency: default_concurrency(),
+            max_per_host: default_max_per_host(),
             max_body_bytes: default_max_body(),
             max_redirects: default_max_redirects(),
             user_agent: default_user_agent(),
@@ -630,6 +638,9 @@ impl RawSettings {
         }
         if self.checker.concurrency == 0 {
             bad("checker.concurrency", "must be at least 1".into());
+        }
+        if self.checker.max_per_host == 0 {
+            bad("checker.max_per_host", "must be at least 1".into());
         }
         if self.checker.max_body_bytes == 0 {
             bad("checker.max_body_bytes", "must be at least 1".into());

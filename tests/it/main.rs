@@ -8,6 +8,7 @@ mod checks;
 mod cli;
 mod dlq;
 mod faults;
+mod hostile;
 mod ops;
 mod pipeline;
 mod recovery;

@@ -14,8 +14,13 @@ pub struct Target {
 
 impl Target {
     pub async fn start() -> Target {
+        Target::start_on("127.0.0.1").await
+    }
+
+    /// On another loopback address (127.0.0.2 ...): another host.
+    pub async fn start_on(ip: &str) -> Target {
         Target {
-            addr: listen(serve).await,
+            addr: listen_on(ip, serve).await,
         }
     }
 
@@ -25,12 +30,12 @@ impl Target {
 }
 
 /// Listens on a loopback port and hands each connection to `handle`.
-async fn listen<F, Fut>(handle: F) -> SocketAddr
+async fn listen_on<F, Fut>(ip: &str, handle: F) -> SocketAddr
 where
     F: Fn(TcpStream) -> Fut + Send + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let listener = TcpListener::bind((ip, 0)).await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         loop {
@@ -213,7 +218,7 @@ impl TlsTarget {
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
 
-        let addr = listen(move |stream| {
+        let addr = listen_on("127.0.0.1", move |stream| {
             let acceptor = acceptor.clone();
             async move {
                 if let Ok(tls) = acceptor.accept(stream).await {
