@@ -26,3 +26,4 @@ wait_port() {
     return 1
 }
 export SITEWATCH_TANSU_BIN="${SITEWATCH_TANSU_BIN:-$TANSU_BIN}"
+export SITEWATCH_PG_BIN="${SITEWATCH_PG_BIN:-$PG_BIN}"

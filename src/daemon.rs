@@ -113,6 +113,13 @@ pub async fn run(
         });
     }
     tokio::spawn(systemd::watchdog(health.clone(), stop.clone()));
+    let (stall, t) = (settings.kafka.stall_timeout, stop.clone());
+    stages.spawn(async move {
+        (
+            "kafka-progress",
+            crate::bus::progress::watch(stall, t).await,
+        )
+    });
     let stopping = stop.clone();
     tokio::spawn(async move {
         stopping.cancelled().await;

@@ -153,8 +153,12 @@ impl Persister {
                 m = consumer.consumer.recv() => m,
             };
             let msg = match msg {
-                Ok(m) => m,
+                Ok(m) => {
+                    crate::bus::progress::ok();
+                    m
+                }
                 Err(e) => {
+                    crate::bus::progress::failed();
                     tracing::warn!(error = %e, "consume error");
                     continue;
                 }

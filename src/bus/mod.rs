@@ -6,6 +6,7 @@ mod consumer;
 mod dlq;
 mod offsets;
 mod producer;
+pub mod progress;
 mod topics;
 
 pub use consumer::{MessageRef, TrackedConsumer};

@@ -2,23 +2,36 @@
 //! (linger + compression) and with many sends in flight. Callers enqueue and
 //! keep the delivery future; nobody awaits one send before the next.
 
-use std::time::Duration;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
+use rdkafka::config::ClientConfig;
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord, Producer};
 
 use super::{client_config, BusError};
 use crate::config::Settings;
+use crate::telemetry::metrics as m;
+
+/// A broken producer is replaced at most this often.
+const RESET_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Clone)]
 pub struct Publisher {
-    producer: FutureProducer,
+    shared: Arc<Shared>,
+}
+
+struct Shared {
+    config: ClientConfig,
+    producer: RwLock<FutureProducer>,
+    last_reset: Mutex<Option<Instant>>,
 }
 
 impl Publisher {
     pub fn new(settings: &Settings) -> Result<Publisher, BusError> {
-        let producer = client_config(settings)
+        let mut config = client_config(settings);
+        config
             // No duplicates or reordering from producer retries.
             .set("enable.idempotence", "true")
             .set("acks", "all")
@@ -29,9 +42,80 @@ impl Publisher {
             .set("queue.buffering.max.messages", "200000")
             // A message not delivered within this time fails its future; the
             // caller decides (retry, skip, or leave the offset uncommitted).
-            .set("message.timeout.ms", "30000")
-            .create()?;
-        Ok(Publisher { producer })
+            .set("message.timeout.ms", "30000");
+        let producer = config.create()?;
+        Ok(Publisher {
+            shared: Arc::new(Shared {
+                config,
+                producer: RwLock::new(producer),
+                last_reset: Mutex::new(None),
+            }),
+        })
+    }
+
+    fn producer(&self) -> FutureProducer {
+        self.shared.producer.read().expect("producer lock").clone()
+    }
+
+    /// Waits for `delivery` like [`confirmed`], and replaces the producer
+    /// when the error says its idempotence state is broken.
+    ///
+    /// Why: an idempotent producer whose messages timed out during a long
+    /// broker outage can be left with a sequence gap that the broker refuses
+    /// for good (librdkafka then raises a fatal error; Tansu 0.6 answers
+    /// every later produce with UNKNOWN_SERVER_ERROR). Only a new producer
+    /// (a new producer id) gets out of that state; its messages are retried
+    /// by their callers, and duplicates are harmless (one row per check).
+    pub async fn confirm(&self, delivery: DeliveryFuture) -> Result<(), KafkaError> {
+        let result = confirmed(delivery).await;
+        match &result {
+            Ok(()) => super::progress::ok(),
+            Err(e) => {
+                super::progress::failed();
+                self.check_health(e);
+            }
+        }
+        result
+    }
+
+    fn check_health(&self, e: &KafkaError) {
+        use RDKafkaErrorCode as C;
+        let fatal = self.producer().client().fatal_error();
+        let broken = fatal.is_some()
+            || matches!(
+                e.rdkafka_error_code(),
+                Some(
+                    C::Unknown
+                        | C::OutOfOrderSequenceNumber
+                        | C::UnknownProducerId
+                        | C::InvalidProducerEpoch
+                        | C::InvalidProducerIdMapping
+                        | C::Fatal
+                )
+            );
+        if !broken {
+            return;
+        }
+        {
+            let mut last = self.shared.last_reset.lock().expect("reset lock");
+            if last.is_some_and(|t| t.elapsed() < RESET_EVERY) {
+                return;
+            }
+            *last = Some(Instant::now());
+        }
+        match self.shared.config.create::<FutureProducer>() {
+            Ok(fresh) => {
+                let old = std::mem::replace(
+                    &mut *self.shared.producer.write().expect("producer lock"),
+                    fresh,
+                );
+                tracing::warn!(error = %e, fatal = ?fatal, "Kafka producer re-created: its state was broken");
+                metrics::counter!(m::PRODUCER_RESETS).increment(1);
+                // Destroying a client may block on its threads: not here.
+                tokio::task::spawn_blocking(move || drop(old));
+            }
+            Err(err) => tracing::error!(error = %err, "re-creating the Kafka producer failed"),
+        }
     }
 
     /// Enqueues one message and returns its delivery future. When the local
@@ -49,7 +133,7 @@ impl Publisher {
             if let Some(h) = headers.take() {
                 record = record.headers(h);
             }
-            match self.producer.send_result(record) {
+            match self.producer().send_result(record) {
                 Ok(delivery) => return Ok(delivery),
                 Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), rec)) => {
                     headers = rec.headers;
@@ -69,17 +153,17 @@ impl Publisher {
         headers: Option<OwnedHeaders>,
     ) -> Result<(), KafkaError> {
         let delivery = self.enqueue(topic, key, payload, headers).await?;
-        confirmed(delivery).await
+        self.confirm(delivery).await
     }
 
     /// Messages not yet acknowledged by the broker.
     pub fn in_flight(&self) -> i32 {
-        self.producer.in_flight_count()
+        self.producer().in_flight_count()
     }
 
     /// Asks a broker for `topic`'s metadata: proof that Kafka answers.
     pub async fn reachable(&self, topic: &str, timeout: Duration) -> Result<(), KafkaError> {
-        let producer = self.producer.clone();
+        let producer = self.producer();
         let topic = topic.to_owned();
         tokio::task::spawn_blocking(move || {
             producer
@@ -93,7 +177,7 @@ impl Publisher {
 
     /// Waits (bounded) until every enqueued message is delivered or failed.
     pub async fn flush(&self, timeout: Duration) {
-        let producer = self.producer.clone();
+        let producer = self.producer();
         let _ = tokio::task::spawn_blocking(move || producer.flush(timeout)).await;
     }
 }

@@ -29,8 +29,34 @@ pub async fn ensure_sized_topics(
     topics: &[(&str, i32)],
 ) -> Result<(), BusError> {
     let admin: AdminClient<DefaultClientContext> = client_config(settings).create()?;
-    let new: Vec<NewTopic> = topics
+    // Only the missing ones: a managed cluster may deny CreateTopics to
+    // sitewatch's principal once an operator has made the topics.
+    let existing = {
+        let config = client_config(settings);
+        let timeout = Duration::from_secs(10);
+        tokio::task::spawn_blocking(move || {
+            use rdkafka::producer::Producer as _;
+            let client: rdkafka::producer::BaseProducer = config.create()?;
+            client.client().fetch_metadata(None, timeout).map(|md| {
+                md.topics()
+                    .iter()
+                    .filter(|t| t.error().is_none() && !t.partitions().is_empty())
+                    .map(|t| t.name().to_owned())
+                    .collect::<std::collections::HashSet<_>>()
+            })
+        })
+        .await
+        .unwrap_or(Err(rdkafka::error::KafkaError::Canceled))?
+    };
+    let missing: Vec<&(&str, i32)> = topics
         .iter()
+        .filter(|(n, _)| !existing.contains(*n))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let new: Vec<NewTopic> = missing
+        .into_iter()
         .map(|(n, partitions)| {
             NewTopic::new(
                 n,

@@ -94,8 +94,12 @@ impl Checker {
                 }
                 (permit, msg) = next => {
                     let msg = match msg {
-                        Ok(m) => m,
+                        Ok(m) => {
+                            crate::bus::progress::ok();
+                            m
+                        }
                         Err(e) => {
+                            crate::bus::progress::failed();
                             tracing::warn!(error = %e, "consume error");
                             continue;
                         }

@@ -107,6 +107,11 @@ pub struct KafkaSettings {
     /// because checks stall meanwhile.
     #[serde(default = "default_session_timeout", deserialize_with = "duration::de")]
     pub session_timeout: Duration,
+    /// A process whose Kafka clients keep failing without any progress for
+    /// this long exits with an error, for its supervisor to restart it with
+    /// fresh clients (see `bus::progress`).
+    #[serde(default = "default_stall_timeout", deserialize_with = "duration::de")]
+    pub stall_timeout: Duration,
     #[serde(default)]
     pub topics: TopicNames,
     #[serde(default)]
@@ -127,6 +132,9 @@ fn default_group_prefix() -> String {
 fn default_partitions() -> i32 {
     6
 }
+fn default_stall_timeout() -> Duration {
+    Duration::from_secs(120)
+}
 fn default_session_timeout() -> Duration {
     Duration::from_secs(10)
 }
@@ -143,6 +151,7 @@ impl Default for KafkaSettings {
             partitions: default_partitions(),
             replication_factor: default_replication(),
             session_timeout: default_session_timeout(),
+            stall_timeout: default_stall_timeout(),
             topics: TopicNames::default(),
             tls: KafkaTls::default(),
             sasl: None,
@@ -638,6 +647,12 @@ impl RawSettings {
         }
         if self.checker.concurrency == 0 {
             bad("checker.concurrency", "must be at least 1".into());
+        }
+        if self.kafka.stall_timeout < Duration::from_secs(10) {
+            bad(
+                "kafka.stall_timeout",
+                "must be at least 10s (a broker failover takes seconds)".into(),
+            );
         }
         if self.checker.max_per_host == 0 {
             bad("checker.max_per_host", "must be at least 1".into());

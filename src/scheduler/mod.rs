@@ -43,13 +43,15 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::api::Beat;
-use crate::bus::{confirmed, BusError, Publisher};
+use crate::bus::{BusError, Publisher};
 use crate::config::{Coordination, Settings, Site};
 use crate::model::{self, CheckRequest, ErrorKind};
 use crate::store::{self, SkippedSlot, StoreError};
 use crate::telemetry::metrics as m;
 
 /// How often progress and skipped slots are written to Postgres.
+/// Pause before a failed slot is published again.
+const RETRY_PAUSE: Duration = Duration::from_millis(250);
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
 /// Skipped rows written per statement when backfilling.
 const BACKFILL_CHUNK: usize = 5_000;
@@ -343,8 +345,9 @@ impl Scheduler {
             let site = e.site.clone();
             let delivery = self.publish(&site, slot).await?;
             metrics::counter!(m::SLOTS_PUBLISHED).increment(1);
+            let publisher = self.publisher.clone();
             deliveries.push(Box::pin(async move {
-                (id, site, slot, confirmed(delivery).await)
+                (id, site, slot, publisher.confirm(delivery).await)
             }));
         }
         Ok(())
@@ -383,10 +386,26 @@ impl Scheduler {
                 }
             }
             Err(err) if Utc::now() < deadline && book.entries.contains_key(&id) => {
-                tracing::warn!(site = %site.name, %slot, error = %err, "publish failed; retrying");
-                let delivery = self.publish(&site, slot).await?;
+                // Debug: while the broker is away this fires for every
+                // slot; the slot's final fate is logged as a warning.
+                tracing::debug!(site = %site.name, %slot, error = %err, "publish failed; retrying");
+                let request = CheckRequest::for_slot(&site, slot);
+                let (publisher, topic) = (
+                    self.publisher.clone(),
+                    self.settings.kafka.topics.created.clone(),
+                );
                 deliveries.push(Box::pin(async move {
-                    (id, site, slot, confirmed(delivery).await)
+                    // A pause first, so a broker that refuses at once is not
+                    // asked again in a tight loop.
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                    let sent = match publisher
+                        .enqueue(&topic, site.name.as_bytes(), &model::encode(&request), None)
+                        .await
+                    {
+                        Ok(delivery) => publisher.confirm(delivery).await,
+                        Err(e) => Err(e),
+                    };
+                    (id, site, slot, sent)
                 }));
             }
             Err(err) => {

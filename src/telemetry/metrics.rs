@@ -17,6 +17,8 @@ pub const CHECK_DURATION: &str = "sitewatch_check_duration_seconds";
 pub const CHECK_PHASE: &str = "sitewatch_check_phase_seconds";
 /// Days left on the certificates seen, as a histogram (no site label).
 pub const CERT_DAYS_LEFT: &str = "sitewatch_check_cert_days_left";
+/// Producers replaced because their idempotence state broke.
+pub const PRODUCER_RESETS: &str = "sitewatch_kafka_producer_resets_total";
 pub const CHECKS_IN_FLIGHT: &str = "sitewatch_checks_in_flight";
 pub const SLOTS_PUBLISHED: &str = "sitewatch_scheduler_slots_published_total";
 pub const SLOTS_SKIPPED: &str = "sitewatch_scheduler_slots_skipped_total";
@@ -68,6 +70,10 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn describe() {
+    describe_counter!(
+        PRODUCER_RESETS,
+        "Kafka producers re-created after a fatal or persistent idempotence error"
+    );
     describe_counter!(
         CHECKS,
         "Checks finished, by outcome (up, degraded, down, skipped)"

@@ -13,6 +13,8 @@ use tokio_util::sync::CancellationToken;
 /// killing it does not disturb other tests.
 pub struct Broker {
     pub port: u16,
+    /// The port clients are told to use (a proxy's, to cut them off).
+    advertised: u16,
     dir: tempfile::TempDir,
     child: Option<Child>,
 }
@@ -20,8 +22,23 @@ pub struct Broker {
 impl Broker {
     pub async fn start() -> Broker {
         let port = crate::target::closed_port().await;
+        Broker::start_advertising(port, port).await
+    }
+
+    /// A broker behind a [`Proxy`] the test controls: it advertises the
+    /// proxy's port, so clients reach it only through the proxy (after
+    /// bootstrap too). Returns the broker and the proxy.
+    pub async fn start_behind_proxy() -> (Broker, Proxy) {
+        let port = crate::target::closed_port().await;
+        let proxy = Proxy::start(format!("127.0.0.1:{port}").parse().unwrap()).await;
+        let broker = Broker::start_advertising(port, proxy.port).await;
+        (broker, proxy)
+    }
+
+    async fn start_advertising(port: u16, advertised: u16) -> Broker {
         let mut b = Broker {
             port,
+            advertised,
             dir: tempfile::tempdir().unwrap(),
             child: None,
         };
@@ -29,8 +46,9 @@ impl Broker {
         b
     }
 
+    /// The address clients use.
     pub fn address(&self) -> String {
-        format!("127.0.0.1:{}", self.port)
+        format!("127.0.0.1:{}", self.advertised)
     }
 
     pub async fn restart(&mut self) {
@@ -41,10 +59,16 @@ impl Broker {
                     .join(".local/share/sitewatch/tansu-0.6.0/bin/tansu")
             });
         let url = format!("tcp://127.0.0.1:{}", self.port);
+        let advertised = format!("tcp://127.0.0.1:{}", self.advertised);
         let log = std::fs::File::create(self.dir.path().join("broker.log")).unwrap();
         let child = Command::new(&bin)
             .args(["broker", "--cluster-id", "sitewatch-test"])
-            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .args([
+                "--listener-url",
+                &url,
+                "--advertised-listener-url",
+                &advertised,
+            ])
             .args(["--storage-engine", "sqlite://tansu.db"])
             .current_dir(self.dir.path())
             .env("RUST_LOG", "warn")
@@ -53,7 +77,7 @@ impl Broker {
             .spawn()
             .unwrap_or_else(|e| panic!("cannot start {} (run `make up`): {e}", bin.display()));
         self.child = Some(child);
-        let addr: SocketAddr = self.address().parse().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
         crate::support::wait_for(
             "broker listening",
             std::time::Duration::from_secs(30),
@@ -149,4 +173,141 @@ impl Proxy {
     pub fn restore(&self) {
         *self.state.lock().unwrap() = (false, CancellationToken::new());
     }
+}
+
+/// A Postgres cluster of the test's own, so restarting it does not disturb
+/// other tests. Trust auth on loopback, data in a temp dir.
+pub struct PgServer {
+    pub port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl PgServer {
+    pub async fn start() -> PgServer {
+        let port = crate::target::closed_port().await;
+        let dir = tempfile::tempdir().unwrap();
+        let root = is_root();
+        if root {
+            // Postgres refuses to run as root: its files belong to `postgres`.
+            run(Command::new("chown").arg("postgres:").arg(dir.path()));
+        }
+        let data = dir.path().join("data");
+        let pg = PgServer { port, dir };
+        run(pg
+            .as_postgres(&pg_bin().join("initdb"))
+            .arg("-D")
+            .arg(&data)
+            .args([
+                "-U",
+                "sitewatch",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--locale=C.UTF-8",
+            ]));
+        let conf = format!(
+            "listen_addresses = '127.0.0.1'\nport = {port}\nunix_socket_directories = '{}'\n\
+             max_connections = 100\nlog_min_messages = warning\n",
+            pg.dir.path().display()
+        );
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .unwrap();
+        std::io::Write::write_all(&mut f, conf.as_bytes()).unwrap();
+        pg.ctl(&["start", "-w", "-t", "60"]);
+        let (client, conn) = tokio_postgres::connect(&pg.url("postgres"), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        client
+            .batch_execute("CREATE DATABASE sitewatch")
+            .await
+            .unwrap();
+        pg
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://sitewatch@127.0.0.1:{}/{db}", self.port)
+    }
+
+    /// The test database on this server, as other tests use theirs.
+    pub fn test_db(&self) -> crate::support::TestDb {
+        crate::support::TestDb {
+            name: "sitewatch".into(),
+            url: self.url("sitewatch"),
+        }
+    }
+
+    /// Stops the server as a crash would (`-m immediate`: no checkpoint,
+    /// every connection dropped), so it recovers from its WAL on start.
+    pub fn crash(&self) {
+        self.ctl(&["stop", "-m", "immediate", "-w"]);
+    }
+
+    pub fn start_again(&self) {
+        self.ctl(&["start", "-w", "-t", "60"]);
+    }
+
+    fn ctl(&self, args: &[&str]) {
+        let data = self.dir.path().join("data");
+        let log = self.dir.path().join("server.log");
+        run(self
+            .as_postgres(&pg_bin().join("pg_ctl"))
+            .arg("-D")
+            .arg(&data)
+            .arg("-l")
+            .arg(&log)
+            .args(args));
+    }
+
+    fn as_postgres(&self, bin: &std::path::Path) -> Command {
+        if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(bin);
+            c
+        } else {
+            Command::new(bin)
+        }
+    }
+}
+
+impl Drop for PgServer {
+    fn drop(&mut self) {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.ctl(&["stop", "-m", "immediate", "-w"])
+        }));
+    }
+}
+
+fn pg_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("SITEWATCH_PG_BIN") {
+        return PathBuf::from(p);
+    }
+    let mut found: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .map(|d| d.flatten().map(|e| e.path().join("bin")).collect())
+        .unwrap_or_default();
+    found.sort();
+    found
+        .pop()
+        .expect("PostgreSQL server binaries (scripts/install-deps)")
+}
+
+fn is_root() -> bool {
+    std::env::var("USER").map(|u| u == "root").unwrap_or(false)
+        || Command::new("id")
+            .arg("-u")
+            .output()
+            .map(|o| o.stdout.starts_with(b"0\n"))
+            .unwrap_or(false)
+}
+
+fn run(cmd: &mut Command) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -5,7 +5,9 @@
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::unix::net::UnixDatagram;
-use std::process::{Child, Command};
+use std::process::Command;
+
+use crate::recovery::Daemon;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -93,7 +95,7 @@ impl Drop for Reaper {
     }
 }
 
-fn sigterm_all(children: Vec<Child>) {
+fn sigterm_all(children: Vec<Daemon>) {
     for c in children {
         terminate(c);
     }
@@ -150,7 +152,7 @@ async fn three_instances_share_the_sites_and_take_over_from_a_killed_one() {
     // when a member of a consumer group dies while others live, Tansu 0.6
     // drops it from the group without starting a rebalance, so its
     // partitions stay orphaned (see README, "Scale-out").
-    let mut children: Vec<Child> = admins
+    let mut children: Vec<Daemon> = admins
         .iter()
         .map(|a| spawn_with(&cfg.path, &["scheduler"], &log, &admin_env(*a)))
         .collect();
@@ -160,7 +162,7 @@ async fn three_instances_share_the_sites_and_take_over_from_a_killed_one() {
         &log,
         &admin_env(free_addr()),
     ));
-    let _reaper = Reaper(children.iter().map(Child::id).collect());
+    let _reaper = Reaper(children.iter().map(|c| c.id()).collect());
 
     let shares = |addrs: Vec<SocketAddr>| async move {
         let mut out = Vec::new();
@@ -295,7 +297,7 @@ async fn sighup_adds_changes_and_removes_sites_and_refuses_a_bad_config() {
         site("a", "/500?a", ""),
         site("c", "/ok?c", "")
     ));
-    let hup = |child: &Child| {
+    let hup = |child: &Daemon| {
         Command::new("kill")
             .args(["-HUP", &child.id().to_string()])
             .status()
