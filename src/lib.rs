@@ -37,3 +37,6 @@ pub mod shutdown;
 pub mod store;
 pub mod systemd;
 pub mod telemetry;
+
+#[cfg(test)]
+mod fuzz;

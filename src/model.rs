@@ -545,6 +545,52 @@ mod tests {
         assert_eq!(back, r);
     }
 
+    /// Mutated messages never panic the decoders; whatever decodes
+    /// re-encodes to something that decodes to the same value.
+    #[test]
+    fn fuzzed_payloads_decode_or_fail_cleanly() {
+        let mut rng = crate::fuzz::Rng::new(0x5174);
+        let mut req = request();
+        req.options = Some(CheckOptions {
+            forbidden_regex: Some("err".into()),
+            expect_headers: vec![HeaderRule {
+                name: "x".into(),
+                matches: Some("y".into()),
+                absent: false,
+            }],
+            ..CheckOptions::default()
+        });
+        let mut out = CheckOutcome::skipped(&req, ErrorKind::MissedSlot, "m".into(), "c");
+        out.timing = Some(Timing::default());
+        out.failures = vec![Failure {
+            assertion: "a".into(),
+            expected: "e".into(),
+            observed: "o".into(),
+        }];
+        let seeds = [encode(&req), encode(&out)];
+        let (mut ok, mut refused) = (0, 0);
+        for _ in 0..crate::fuzz::iterations() {
+            for seed in &seeds {
+                let bytes = crate::fuzz::mutate(&mut rng, seed);
+                match decode_request(Some(&bytes)) {
+                    Ok(r) => {
+                        ok += 1;
+                        assert_eq!(decode_request(Some(&encode(&r))).unwrap(), r);
+                    }
+                    Err(_) => refused += 1,
+                }
+                match decode_outcome(Some(&bytes)) {
+                    Ok(o) => {
+                        ok += 1;
+                        assert_eq!(decode_outcome(Some(&encode(&o))).unwrap(), o);
+                    }
+                    Err(_) => refused += 1,
+                }
+            }
+        }
+        assert!(ok > 0 && refused > 0, "ok {ok}, refused {refused}");
+    }
+
     #[test]
     fn bad_payloads_say_why() {
         assert!(matches!(decode_request(None), Err(DecodeError::Empty)));

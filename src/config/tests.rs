@@ -221,3 +221,47 @@ fn api_tokens_come_from_the_environment_as_a_list() {
     let e = super::load_with_env(&path, Default::default()).unwrap_err();
     assert!(e.to_string().contains("api.tokens"), "{e}");
 }
+
+/// Mutated config files never panic the loader, and every problem it
+/// reports names the file it is about.
+#[test]
+fn fuzzed_configs_load_or_fail_naming_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let seed = r#"
+[kafka]
+brokers = "k1:9092"
+partitions = 3
+[checker]
+concurrency = 10
+[[sites]]
+name = "a"
+url = "https://a.example/x?y=1"
+interval = "30s"
+timeout = "5s"
+regex = "ok|fine"
+expect_status = [200, "3xx"]
+headers = { Authorization = "Bearer t" }
+forbidden_regex = "(?i)error"
+expect_headers = [{ name = "content-type", matches = "^text/" }]
+min_cert_days = 7
+degraded_after = "1s"
+"#;
+    let mut rng = crate::fuzz::Rng::new(0xc0f1);
+    let path = dir.path().join("sitewatch.toml");
+    let shown = path.display().to_string();
+    let (mut ok, mut refused) = (0, 0);
+    for _ in 0..crate::fuzz::iterations() / 3 {
+        let text = crate::fuzz::mutate(&mut rng, seed.as_bytes());
+        std::fs::write(&path, &text).unwrap();
+        match load_with_env(&path, HashMap::new()) {
+            Ok(_) => ok += 1,
+            Err(errors) => {
+                refused += 1;
+                for p in &errors.0 {
+                    assert!(p.to_string().starts_with(&shown), "{p}");
+                }
+            }
+        }
+    }
+    assert!(ok > 0 && refused > 0, "ok {ok}, refused {refused}");
+}

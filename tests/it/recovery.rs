@@ -8,16 +8,13 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Headers;
-use rdkafka::Message;
-use sitewatch::bus::{self, dlq_headers, Publisher};
+use sitewatch::bus::{self, Publisher};
 use sitewatch::daemon;
 use sitewatch::scheduler::Cadence;
 use tokio_util::sync::CancellationToken;
 
 use crate::faults::{Broker, PgServer, Proxy};
-use crate::support::{no_reloads, unique, wait_for, TestConfig, TestDb};
+use crate::support::{no_reloads, wait_for, TestConfig, TestDb};
 use crate::target::Target;
 
 pub const INTERVAL: Duration = Duration::from_secs(1);
@@ -309,86 +306,87 @@ async fn daemon_sigkill_and_restart_loses_and_duplicates_nothing() {
     );
 }
 
+/// A burst of malformed messages on every consumed topic, under load: the
+/// dead-letter topic ends up holding exactly those messages (no more, no
+/// fewer), and every slot still has its one row.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn garbage_on_every_topic_goes_to_the_dlq_and_the_pipeline_flows_on() {
+async fn a_burst_of_garbage_on_every_topic_goes_to_the_dlq_and_nothing_else_does() {
+    const PER_TOPIC: usize = 50;
     let target = Target::start().await;
+    let n = n_sites();
     let db = TestDb::create().await;
-    let cfg = TestConfig::new(&db, &sites(&target, 3));
+    let cfg = TestConfig::new(&db, &sites(&target, n));
     let settings = cfg.load();
     let stop = CancellationToken::new();
+    let started = Utc::now();
     let daemon = tokio::spawn(daemon::run(cfg.load(), &[], stop.clone(), no_reloads()));
-    let client = db.client().await;
-    let rows = || async {
-        client
-            .query_one(
-                "SELECT count(*) FROM check_results WHERE outcome <> 'skipped'",
-                &[],
-            )
-            .await
-            .map(|r| r.get::<_, i64>(0))
-            .unwrap_or(0)
-    };
-    wait_for("first rows", Duration::from_secs(60), || async {
-        rows().await > 0
-    })
-    .await;
+    wait_checked(&db, started, n as i64 * 3, "rows flowing before the burst").await;
 
     let publisher = Publisher::new(&settings).unwrap();
     let t = &cfg.topics;
-    let garbage: [(&str, &[u8]); 3] = [
-        (&t.created, b"{not json"),
-        (&t.succeeded, br#"{"v":1,"site":"x"}"#),
-        (&t.failed, br#"{"v":99,"site":"x"}"#),
+    // Not JSON, JSON of the wrong shape, an unknown version, binary.
+    let kinds: [&[u8]; 4] = [
+        b"{not json",
+        br#"{"v":1,"site":"x"}"#,
+        br#"{"v":99,"site":"x"}"#,
+        b"\xff\xfe\x00 binary",
     ];
-    for (topic, payload) in garbage {
-        publisher
-            .send(topic, b"garbage", payload, None)
-            .await
-            .unwrap();
+    let mut sent = Vec::new();
+    let mut deliveries = Vec::new();
+    for topic in [&t.created, &t.succeeded, &t.failed] {
+        for i in 0..PER_TOPIC {
+            let payload = [kinds[i % kinds.len()], format!(" #{i}").as_bytes()].concat();
+            deliveries.push(
+                publisher
+                    .enqueue(topic, b"garbage", &payload, None)
+                    .await
+                    .unwrap(),
+            );
+            sent.push((topic.to_string(), payload));
+        }
     }
-    let before = rows().await;
-    wait_for(
-        "rows after the garbage",
-        Duration::from_secs(60),
-        || async { rows().await >= before + 6 },
-    )
-    .await;
-
-    let consumer: StreamConsumer = bus::client_config(&settings)
-        .set("group.id", unique("dlq-reader"))
-        .set("auto.offset.reset", "earliest")
-        .create()
-        .unwrap();
-    consumer.subscribe(&[&t.dlq]).unwrap();
-    let mut sources = Vec::new();
-    while sources.len() < 3 {
-        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
-            .await
-            .expect("3 dead letters within 30 s")
-            .unwrap();
-        let headers = m.headers().expect("dead letters carry headers");
-        let get = |name: &str| {
-            headers
-                .iter()
-                .find(|h| h.key == name)
-                .and_then(|h| h.value)
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_default()
-        };
-        assert!(!get(dlq_headers::H_REASON).is_empty());
-        assert!(get(dlq_headers::H_OFFSET).parse::<i64>().unwrap() >= 0);
-        assert_eq!(m.key(), Some(&b"garbage"[..]));
-        sources.push((get(dlq_headers::H_TOPIC), m.payload().unwrap().to_vec()));
+    let burst_at = Utc::now();
+    for d in deliveries {
+        publisher.confirm(d).await.unwrap();
     }
-    sources.sort();
-    let mut want: Vec<(String, Vec<u8>)> = garbage
-        .iter()
-        .map(|(t, p)| (t.to_string(), p.to_vec()))
-        .collect();
-    want.sort();
-    assert_eq!(sources, want);
+    let recovery = recovered(&db, burst_at, n, "a round of checks after the burst").await;
+    wait_checked(&db, burst_at, n as i64 * 3, "checks after the burst").await;
     stop.cancel();
     daemon.await.unwrap().unwrap();
+
+    let letters = bus::read_dead_letters(&settings, &t.dlq, Duration::from_secs(30))
+        .await
+        .unwrap();
+    let mut got: Vec<(String, Vec<u8>)> = letters
+        .iter()
+        .map(|l| {
+            assert!(!l.reason.is_empty() && l.source_offset.is_some(), "{l:?}");
+            assert_eq!(l.key, b"garbage");
+            (l.source_topic.clone(), l.payload.clone())
+        })
+        .collect();
+    got.sort();
+    sent.sort();
+    assert_eq!(
+        got.len(),
+        sent.len(),
+        "dead letters vs malformed messages sent"
+    );
+    assert_eq!(got, sent);
+
+    let (slots, skipped) = drain_and_check(&db, &cfg, n).await;
+    report(
+        &format!("garbage burst ({} messages)", sent.len()),
+        &db,
+        slots,
+        skipped,
+        recovery,
+    )
+    .await;
+    eprintln!(
+        "garbage burst: DLQ holds exactly the {} malformed messages",
+        got.len()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
