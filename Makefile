@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CONFIG ?= config/sitewatch.example.toml
 CARGO ?= cargo
 
-.PHONY: all install-deps up down run test lint fmt clean-data install uninstall bench bench-probe
+.PHONY: all install-deps up down run test lint fmt clean-data install uninstall bench bench-probe faults
 
 all: test
 
@@ -24,6 +24,11 @@ run: up
 
 test: up
 	source scripts/env.sh && $(CARGO) test --all-targets
+
+# Faults and hostile input, full form (RELIABILITY.md); `make test` runs
+# the short form.
+faults: up
+	scripts/faults
 
 # Benchmarks (BENCHMARKS.md): figures are printed, never asserted.
 bench-probe:
