@@ -184,6 +184,16 @@ pub async fn run(
             let t = stop.clone();
             stages.spawn(async move { (name, p.run(t).await.map_err(|e| e.to_string())) });
         }
+        let (s, db, beat, t) = (
+            settings.clone(),
+            pool.clone(),
+            health.stage("retention"),
+            stop.clone(),
+        );
+        stages.spawn(async move {
+            crate::persister::maintain(s, db, beat, t).await;
+            ("retention", Ok(()))
+        });
     }
     if has(Role::Api) {
         let listener = tokio::net::TcpListener::bind(settings.api.listen)
@@ -274,6 +284,7 @@ async fn reload(
         ("scheduler", differs(&current.scheduler, &next.scheduler)),
         ("checker", differs(&current.checker, &next.checker)),
         ("persister", differs(&current.persister, &next.persister)),
+        ("retention", differs(&current.retention, &next.retention)),
         ("admin", differs(&current.admin, &next.admin)),
         ("api", differs(&current.api, &next.api)),
         ("log", differs(&current.log, &next.log)),

@@ -302,3 +302,40 @@ impl Persister {
         store::ensure_partitions(&***client, *from, *to).await
     }
 }
+
+/// How often retention runs (it is cheap when there is nothing to drop).
+const RETENTION_EVERY: Duration = Duration::from_secs(3600);
+
+/// The persister role's housekeeping: every hour, partitions for the coming
+/// days are created and expired ones dropped (`retention.*`). A failure is
+/// logged and tried again at the next round: results keep flowing.
+pub async fn maintain(
+    settings: Arc<Settings>,
+    pool: Pool,
+    beat: Beat,
+    shutdown: CancellationToken,
+) {
+    let mut every = tokio::time::interval(RETENTION_EVERY);
+    let mut alive = tokio::time::interval(Duration::from_secs(1));
+    beat.running();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = alive.tick() => beat.beat(),
+            _ = every.tick() => {
+                let today = chrono::Utc::now().date_naive();
+                let result = match pool.get().await {
+                    Ok(client) => store::apply_retention(&**client, &settings.retention, today)
+                        .await
+                        .map_err(|e| e.to_string()),
+                    Err(e) => Err(e.to_string()),
+                };
+                match result {
+                    Ok(dropped) if dropped.is_empty() => {}
+                    Ok(dropped) => tracing::info!(?dropped, "retention: expired partitions dropped"),
+                    Err(e) => tracing::warn!(error = %e, "retention failed; trying again in an hour"),
+                }
+            }
+        }
+    }
+}

@@ -21,8 +21,8 @@ pub use problem::{ConfigErrors, Problem, SiteRef};
 pub use secret::Secret;
 pub use settings::{
     AdminSettings, ApiSettings, CheckerSettings, Coordination, KafkaSasl, KafkaSettings, KafkaTls,
-    LogFormat, LogSettings, PersisterSettings, PostgresSettings, SchedulerSettings, SiteDefaults,
-    TopicNames,
+    LogFormat, LogSettings, PersisterSettings, PostgresSettings, RetentionSettings,
+    SchedulerSettings, SiteDefaults, TopicNames,
 };
 pub use site::{Site, StatusSet};
 
@@ -49,6 +49,7 @@ pub struct Settings {
     pub scheduler: SchedulerSettings,
     pub checker: CheckerSettings,
     pub persister: PersisterSettings,
+    pub retention: RetentionSettings,
     pub log: LogSettings,
     pub site_defaults: SiteDefaults,
     pub admin: AdminSettings,
@@ -193,6 +194,7 @@ pub fn load_with_env(path: &Path, env: HashMap<String, String>) -> Result<Settin
         scheduler: raw.scheduler,
         checker: raw.checker,
         persister: raw.persister,
+        retention: raw.retention,
         log: raw.log,
         site_defaults: raw.site_defaults,
         admin: raw.admin,

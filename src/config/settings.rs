@@ -32,6 +32,8 @@ pub struct RawSettings {
     #[serde(default)]
     pub persister: PersisterSettings,
     #[serde(default)]
+    pub retention: RetentionSettings,
+    #[serde(default)]
     pub log: LogSettings,
     #[serde(default)]
     pub site_defaults: SiteDefaults,
@@ -328,6 +330,47 @@ impl Default for CheckerSettings {
             user_agent: default_user_agent(),
             ca_files: Vec::new(),
         }
+    }
+}
+
+/// How long results are kept. Expired data is removed by dropping whole
+/// partitions (days of raw rows and minute rollups, months of hour rollups),
+/// never by a long `DELETE`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionSettings {
+    /// Raw results and minute rollups.
+    #[serde(default = "default_retention_raw", deserialize_with = "duration::de")]
+    pub raw: Duration,
+    /// Hour rollups (the long-range uptime views).
+    #[serde(
+        default = "default_retention_rollups",
+        deserialize_with = "duration::de"
+    )]
+    pub rollups: Duration,
+}
+
+fn default_retention_raw() -> Duration {
+    Duration::from_secs(30 * 86_400)
+}
+fn default_retention_rollups() -> Duration {
+    Duration::from_secs(400 * 86_400)
+}
+
+impl Default for RetentionSettings {
+    fn default() -> Self {
+        RetentionSettings {
+            raw: default_retention_raw(),
+            rollups: default_retention_rollups(),
+        }
+    }
+}
+
+impl RetentionSettings {
+    /// The first UTC day kept for raw rows and for hour rollups, as of `today`.
+    pub fn keep_from(&self, today: chrono::NaiveDate) -> (chrono::NaiveDate, chrono::NaiveDate) {
+        let days = |d: Duration| chrono::Days::new(d.as_secs().div_ceil(86_400));
+        (today - days(self.raw), today - days(self.rollups))
     }
 }
 
@@ -647,6 +690,18 @@ impl RawSettings {
         }
         if self.checker.concurrency == 0 {
             bad("checker.concurrency", "must be at least 1".into());
+        }
+        if self.retention.raw < Duration::from_secs(2 * 86_400) {
+            bad(
+                "retention.raw",
+                "must be at least 2 days (partitions are whole days)".into(),
+            );
+        }
+        if self.retention.rollups < self.retention.raw {
+            bad(
+                "retention.rollups",
+                "must be at least retention.raw (hour rollups outlive the raw rows)".into(),
+            );
         }
         if self.kafka.stall_timeout < Duration::from_secs(10) {
             bad(

@@ -5,6 +5,7 @@
 mod migrate;
 mod progress;
 mod results;
+mod retention;
 mod sites;
 
 pub use migrate::{migrate, MigrationReport, PARTITION_DAYS_AHEAD};
@@ -15,6 +16,7 @@ pub use results::{
     ensure_partitions, insert_results, insert_skipped, is_data_error, is_missing_partition,
     SkippedSlot,
 };
+pub use retention::apply_retention;
 pub use sites::{sync_sites, SyncReport};
 
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};

@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::StoreError;
 use crate::model::{CheckOutcome, Outcome};
 
-const INSERT: &str = "
+const INSERT_RAW: &str = "
 INSERT INTO check_results AS c
     (check_id, site, url, origin, scheduled_at, started_at, finished_at, outcome,
      status_code, response_time_ms, regex_matched, body_bytes, error_kind,
@@ -37,8 +37,67 @@ ON CONFLICT (check_id, scheduled_at) DO UPDATE SET
     http_version = excluded.http_version, cert_not_after = excluded.cert_not_after,
     cert_days_left = excluded.cert_days_left, cert_subject = excluded.cert_subject,
     cert_issuer = excluded.cert_issuer, tls_version = excluded.tls_version,
-    failures = excluded.failures, persisted_at = now()
-WHERE c.outcome = 'skipped' AND excluded.outcome <> 'skipped'";
+    failures = excluded.failures, persisted_at = now(), replaced_placeholder = true
+WHERE c.outcome = 'skipped' AND excluded.outcome <> 'skipped'
+RETURNING c.site, c.scheduled_at, c.outcome, c.response_time_ms,
+          NOT c.replaced_placeholder AS fresh";
+
+/// The rollups, from the rows a statement wrote (`ins`: site, scheduled_at,
+/// outcome, response_time_ms, fresh), in the same statement and so the same
+/// transaction: a rollup never counts a row that was not written, nor misses
+/// one that was. A row that is not fresh replaced a `skipped` placeholder
+/// (the only update the raw insert makes), so it moves one count from
+/// `skipped` to its outcome.
+const ROLLUPS: &str = "
+minute AS (
+    INSERT INTO rollup_minute AS r
+    SELECT site, date_trunc('minute', scheduled_at),
+           count(*) FILTER (WHERE outcome <> 'skipped'),
+           count(*) FILTER (WHERE outcome = 'up'),
+           count(*) FILTER (WHERE outcome = 'degraded'),
+           count(*) FILTER (WHERE outcome = 'down'),
+           count(*) FILTER (WHERE outcome = 'skipped' AND fresh) - count(*) FILTER (WHERE NOT fresh),
+           coalesce(array_agg(response_time_ms) FILTER (WHERE response_time_ms IS NOT NULL), '{}')
+    FROM ins GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (site, bucket) DO UPDATE SET
+        checks = r.checks + excluded.checks, up = r.up + excluded.up,
+        degraded = r.degraded + excluded.degraded, down = r.down + excluded.down,
+        skipped = r.skipped + excluded.skipped, rt_ms = r.rt_ms || excluded.rt_ms
+),
+hour AS (
+    INSERT INTO rollup_hour AS r
+    SELECT site, date_trunc('hour', scheduled_at),
+           count(*) FILTER (WHERE outcome <> 'skipped'),
+           count(*) FILTER (WHERE outcome = 'up'),
+           count(*) FILTER (WHERE outcome = 'degraded'),
+           count(*) FILTER (WHERE outcome = 'down'),
+           count(*) FILTER (WHERE outcome = 'skipped' AND fresh) - count(*) FILTER (WHERE NOT fresh),
+           coalesce(array_agg(response_time_ms) FILTER (WHERE response_time_ms IS NOT NULL), '{}')
+    FROM ins GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (site, bucket) DO UPDATE SET
+        checks = r.checks + excluded.checks, up = r.up + excluded.up,
+        degraded = r.degraded + excluded.degraded, down = r.down + excluded.down,
+        skipped = r.skipped + excluded.skipped, rt_ms = r.rt_ms || excluded.rt_ms
+)
+SELECT count(*) FROM ins";
+
+/// The raw insert and its rollups, as one statement.
+fn with_rollups(insert: &str) -> String {
+    format!("WITH ins AS ({insert}),{ROLLUPS}")
+}
+
+static INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| with_rollups(INSERT_RAW));
+static INSERT_SKIPPED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    with_rollups(
+        "INSERT INTO check_results (check_id, site, url, origin, scheduled_at, outcome,
+                                    error_kind, error_message)
+         SELECT id, s, u, 'scheduled', t, 'skipped', k, m
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
+                     $6::text[]) AS x(id, s, u, t, k, m)
+         ON CONFLICT (check_id, scheduled_at) DO NOTHING
+         RETURNING site, scheduled_at, outcome, response_time_ms, true AS fresh",
+    )
+});
 
 /// One outcome per check: Postgres refuses an `ON CONFLICT DO UPDATE` that
 /// touches a row twice, and a batch can hold the same check twice (a
@@ -140,9 +199,9 @@ pub async fn insert_results(
                 .then(|| serde_json::to_value(&r.failures).expect("failures serialise")),
         );
     }
-    let n = client
-        .execute(
-            INSERT,
+    let n: i64 = client
+        .query_one(
+            INSERT.as_str(),
             &[
                 &ids,
                 &sites,
@@ -175,8 +234,9 @@ pub async fn insert_results(
                 &failures,
             ],
         )
-        .await?;
-    Ok(n)
+        .await?
+        .get(0);
+    Ok(n as u64)
 }
 
 /// Records each slot in `slots` of `site` as skipped with `kind`/`message`,
@@ -194,18 +254,14 @@ pub async fn insert_skipped(
     let at: Vec<DateTime<Utc>> = rows.iter().map(|r| r.scheduled_at).collect();
     let kinds: Vec<&str> = rows.iter().map(|r| r.kind).collect();
     let messages: Vec<&str> = rows.iter().map(|r| r.message.as_str()).collect();
-    let n = client
-        .execute(
-            "INSERT INTO check_results (check_id, site, url, origin, scheduled_at, outcome,
-                                        error_kind, error_message)
-             SELECT id, s, u, 'scheduled', t, 'skipped', k, m
-             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
-                         $6::text[]) AS x(id, s, u, t, k, m)
-             ON CONFLICT (check_id, scheduled_at) DO NOTHING",
+    let n: i64 = client
+        .query_one(
+            INSERT_SKIPPED.as_str(),
             &[&ids, &sites, &urls, &at, &kinds, &messages],
         )
-        .await?;
-    Ok(n)
+        .await?
+        .get(0);
+    Ok(n as u64)
 }
 
 /// A slot that was not checked.
