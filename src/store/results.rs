@@ -48,42 +48,33 @@ RETURNING c.site, c.scheduled_at, c.outcome, c.response_time_ms,
 /// one that was. A row that is not fresh replaced a `skipped` placeholder
 /// (the only update the raw insert makes), so it moves one count from
 /// `skipped` to its outcome.
-const ROLLUPS: &str = "
-minute AS (
-    INSERT INTO rollup_minute AS r
-    SELECT site, date_trunc('minute', scheduled_at),
+fn rollup(name: &str, table: &str, unit: &str) -> String {
+    format!(
+        "{name} AS (
+    INSERT INTO {table} AS r
+    SELECT site, date_trunc('{unit}', scheduled_at),
            count(*) FILTER (WHERE outcome <> 'skipped'),
            count(*) FILTER (WHERE outcome = 'up'),
            count(*) FILTER (WHERE outcome = 'degraded'),
            count(*) FILTER (WHERE outcome = 'down'),
            count(*) FILTER (WHERE outcome = 'skipped' AND fresh) - count(*) FILTER (WHERE NOT fresh),
-           coalesce(array_agg(response_time_ms) FILTER (WHERE response_time_ms IS NOT NULL), '{}')
+           coalesce(array_agg(response_time_ms) FILTER (WHERE response_time_ms IS NOT NULL), '{{}}')
     FROM ins GROUP BY 1, 2 ORDER BY 1, 2
     ON CONFLICT (site, bucket) DO UPDATE SET
         checks = r.checks + excluded.checks, up = r.up + excluded.up,
         degraded = r.degraded + excluded.degraded, down = r.down + excluded.down,
         skipped = r.skipped + excluded.skipped, rt_ms = r.rt_ms || excluded.rt_ms
-),
-hour AS (
-    INSERT INTO rollup_hour AS r
-    SELECT site, date_trunc('hour', scheduled_at),
-           count(*) FILTER (WHERE outcome <> 'skipped'),
-           count(*) FILTER (WHERE outcome = 'up'),
-           count(*) FILTER (WHERE outcome = 'degraded'),
-           count(*) FILTER (WHERE outcome = 'down'),
-           count(*) FILTER (WHERE outcome = 'skipped' AND fresh) - count(*) FILTER (WHERE NOT fresh),
-           coalesce(array_agg(response_time_ms) FILTER (WHERE response_time_ms IS NOT NULL), '{}')
-    FROM ins GROUP BY 1, 2 ORDER BY 1, 2
-    ON CONFLICT (site, bucket) DO UPDATE SET
-        checks = r.checks + excluded.checks, up = r.up + excluded.up,
-        degraded = r.degraded + excluded.degraded, down = r.down + excluded.down,
-        skipped = r.skipped + excluded.skipped, rt_ms = r.rt_ms || excluded.rt_ms
-)
-SELECT count(*) FROM ins";
+)"
+    )
+}
 
 /// The raw insert and its rollups, as one statement.
 fn with_rollups(insert: &str) -> String {
-    format!("WITH ins AS ({insert}),{ROLLUPS}")
+    format!(
+        "WITH ins AS ({insert}),\n{},\n{}\nSELECT count(*) FROM ins",
+        rollup("minute", "rollup_minute", "minute"),
+        rollup("hour", "rollup_hour", "hour")
+    )
 }
 
 static INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| with_rollups(INSERT_RAW));
