@@ -8,6 +8,7 @@ mod checks;
 mod cli;
 mod dlq;
 mod faults;
+mod grafana;
 mod hostile;
 mod ops;
 mod pipeline;
