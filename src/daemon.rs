@@ -140,6 +140,7 @@ pub async fn run(
     }
 
     let (sites_tx, sites_rx) = watch::channel::<SiteList>(sites);
+    let sites_for_incidents = sites_rx.clone();
     if has(Role::Scheduler) {
         let shards = settings.scheduler.shards as usize;
         let ownership = match settings.scheduler.coordination {
@@ -183,6 +184,30 @@ pub async fn run(
             );
             let t = stop.clone();
             stages.spawn(async move { (name, p.run(t).await.map_err(|e| e.to_string())) });
+        }
+        let evaluator = crate::incidents::Evaluator::new(
+            settings.clone(),
+            pool.clone(),
+            sites_for_incidents,
+            health.stage("incidents"),
+        );
+        let t = stop.clone();
+        stages.spawn(async move {
+            evaluator.run(t).await;
+            ("incidents", Ok(()))
+        });
+        if settings.alerts.webhook_url.is_some() {
+            let sender = crate::alerts::AlertSender::new(
+                settings.clone(),
+                pool.clone(),
+                &instance_name(),
+                health.stage("alerts"),
+            );
+            let t = stop.clone();
+            stages.spawn(async move {
+                sender.run(t).await;
+                ("alerts", Ok(()))
+            });
         }
         let (s, db, beat, t) = (
             settings.clone(),
@@ -285,6 +310,8 @@ async fn reload(
         ("checker", differs(&current.checker, &next.checker)),
         ("persister", differs(&current.persister, &next.persister)),
         ("retention", differs(&current.retention, &next.retention)),
+        ("incidents", differs(&current.incidents, &next.incidents)),
+        ("alerts", differs(&current.alerts, &next.alerts)),
         ("admin", differs(&current.admin, &next.admin)),
         ("api", differs(&current.api, &next.api)),
         ("log", differs(&current.log, &next.log)),

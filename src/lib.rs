@@ -17,6 +17,8 @@
 //!   offsets, topics, dead letters.
 //! * [`store`]: Postgres: pool, embedded migrations, sites, results, progress.
 //! * [`daemon`]: start-up and the stages as tasks, by role.
+//! * [`incidents`]: results to per-site state and incidents (one evaluator
+//!   at a time across instances); [`alerts`]: their webhook notifications.
 //! * [`shutdown`]: signals to cancellation.
 //! * [`net`]: which addresses are public (server-side request forgery).
 //! * [`api`]: the admin listener (`/healthz`, `/readyz`, `/metrics`) and
@@ -24,11 +26,13 @@
 //! * [`systemd`]: `sd_notify` readiness, reload, stopping and the watchdog.
 //! * [`telemetry`]: logging set-up (plain or JSON) and metric names.
 
+pub mod alerts;
 pub mod api;
 pub mod bus;
 pub mod checker;
 pub mod config;
 pub mod daemon;
+pub mod incidents;
 pub mod model;
 pub mod net;
 pub mod persister;

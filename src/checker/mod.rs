@@ -14,6 +14,7 @@ mod http;
 mod judge;
 mod tls;
 
+pub use connect::chain as error_chain;
 pub use hosts::HostLimits;
 pub use http::{ClientError, HttpChecker};
 

@@ -16,6 +16,12 @@ pub fn de<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
     parse(&text).map_err(serde::de::Error::custom)
 }
 
+/// `#[serde(default, deserialize_with = "duration::de_opt")]` for
+/// `Option<Duration>` fields.
+pub fn de_opt<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+    de(d).map(Some)
+}
+
 /// Formats a duration the way an operator wrote it (`30s`, `5m`).
 pub fn show(d: Duration) -> String {
     humantime::format_duration(d).to_string()

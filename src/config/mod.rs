@@ -4,6 +4,7 @@
 //! config yields every problem found, each naming file, site and field.
 
 mod duration;
+pub mod maintenance;
 mod normalize;
 mod on_demand;
 mod problem;
@@ -20,9 +21,10 @@ pub use on_demand::{parse_on_demand, FieldError, MAX_ON_DEMAND_TIMEOUT};
 pub use problem::{ConfigErrors, Problem, SiteRef};
 pub use secret::Secret;
 pub use settings::{
-    AdminSettings, ApiSettings, CheckerSettings, Coordination, KafkaSasl, KafkaSettings, KafkaTls,
-    LogFormat, LogSettings, PersisterSettings, PostgresSettings, RetentionSettings,
-    SchedulerSettings, SiteDefaults, TopicNames,
+    AdminSettings, AlertFormat, AlertSettings, ApiSettings, CheckerSettings, Coordination,
+    IncidentSettings, KafkaSasl, KafkaSettings, KafkaTls, LogFormat, LogSettings,
+    PersisterSettings, PostgresSettings, RetentionSettings, SchedulerSettings, SiteDefaults,
+    TopicNames,
 };
 pub use site::{Site, StatusSet};
 
@@ -50,6 +52,8 @@ pub struct Settings {
     pub checker: CheckerSettings,
     pub persister: PersisterSettings,
     pub retention: RetentionSettings,
+    pub incidents: IncidentSettings,
+    pub alerts: AlertSettings,
     pub log: LogSettings,
     pub site_defaults: SiteDefaults,
     pub admin: AdminSettings,
@@ -195,6 +199,8 @@ pub fn load_with_env(path: &Path, env: HashMap<String, String>) -> Result<Settin
         checker: raw.checker,
         persister: raw.persister,
         retention: raw.retention,
+        incidents: raw.incidents,
+        alerts: raw.alerts,
         log: raw.log,
         site_defaults: raw.site_defaults,
         admin: raw.admin,

@@ -34,6 +34,10 @@ pub struct RawSettings {
     #[serde(default)]
     pub retention: RetentionSettings,
     #[serde(default)]
+    pub incidents: IncidentSettings,
+    #[serde(default)]
+    pub alerts: AlertSettings,
+    #[serde(default)]
     pub log: LogSettings,
     #[serde(default)]
     pub site_defaults: SiteDefaults,
@@ -329,6 +333,78 @@ impl Default for CheckerSettings {
             max_redirects: default_max_redirects(),
             user_agent: default_user_agent(),
             ca_files: Vec::new(),
+        }
+    }
+}
+
+/// Turning results into incidents.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentSettings {
+    /// Results are evaluated once their slot is this old, so that both
+    /// result topics have delivered them and they are taken in slot order.
+    /// A result persisted later than that still counts for uptime, not for
+    /// the incident state.
+    #[serde(default = "default_settle", deserialize_with = "duration::de")]
+    pub settle: Duration,
+}
+
+fn default_settle() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for IncidentSettings {
+    fn default() -> Self {
+        IncidentSettings {
+            settle: default_settle(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlertFormat {
+    /// `{"event", "site", "incident": {...}}`.
+    #[default]
+    Json,
+    /// `{"text": "..."}`, what Slack (and Mattermost, Rocket.Chat) take.
+    Slack,
+}
+
+/// Where incident notifications go.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AlertSettings {
+    /// POSTed on incident open, resolve and reminder; no alerts when unset.
+    pub webhook_url: Option<String>,
+    #[serde(default)]
+    pub format: AlertFormat,
+    /// While an incident is open, a reminder this often (none when unset).
+    #[serde(default, deserialize_with = "duration::de_opt")]
+    pub remind_every: Option<Duration>,
+    /// Attempts per notification before giving up (backoff 1 s, 2 s, 4 s ...
+    /// up to 5 min between them).
+    #[serde(default = "default_alert_attempts")]
+    pub max_attempts: u32,
+    #[serde(default = "default_alert_timeout", deserialize_with = "duration::de")]
+    pub timeout: Duration,
+}
+
+fn default_alert_attempts() -> u32 {
+    12
+}
+fn default_alert_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for AlertSettings {
+    fn default() -> Self {
+        AlertSettings {
+            webhook_url: None,
+            format: AlertFormat::Json,
+            remind_every: None,
+            max_attempts: default_alert_attempts(),
+            timeout: default_alert_timeout(),
         }
     }
 }
@@ -690,6 +766,18 @@ impl RawSettings {
         }
         if self.checker.concurrency == 0 {
             bad("checker.concurrency", "must be at least 1".into());
+        }
+        if let Some(url) = &self.alerts.webhook_url {
+            match url::Url::parse(url) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
+                _ => bad(
+                    "alerts.webhook_url",
+                    format!("{url:?} is not an http(s) URL"),
+                ),
+            }
+        }
+        if self.alerts.max_attempts == 0 {
+            bad("alerts.max_attempts", "must be at least 1".into());
         }
         if self.retention.raw < Duration::from_secs(2 * 86_400) {
             bad(

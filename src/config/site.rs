@@ -51,7 +51,10 @@ fn compile(pattern: &str) -> Result<Arc<Regex>, regex::Error> {
 /// Longest interval accepted: a check less often than daily is a cron job.
 const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
-pub const SITE_KEYS: [&str; 21] = [
+pub const SITE_KEYS: [&str; 24] = [
+    "failure_threshold",
+    "success_threshold",
+    "maintenance",
     "name",
     "url",
     "interval",
@@ -105,6 +108,12 @@ pub struct Site {
     /// The rich assertions and request options; `None` when all are default
     /// (most sites), so 100,000 plain sites carry nothing extra.
     pub options: Option<Arc<CheckOptions>>,
+    /// Consecutive failures that open an incident (default 2), and
+    /// consecutive successes that resolve it (default 1).
+    pub failure_threshold: u16,
+    pub success_threshold: u16,
+    /// Alerts are silenced, and results marked, inside these windows.
+    pub maintenance: Vec<super::maintenance::Window>,
     /// The file the site was defined in, for messages.
     pub source: PathBuf,
 }
@@ -488,6 +497,24 @@ pub fn parse_site(
     let enabled = r.boolean("enabled", true);
     let reuse_connection = r.boolean("reuse_connection", false);
     let options = parse_options(&mut r, url.as_ref(), timeout);
+    let failure_threshold = r.integer("failure_threshold", 1..=100).unwrap_or(2) as u16;
+    let success_threshold = r.integer("success_threshold", 1..=100).unwrap_or(1) as u16;
+    let mut maintenance = Vec::new();
+    match r.take("maintenance") {
+        None => {}
+        Some(toml::Value::Array(items)) => {
+            for (i, item) in items.iter().enumerate() {
+                match super::maintenance::parse(item) {
+                    Ok(w) => maintenance.push(w),
+                    Err(e) => r.bad(&format!("maintenance[{i}]"), e),
+                }
+            }
+        }
+        Some(other) => r.bad(
+            "maintenance",
+            format!("expected a list of windows, found {}", other.type_str()),
+        ),
+    }
 
     let unknown: Vec<String> = r.table.keys().cloned().collect();
     for key in unknown {
@@ -511,6 +538,9 @@ pub fn parse_site(
                 enabled,
                 reuse_connection,
                 options: (options != CheckOptions::default()).then(|| Arc::new(options)),
+                failure_threshold,
+                success_threshold,
+                maintenance,
                 source: file.to_path_buf(),
             })
         }

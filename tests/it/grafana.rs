@@ -50,6 +50,15 @@ async fn every_dashboard_query_runs_against_the_schema() {
         })
         .collect();
     store::insert_results(&client, &rows).await.unwrap();
+    client
+        .execute(
+            "INSERT INTO incidents (site, opened_at, cause, first_failing_check,
+                                    last_failing_check, failures)
+             VALUES ('a', now() - interval '5 minutes', 'unexpected_status', $1, $1, 2)",
+            &[&rows[0].check_id],
+        )
+        .await
+        .unwrap();
 
     let text = std::fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/grafana/sitewatch.json"),
@@ -75,7 +84,7 @@ async fn every_dashboard_query_runs_against_the_schema() {
             v["query"].as_str().unwrap().into(),
         ));
     }
-    assert!(queries.len() >= 8, "{} queries", queries.len());
+    assert!(queries.len() >= 9, "{} queries", queries.len());
     for (title, sql) in &queries {
         let rows = client
             .query(&expand(sql), &[])

@@ -306,16 +306,7 @@ async fn one_slow_host_with_thousands_of_sites_does_not_starve_the_others() {
         no_reloads(),
     ));
     let client = db.client().await;
-    let count = |sql: &'static str| {
-        let client = &client;
-        async move {
-            client
-                .query_one(sql, &[])
-                .await
-                .map(|r| r.get::<_, i64>(0))
-                .unwrap_or(0)
-        }
-    };
+    let count = |sql: &'static str| crate::support::count(&client, sql);
     wait_for(
         "three rounds of the fast sites",
         Duration::from_secs(90),

@@ -10,6 +10,7 @@ mod dlq;
 mod faults;
 mod grafana;
 mod hostile;
+mod incidents;
 mod ops;
 mod pipeline;
 mod recovery;

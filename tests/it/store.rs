@@ -18,7 +18,8 @@ async fn migrations_apply_once_and_create_partitions() {
             "V2__pipeline",
             "V3__scheduler_leases",
             "V4__rich_checks",
-            "V5__rollups"
+            "V5__rollups",
+            "V6__incidents"
         ]
     );
     // Yesterday through PARTITION_DAYS_AHEAD days ahead.
@@ -46,7 +47,7 @@ async fn concurrent_migrations_apply_each_version_once() {
     let mut b = db.client().await;
     let (ra, rb) = tokio::join!(store::migrate(&mut a), store::migrate(&mut b));
     let total = ra.unwrap().applied.len() + rb.unwrap().applied.len();
-    assert_eq!(total, 5, "each of the five migrations applied exactly once");
+    assert_eq!(total, 6, "each of the six migrations applied exactly once");
 }
 
 #[tokio::test]

@@ -257,3 +257,13 @@ pub fn log_path(db: &TestDb) -> PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir.join(format!("{}.log", db.name))
 }
+
+/// The single integer a query returns (-1 when it fails, e.g. while a
+/// table is being created).
+pub async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
+    client
+        .query_one(sql, &[])
+        .await
+        .map(|r| r.get::<_, i64>(0))
+        .unwrap_or(-1)
+}

@@ -1,0 +1,401 @@
+//! From results to incidents: a site is `down` after `failure_threshold`
+//! consecutive failed checks and `up` again after `success_threshold`
+//! successes; each transition opens or resolves an incident and queues a
+//! notification (see `alerts`).
+//!
+//! Exactly one evaluator runs at a time across all instances: each pass
+//! holds a transaction-scoped advisory lock, reads the results whose slots
+//! fall in (watermark, now − `incidents.settle`] in slot order, applies them
+//! to the per-site state, and moves the watermark, all in one transaction.
+//! So a result is evaluated once, an incident is opened once (a unique index
+//! also allows one open incident per site), and a crash mid-pass changes
+//! nothing. Every check keeps its row: the thresholds only decide when the
+//! *state* changes.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::api::Beat;
+use crate::config::Settings;
+use crate::scheduler::SiteList;
+use crate::store::StoreError;
+
+const EVERY: Duration = Duration::from_secs(1);
+
+pub struct Evaluator {
+    settings: Arc<Settings>,
+    pool: Pool,
+    sites: watch::Receiver<SiteList>,
+    beat: Beat,
+}
+
+/// One site's state, as stored in `site_state`.
+#[derive(Debug, Clone, Default)]
+struct State {
+    down: bool,
+    fails: i32,
+    oks: i32,
+    streak_first_check: Option<Uuid>,
+    streak_first_at: Option<DateTime<Utc>>,
+    streak_cause: Option<String>,
+    open_incident: Option<i64>,
+}
+
+/// What a pass did, for logs and tests.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct Pass {
+    pub results: usize,
+    pub opened: usize,
+    pub resolved: usize,
+}
+
+impl Evaluator {
+    pub fn new(
+        settings: Arc<Settings>,
+        pool: Pool,
+        sites: watch::Receiver<SiteList>,
+        beat: Beat,
+    ) -> Evaluator {
+        Evaluator {
+            settings,
+            pool,
+            sites,
+            beat,
+        }
+    }
+
+    pub async fn run(self, shutdown: CancellationToken) {
+        let mut tick = tokio::time::interval(EVERY);
+        self.beat.running();
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tick.tick() => {}
+            }
+            self.beat.beat();
+            match self.pass().await {
+                Ok(p) if p.opened + p.resolved > 0 => {
+                    tracing::info!(
+                        opened = p.opened,
+                        resolved = p.resolved,
+                        "incidents changed"
+                    )
+                }
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "incident evaluation failed; retrying"),
+            }
+        }
+    }
+
+    /// One evaluation pass (nothing when another instance holds the lock).
+    pub async fn pass(&self) -> Result<Pass, StoreError> {
+        let sites = self.sites.borrow().clone();
+        let by_name: HashMap<&str, &crate::config::Site> =
+            sites.iter().map(|s| (s.name.as_str(), &**s)).collect();
+        let with_windows: Vec<&str> = sites
+            .iter()
+            .filter(|s| !s.maintenance.is_empty())
+            .map(|s| s.name.as_str())
+            .collect();
+        let alerts = self.settings.alerts.webhook_url.is_some();
+
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let locked: bool = tx
+            .query_one(
+                "SELECT pg_try_advisory_xact_lock(hashtext('sitewatch_incidents'))",
+                &[],
+            )
+            .await?
+            .get(0);
+        if !locked {
+            return Ok(Pass::default());
+        }
+        let settle = self.settings.incidents.settle.as_secs_f64();
+        let w = tx
+            .query_one(
+                "INSERT INTO incident_watermark VALUES (1, now() - make_interval(secs => $1))
+                 ON CONFLICT (id) DO UPDATE SET evaluated_until = incident_watermark.evaluated_until
+                 RETURNING evaluated_until, now() - make_interval(secs => $1)",
+                &[&settle],
+            )
+            .await?;
+        let (from, to): (DateTime<Utc>, DateTime<Utc>) = (w.get(0), w.get(1));
+        if to <= from {
+            // The first pass only sets the watermark.
+            tx.commit().await?;
+            return Ok(Pass::default());
+        }
+        // Only sites where something can change: a failure in the window, a
+        // streak or incident going on, or a maintenance window to mark.
+        let rows = tx
+            .query(
+                "WITH watch AS (
+                     SELECT DISTINCT site FROM check_results
+                     WHERE scheduled_at > $1 AND scheduled_at <= $2 AND outcome <> 'up'
+                     UNION SELECT site FROM site_state WHERE state = 'down' OR fails > 0
+                     UNION SELECT unnest($3::text[]))
+                 SELECT r.site, r.check_id, r.scheduled_at, r.outcome,
+                        coalesce(r.error_kind || ': ' || r.error_message, r.error_kind, r.outcome)
+                 FROM check_results r JOIN watch USING (site)
+                 WHERE r.scheduled_at > $1 AND r.scheduled_at <= $2
+                   AND r.outcome <> 'skipped' AND r.origin = 'scheduled'
+                 ORDER BY r.site, r.scheduled_at",
+                &[&from, &to, &with_windows],
+            )
+            .await?;
+        let names: Vec<String> = {
+            let mut n: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
+            n.dedup();
+            n
+        };
+        let mut states: HashMap<String, State> = tx
+            .query(
+                "SELECT site, state = 'down', fails, oks, streak_first_check, streak_first_at,
+                        streak_cause, open_incident
+                 FROM site_state WHERE site = ANY($1)",
+                &[&names],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                (
+                    r.get(0),
+                    State {
+                        down: r.get(1),
+                        fails: r.get(2),
+                        oks: r.get(3),
+                        streak_first_check: r.get(4),
+                        streak_first_at: r.get(5),
+                        streak_cause: r.get(6),
+                        open_incident: r.get(7),
+                    },
+                )
+            })
+            .collect();
+
+        let mut pass = Pass {
+            results: rows.len(),
+            ..Pass::default()
+        };
+        let mut in_window: (Vec<Uuid>, Vec<DateTime<Utc>>) = (Vec::new(), Vec::new());
+        // Per open incident: (last failing check, failures added).
+        let mut ongoing: HashMap<i64, (Uuid, i32)> = HashMap::new();
+        for r in &rows {
+            let site: String = r.get(0);
+            let (check, at, outcome, cause): (Uuid, DateTime<Utc>, String, String) =
+                (r.get(1), r.get(2), r.get(3), r.get(4));
+            let rules = by_name.get(site.as_str());
+            let (fail_after, ok_after) =
+                rules.map_or((2, 1), |s| (s.failure_threshold, s.success_threshold));
+            let maintenance = rules.is_some_and(|s| s.maintenance.iter().any(|w| w.contains(at)));
+            if maintenance {
+                in_window.0.push(check);
+                in_window.1.push(at);
+            }
+            let st = states.entry(site.clone()).or_default();
+            if outcome == "down" {
+                if st.fails == 0 {
+                    st.streak_first_check = Some(check);
+                    st.streak_first_at = Some(at);
+                    st.streak_cause = Some(cause);
+                }
+                st.fails += 1;
+                st.oks = 0;
+                if let Some(id) = st.open_incident {
+                    let e = ongoing.entry(id).or_insert((check, 0));
+                    *e = (check, e.1 + 1);
+                } else if st.fails >= i32::from(fail_after) {
+                    let id: i64 = tx
+                        .query_one(
+                            "INSERT INTO incidents (site, opened_at, cause, first_failing_check,
+                                                    last_failing_check, failures, in_maintenance,
+                                                    last_notified_at)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, now()) RETURNING id",
+                            &[
+                                &site,
+                                &st.streak_first_at.unwrap_or(at),
+                                &st.streak_cause.as_deref().unwrap_or("down"),
+                                &st.streak_first_check.unwrap_or(check),
+                                &check,
+                                &st.fails,
+                                &maintenance,
+                            ],
+                        )
+                        .await?
+                        .get(0);
+                    st.open_incident = Some(id);
+                    st.down = true;
+                    pass.opened += 1;
+                    if alerts && !maintenance {
+                        notify(&tx, id, "opened").await?;
+                    }
+                }
+            } else {
+                st.oks += 1;
+                st.fails = 0;
+                st.streak_first_check = None;
+                st.streak_first_at = None;
+                st.streak_cause = None;
+                if let Some(id) = st.open_incident {
+                    if st.oks >= i32::from(ok_after) {
+                        if let Some((last, n)) = ongoing.remove(&id) {
+                            add_failures(&tx, id, last, n).await?;
+                        }
+                        tx.execute(
+                            "UPDATE incidents SET resolved_at = $2 WHERE id = $1",
+                            &[&id, &at],
+                        )
+                        .await?;
+                        st.open_incident = None;
+                        st.down = false;
+                        pass.resolved += 1;
+                        if alerts && !maintenance {
+                            notify(&tx, id, "resolved").await?;
+                        }
+                    }
+                }
+            }
+        }
+        for (id, (last, n)) in ongoing {
+            add_failures(&tx, id, last, n).await?;
+        }
+        save_states(&tx, &states).await?;
+        if !in_window.0.is_empty() {
+            tx.execute(
+                "UPDATE check_results SET in_maintenance = true
+                 WHERE (check_id, scheduled_at) IN (SELECT * FROM unnest($1::uuid[], $2::timestamptz[]))",
+                &[&in_window.0, &in_window.1],
+            )
+            .await?;
+        }
+        if alerts {
+            if let Some(every) = self.settings.alerts.remind_every {
+                remind(&tx, every, &by_name).await?;
+            }
+        }
+        tx.execute("UPDATE incident_watermark SET evaluated_until = $1", &[&to])
+            .await?;
+        tx.commit().await?;
+        Ok(pass)
+    }
+}
+
+async fn notify(
+    tx: &tokio_postgres::Transaction<'_>,
+    id: i64,
+    event: &str,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO alert_outbox (incident_id, event) VALUES ($1, $2)",
+        &[&id, &event],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn add_failures(
+    tx: &tokio_postgres::Transaction<'_>,
+    id: i64,
+    last: Uuid,
+    n: i32,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE incidents SET last_failing_check = $2, failures = failures + $3 WHERE id = $1",
+        &[&id, &last, &n],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn save_states(
+    tx: &tokio_postgres::Transaction<'_>,
+    states: &HashMap<String, State>,
+) -> Result<(), StoreError> {
+    if states.is_empty() {
+        return Ok(());
+    }
+    let n = states.len();
+    let (mut sites, mut state, mut fails, mut oks) = (
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+        Vec::with_capacity(n),
+    );
+    let mut first_check: Vec<Option<Uuid>> = Vec::with_capacity(n);
+    let mut first_at: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
+    let mut cause: Vec<Option<&str>> = Vec::with_capacity(n);
+    let mut open: Vec<Option<i64>> = Vec::with_capacity(n);
+    for (site, s) in states {
+        sites.push(site.as_str());
+        state.push(if s.down { "down" } else { "up" });
+        fails.push(s.fails);
+        oks.push(s.oks);
+        first_check.push(s.streak_first_check);
+        first_at.push(s.streak_first_at);
+        cause.push(s.streak_cause.as_deref());
+        open.push(s.open_incident);
+    }
+    tx.execute(
+        "INSERT INTO site_state (site, state, fails, oks, streak_first_check, streak_first_at,
+                                 streak_cause, open_incident, updated_at)
+         SELECT *, now() FROM unnest($1::text[], $2::text[], $3::int4[], $4::int4[], $5::uuid[],
+                                     $6::timestamptz[], $7::text[], $8::int8[])
+         ON CONFLICT (site) DO UPDATE SET state = excluded.state, fails = excluded.fails,
+             oks = excluded.oks, streak_first_check = excluded.streak_first_check,
+             streak_first_at = excluded.streak_first_at, streak_cause = excluded.streak_cause,
+             open_incident = excluded.open_incident, updated_at = now()",
+        &[
+            &sites,
+            &state,
+            &fails,
+            &oks,
+            &first_check,
+            &first_at,
+            &cause,
+            &open,
+        ],
+    )
+    .await?;
+    Ok(())
+}
+
+/// A reminder for each open incident not notified for `every`, unless its
+/// site is in a maintenance window now.
+async fn remind(
+    tx: &tokio_postgres::Transaction<'_>,
+    every: Duration,
+    sites: &HashMap<&str, &crate::config::Site>,
+) -> Result<(), StoreError> {
+    let due = tx
+        .query(
+            "SELECT id, site FROM incidents
+             WHERE resolved_at IS NULL
+               AND coalesce(last_notified_at, opened_at) < now() - make_interval(secs => $1)",
+            &[&every.as_secs_f64()],
+        )
+        .await?;
+    let now = Utc::now();
+    for r in due {
+        let (id, site): (i64, String) = (r.get(0), r.get(1));
+        let silenced = sites
+            .get(site.as_str())
+            .is_some_and(|s| s.maintenance.iter().any(|w| w.contains(now)));
+        tx.execute(
+            "UPDATE incidents SET last_notified_at = now() WHERE id = $1",
+            &[&id],
+        )
+        .await?;
+        if !silenced {
+            notify(tx, id, "reminder").await?;
+        }
+    }
+    Ok(())
+}
