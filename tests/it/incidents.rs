@@ -130,6 +130,13 @@ maintenance = [{{ from = "{from}", to = "{to}" }}]
     })
     .await;
     assert_eq!(events(&received), ["flaky opened"]);
+    wait_for(
+        "the maintained site's incident, opened silently",
+        Duration::from_secs(60),
+        || async { count("SELECT count(*) FROM incidents WHERE site = 'maintained'").await == 1 },
+    )
+    .await;
+    assert_eq!(events(&received), ["flaky opened"]);
 
     healthy.store(true, Ordering::SeqCst);
     wait_for("the recovery's alert", Duration::from_secs(60), || async {
