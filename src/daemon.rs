@@ -138,6 +138,8 @@ pub async fn run(
     if needs_db && !prepare_database(&settings, &sites, &shutdown).await? {
         return Ok(());
     }
+    // The sites sync built large temporary arrays: give their pages back.
+    crate::config::release_free_memory();
 
     let (sites_tx, sites_rx) = watch::channel::<SiteList>(sites);
     let sites_for_incidents = sites_rx.clone();

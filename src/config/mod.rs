@@ -70,7 +70,50 @@ pub fn load(path: &Path) -> Result<Settings, ConfigErrors> {
 
 /// Loads `path` with overrides from `env` (tests pass their own map instead
 /// of mutating the process environment).
+///
+/// Why a thread: parsing 100,000 sites allocates about 300 MB of TOML values
+/// that die at once, interleaved with the sites that live on. In one
+/// allocator arena the survivors pin most of those pages and the process
+/// keeps the peak resident (390 MB steady at 100k sites). Parsed on a
+/// scratch thread (its own arena), then copied out here, the sites land
+/// densely in this thread's arena and the scratch arena is freed whole.
 pub fn load_with_env(path: &Path, env: HashMap<String, String>) -> Result<Settings, ConfigErrors> {
+    let fallback = env.clone();
+    let parsed = std::thread::scope(|scope| {
+        std::thread::Builder::new()
+            .name("config-parse".into())
+            .spawn_scoped(scope, move || parse(path, env))
+            .map(|t| t.join())
+    });
+    let result = match parsed {
+        Ok(Ok(result)) => result.map(Settings::compacted),
+        Ok(Err(panic)) => std::panic::resume_unwind(panic),
+        // No thread to be had: parse here, at the cost of the memory.
+        Err(_) => parse(path, fallback).map(Settings::compacted),
+    };
+    release_free_memory();
+    result
+}
+
+/// Hands the scratch arena's free pages back to the system (glibc keeps a
+/// dead thread's arena for reuse otherwise).
+pub(crate) fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: malloc_trim only walks the allocator's own free lists.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+impl Settings {
+    /// A copy whose sites are fresh allocations of the calling thread.
+    fn compacted(mut self) -> Settings {
+        self.sites = self.sites.iter().map(Site::deep_clone).collect();
+        self
+    }
+}
+
+fn parse(path: &Path, env: HashMap<String, String>) -> Result<Settings, ConfigErrors> {
     let mut problems = Vec::new();
 
     let text = std::fs::read_to_string(path)

@@ -118,6 +118,17 @@ pub struct Site {
     pub source: PathBuf,
 }
 
+impl Site {
+    /// A copy that shares nothing but the compiled regex (shared on purpose,
+    /// see `compile`): its options are copied too.
+    pub fn deep_clone(&self) -> Site {
+        Site {
+            options: self.options.as_ref().map(|o| Arc::new((**o).clone())),
+            ..self.clone()
+        }
+    }
+}
+
 /// A set of accepted HTTP status codes, e.g. `200-399` or `200, 301`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusSet(pub Vec<RangeInclusive<u16>>);
