@@ -212,3 +212,90 @@ maintenance = [{{ from = "{from}", to = "{to}" }}]
         0
     );
 }
+
+/// While an incident stays open, a reminder goes out every `remind_every`;
+/// none once it is resolved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_incident_is_reminded_until_resolved() {
+    let healthy = Arc::new(AtomicBool::new(false));
+    let target = flipping_target(healthy.clone()).await;
+    let received = Arc::new(Mutex::new(Vec::new()));
+    let hook = webhook(received.clone()).await;
+    let db = TestDb::create().await;
+    let cfg = TestConfig::new(
+        &db,
+        &format!(
+            r#"
+[incidents]
+settle = "1s"
+
+[alerts]
+webhook_url = "http://{hook}/hook"
+format = "slack"
+remind_every = "2s"
+
+[[sites]]
+name = "down"
+url = "http://{target}/flip"
+interval = "1s"
+timeout = "500ms"
+"#
+        ),
+    );
+    let stop = CancellationToken::new();
+    let daemon = tokio::spawn(daemon::run(cfg.load(), &[], stop.clone(), no_reloads()));
+    let texts = || {
+        received
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|v| v["text"].as_str().unwrap_or("").to_owned())
+            .collect::<Vec<_>>()
+    };
+    wait_for("two reminders", Duration::from_secs(60), || async {
+        texts().iter().filter(|t| t.contains("still down")).count() >= 2
+    })
+    .await;
+    healthy.store(true, Ordering::SeqCst);
+    wait_for("the recovery", Duration::from_secs(60), || async {
+        texts().iter().any(|t| t.contains("is up again"))
+    })
+    .await;
+    let client = db.client().await;
+    // Evaluation passes go on for more than a reminder period after the
+    // recovery was queued: none of them may queue a reminder.
+    wait_for(
+        "passes after the recovery",
+        Duration::from_secs(30),
+        || async {
+            crate::support::count(
+                &client,
+                "SELECT count(*) FROM incident_watermark
+             WHERE evaluated_until > (SELECT created_at FROM alert_outbox WHERE event = 'resolved')
+                                     + interval '3 seconds'",
+            )
+            .await
+                == 1
+        },
+    )
+    .await;
+    let late = crate::support::count(
+        &client,
+        "SELECT count(*) FROM alert_outbox
+         WHERE event = 'reminder'
+           AND created_at > (SELECT created_at FROM alert_outbox WHERE event = 'resolved')",
+    )
+    .await;
+    stop.cancel();
+    daemon.await.unwrap().unwrap();
+
+    let all = texts();
+    assert!(all[0].contains("*down* is down"), "{all:?}");
+    assert!(all.last().unwrap().contains("is up again"), "{all:?}");
+    assert_eq!(
+        all.iter().filter(|t| t.contains("is down")).count(),
+        1,
+        "one opening alert: {all:?}"
+    );
+    assert_eq!(late, 0, "no reminder queued after the recovery: {all:?}");
+}
