@@ -10,7 +10,7 @@ use rdkafka::ClientConfig;
 use sitewatch::bus;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{unique, TestConfig, TestDb};
+use crate::support::{unique, wait_for, TestConfig, TestDb};
 
 fn consumer(base: &ClientConfig, group: &str, topic: &str) -> StreamConsumer {
     let c: StreamConsumer = base
@@ -82,12 +82,27 @@ async fn unreachable_broker_is_retried_until_cancelled() {
     let db = TestDb::create().await;
     let cfg = TestConfig::new(&db, "");
     let mut settings = cfg.load();
-    // Nothing listens on port 9 of loopback (discard, unused here).
-    settings.kafka.brokers = "127.0.0.1:9".to_owned();
+    // Something that accepts connections and closes them at once: not a
+    // broker. Counting its connections shows the retries happening.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    settings.kafka.brokers = listener.local_addr().unwrap().to_string();
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let seen = attempts.clone();
+    tokio::spawn(async move {
+        while let Ok((conn, _)) = listener.accept().await {
+            seen.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            drop(conn);
+        }
+    });
     let cancel = CancellationToken::new();
     let stop = cancel.clone();
     tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        wait_for(
+            "the broker tried three times",
+            Duration::from_secs(60),
+            || async { attempts.load(std::sync::atomic::Ordering::SeqCst) >= 3 },
+        )
+        .await;
         stop.cancel();
     });
     let err = bus::ensure_topics_with_retry(&settings, &[("x", 1)], &cancel)

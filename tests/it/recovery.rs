@@ -264,18 +264,16 @@ async fn daemon_sigkill_and_restart_loses_and_duplicates_nothing() {
 
     let started = Utc::now();
     let first = spawn(&cfg.path, &[], &log);
-    wait_checked(&db, started, n as i64 * 8, "rows flowing before the kill").await;
-    // Keep the load on for the rest of the first 12 s (a run of at least
-    // 30 s in all): a duration, not a synchronisation.
-    tokio::time::sleep(remaining(started, 12)).await;
+    // Load before the kill: at least 12 slots' worth of checks of every site
+    // (a run of at least 30 s in all).
+    wait_checked(&db, started, n as i64 * 12, "12 s worth of checks").await;
     let mut first = first;
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
     let killed_at = Utc::now();
     let second = spawn(&cfg.path, &[], &log);
     let recovery = recovered(&db, killed_at, n, "a round of checks after the restart").await;
-    wait_checked(&db, killed_at, n as i64 * 5, "checks after the restart").await;
-    tokio::time::sleep(remaining(killed_at, 20)).await;
+    wait_checked(&db, killed_at, n as i64 * 20, "20 s worth of checks").await;
     terminate(second);
 
     let (slots, skipped) = drain_and_check(&db, &cfg, n).await;
@@ -407,14 +405,13 @@ async fn broker_sigkill_and_restart_loses_and_duplicates_nothing() {
         "rows flowing before the broker kill",
     )
     .await;
-    tokio::time::sleep(remaining(started, 10)).await;
+    wait_checked(&db, started, n as i64 * 10, "10 s worth of checks").await;
     broker.kill();
     tokio::time::sleep(Duration::from_secs(3)).await; // the outage itself
     broker.restart().await;
     let back = Utc::now();
     let recovery = recovered(&db, back, n, "a round of checks after the broker restart").await;
-    wait_checked(&db, back, n as i64 * 5, "checks after the broker restart").await;
-    tokio::time::sleep(remaining(back, 20)).await;
+    wait_checked(&db, back, n as i64 * 20, "20 s worth of checks").await;
     stop.cancel();
     daemon.await.unwrap().unwrap();
 
@@ -433,8 +430,7 @@ async fn postgres_cut_for_30s_loses_and_duplicates_nothing() {
     let started = Utc::now();
     let daemon = tokio::spawn(daemon::run(cfg.load(), &[], stop.clone(), no_reloads()));
 
-    wait_checked(&db, started, n as i64 * 5, "rows flowing before the cut").await;
-    tokio::time::sleep(remaining(started, 8)).await;
+    wait_checked(&db, started, n as i64 * 8, "8 s worth of checks").await;
     proxy.cut();
     tokio::time::sleep(Duration::from_secs(30)).await; // the outage itself
     proxy.restore();
@@ -447,7 +443,7 @@ async fn postgres_cut_for_30s_loses_and_duplicates_nothing() {
         "rows written after Postgres is back",
     )
     .await;
-    tokio::time::sleep(remaining(back, 8)).await;
+    wait_checked(&db, back, n as i64 * 8, "8 s worth of checks").await;
     stop.cancel();
     daemon.await.unwrap().unwrap();
 
@@ -482,7 +478,7 @@ async fn each_role_process_sigkilled_and_restarted_loses_and_duplicates_nothing(
         let (role, child) = &mut procs[i];
         let role = *role;
         let since = Utc::now();
-        tokio::time::sleep(remaining(since, 5)).await; // load between kills
+        wait_checked(&db, since, n as i64 * 5, "5 s worth of checks").await;
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         let killed_at = Utc::now();
@@ -528,15 +524,13 @@ async fn postgres_crash_and_restart_loses_and_duplicates_nothing() {
     let started = Utc::now();
     let daemon = tokio::spawn(daemon::run(cfg.load(), &[], stop.clone(), no_reloads()));
 
-    wait_checked(&db, started, n as i64 * 5, "rows flowing before the crash").await;
-    tokio::time::sleep(remaining(started, 8)).await;
+    wait_checked(&db, started, n as i64 * 8, "8 s worth of checks").await;
     pg.crash();
     tokio::time::sleep(Duration::from_secs(5)).await; // the outage itself
     pg.start_again();
     let back = Utc::now();
     let recovery = recovered(&db, back, n, "a round of rows after the restart").await;
-    wait_checked(&db, back, n as i64 * 5, "rows after the restart").await;
-    tokio::time::sleep(remaining(back, 8)).await;
+    wait_checked(&db, back, n as i64 * 8, "8 s worth of checks").await;
     stop.cancel();
     daemon.await.unwrap().unwrap();
 
@@ -566,8 +560,7 @@ async fn broker_cut_for_30s_loses_and_duplicates_nothing() {
     let stall = ("SITEWATCH__KAFKA__STALL_TIMEOUT", "20s".to_owned());
     let daemon = Supervised::start(&cfg.path, &log, vec![stall]);
 
-    wait_checked(&db, started, n as i64 * 5, "rows flowing before the cut").await;
-    tokio::time::sleep(remaining(started, 8)).await;
+    wait_checked(&db, started, n as i64 * 8, "8 s worth of checks").await;
     proxy.cut();
     tokio::time::sleep(Duration::from_secs(30)).await; // the outage itself
     proxy.restore();
@@ -616,8 +609,7 @@ async fn broker_cut_for_30s_loses_and_duplicates_nothing() {
         }
         tokio::time::sleep(Duration::from_secs(1)).await; // poll interval
     };
-    wait_checked(&db, back, n as i64 * 5, "checks after the cut").await;
-    tokio::time::sleep(remaining(back, 8)).await;
+    wait_checked(&db, back, n as i64 * 8, "8 s worth of checks").await;
     let restarts = daemon.stop().await;
     eprintln!(
         "daemon-broker cut 30 s: the daemon was restarted {restarts} time(s) by its supervisor"
@@ -671,13 +663,4 @@ impl Supervised {
         self.stop.cancel();
         self.task.await.unwrap()
     }
-}
-
-/// What is left of `secs` seconds since `since` (zero if passed): the test
-/// keeps load on for a minimum run length, which is a duration, not a
-/// synchronisation.
-fn remaining(since: DateTime<Utc>, secs: i64) -> Duration {
-    (since + chrono::Duration::seconds(secs) - Utc::now())
-        .to_std()
-        .unwrap_or(Duration::ZERO)
 }
