@@ -23,6 +23,7 @@
 //! * A site removed from the config (or disabled) loses its saved progress:
 //!   when it comes back, its history restarts at its next slot.
 
+mod flush;
 pub mod shards;
 mod slots;
 
@@ -46,15 +47,13 @@ use crate::api::Beat;
 use crate::bus::{BusError, Publisher};
 use crate::config::{Coordination, Settings, Site};
 use crate::model::{self, CheckRequest, ErrorKind};
-use crate::store::{self, SkippedSlot, StoreError};
+use crate::store::SkippedSlot;
 use crate::telemetry::metrics as m;
 
-/// How often progress and skipped slots are written to Postgres.
 /// Pause before a failed slot is published again.
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
+/// How often progress and skipped slots are written to Postgres.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
-/// Skipped rows written per statement when backfilling.
-const BACKFILL_CHUNK: usize = 5_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
@@ -160,6 +159,8 @@ impl Scheduler {
         self.reconcile(&mut book, true);
         let mut deliveries: FuturesUnordered<Delivery> = FuturesUnordered::new();
         let mut flush = tokio::time::interval(FLUSH_EVERY);
+        // The flush being written, if any: one at a time, beside publishing.
+        let mut writing: Option<BoxFuture<'static, flush::Done>> = None;
         self.beat.running();
         tracing::info!(shards = self.ownership.shards(), "scheduler started");
 
@@ -185,7 +186,13 @@ impl Scheduler {
                 }
                 _ = flush.tick() => {
                     self.beat.beat();
-                    self.flush(&mut book).await;
+                    if writing.is_none() {
+                        writing = self.start_flush(&mut book);
+                    }
+                }
+                done = async { writing.as_mut().expect("guarded").await }, if writing.is_some() => {
+                    writing = None;
+                    done.apply(&mut book);
                 }
                 Ok(()) = self.sites.changed() => self.reconcile(&mut book, true),
                 Ok(()) = owned.changed() => {
@@ -205,7 +212,12 @@ impl Scheduler {
             }
         })
         .await;
-        self.flush(&mut book).await;
+        if let Some(w) = writing.take() {
+            w.await.apply(&mut book);
+        }
+        if let Some(w) = self.start_flush(&mut book) {
+            w.await.apply(&mut book);
+        }
         leave.cancel();
         if let Some(task) = leases {
             if let Err(e) = task.await {
@@ -214,6 +226,12 @@ impl Scheduler {
         }
         tracing::info!("scheduler stopped");
         result
+    }
+
+    /// Takes a flush from the book; its write runs beside publishing.
+    fn start_flush(&self, book: &mut Book) -> Option<BoxFuture<'static, flush::Done>> {
+        let job = flush::take(book, self.settings.scheduler.backfill_limit)?;
+        Some(Box::pin(job.write(self.pool.clone())))
     }
 
     /// Brings the entries in line with the configured sites and the owned
@@ -340,8 +358,14 @@ impl Scheduler {
                 metrics::counter!(m::SLOTS_SKIPPED, "reason" => "behind").increment(1);
                 continue;
             }
-            metrics::histogram!(m::LATENESS)
-                .record((now - slot).to_std().unwrap_or_default().as_secs_f64());
+            // Read at the publish itself: a slot late because earlier ones
+            // in this pass took their time counts as late.
+            metrics::histogram!(m::LATENESS).record(
+                (Utc::now() - slot)
+                    .to_std()
+                    .unwrap_or_default()
+                    .as_secs_f64(),
+            );
             let site = e.site.clone();
             let delivery = self.publish(&site, slot).await?;
             metrics::counter!(m::SLOTS_PUBLISHED).increment(1);
@@ -418,152 +442,6 @@ impl Scheduler {
                     &format!("not delivered to Kafka: {err}"),
                 ));
             }
-        }
-        Ok(())
-    }
-
-    /// Writes what waits: forgotten progress, backfills of adopted sites,
-    /// released progress, skipped slots, progress. What fails stays in
-    /// memory for the next tick.
-    async fn flush(&self, book: &mut Book) {
-        let mut client = match self.pool.get().await {
-            Ok(c) => c,
-            Err(e) => {
-                if !book.missed.is_empty() || book.entries.values().any(|e| e.saved.is_none()) {
-                    tracing::warn!(error = %e, "scheduler cannot reach Postgres; progress kept in memory");
-                }
-                return;
-            }
-        };
-        if let Some(names) = &book.forget_except {
-            match store::forget_progress_except(&**client, names).await {
-                Ok(_) => book.forget_except = None,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot forget removed sites' progress yet");
-                    return;
-                }
-            }
-        }
-        if let Err(e) = self.backfill(&mut client, book).await {
-            tracing::warn!(error = %e, "cannot record missed slots of adopted sites yet");
-            return;
-        }
-        if !book.released.is_empty() {
-            match store::save_progress(&**client, &book.released).await {
-                Ok(()) => book.released.clear(),
-                Err(e) => tracing::warn!(error = %e, "cannot save released sites' progress yet"),
-            }
-        }
-        if !book.missed.is_empty() {
-            if let Err(e) = store::insert_skipped(&**client, &book.missed).await {
-                tracing::warn!(error = %e, skipped = book.missed.len(), "cannot record skipped slots yet");
-                return;
-            }
-            for s in book.missed.drain(..) {
-                if let Some(e) = book
-                    .by_name
-                    .get(&s.site)
-                    .and_then(|id| book.entries.get_mut(id))
-                {
-                    e.pending.remove(&s.scheduled_at);
-                }
-            }
-        }
-        let progress: Vec<(u64, String, DateTime<Utc>)> = book
-            .entries
-            .iter()
-            .filter(|(_, e)| e.backfill_to.is_none())
-            .map(|(id, e)| (*id, e.site.name.clone(), e.accounted_until()))
-            .filter(|(id, _, t)| book.entries[id].saved != Some(*t))
-            .collect();
-        if progress.is_empty() {
-            return;
-        }
-        let rows: Vec<(String, DateTime<Utc>)> =
-            progress.iter().map(|(_, n, t)| (n.clone(), *t)).collect();
-        match store::save_progress(&**client, &rows).await {
-            Ok(()) => {
-                for (id, _, t) in progress {
-                    if let Some(e) = book.entries.get_mut(&id) {
-                        e.saved = Some(t);
-                    }
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot save scheduler progress yet"),
-        }
-    }
-
-    /// For sites taken on: the slots from their saved progress up to the
-    /// first slot this instance published are recorded as skipped (beyond
-    /// `backfill_limit` per site, as one `schedule_gaps` row), and progress
-    /// is moved to that first slot — in one transaction.
-    async fn backfill(
-        &self,
-        client: &mut deadpool_postgres::Object,
-        book: &mut Book,
-    ) -> Result<(), StoreError> {
-        let todo: Vec<(u64, String)> = book
-            .entries
-            .iter()
-            .filter(|(_, e)| e.backfill_to.is_some())
-            .map(|(id, e)| (*id, e.site.name.clone()))
-            .collect();
-        if todo.is_empty() {
-            return Ok(());
-        }
-        let names: Vec<String> = todo.iter().map(|(_, n)| n.clone()).collect();
-        let tx = client.transaction().await?;
-        let stored = store::load_progress_of(&*tx, &names).await?;
-        let limit = i64::from(self.settings.scheduler.backfill_limit);
-        let (mut total, mut batch, mut progress) = (0i64, Vec::new(), Vec::new());
-        for (id, name) in &todo {
-            let e = &book.entries[id];
-            let to = e.backfill_to.expect("filtered");
-            progress.push((name.clone(), to));
-            let Some(&from) = stored.get(name) else {
-                continue; // a new site: its history starts now
-            };
-            let (count, first) = e.cadence.count_between(from, to);
-            let mut slot = first;
-            if count > limit {
-                // Too many to write one by one: one gap row for the oldest.
-                let gap_slots = count - limit;
-                let gap_end = at_ms(first.timestamp_millis() + gap_slots * e.cadence.interval_ms);
-                store::record_gap(
-                    &*tx,
-                    name,
-                    first,
-                    gap_end,
-                    gap_slots,
-                    "scheduler was not running",
-                )
-                .await?;
-                slot = gap_end;
-            }
-            while slot < to {
-                batch.push(skipped(&e.site, slot, "scheduler was not running"));
-                if batch.len() == BACKFILL_CHUNK {
-                    store::insert_skipped(&*tx, &batch).await?;
-                    batch.clear();
-                }
-                slot = e.cadence.next(slot);
-            }
-            total += count;
-        }
-        store::insert_skipped(&*tx, &batch).await?;
-        store::save_progress(&*tx, &progress).await?;
-        tx.commit().await?;
-        for (id, _) in &todo {
-            let e = book.entries.get_mut(id).expect("listed id");
-            e.saved = e.backfill_to.take();
-        }
-        if total > 0 {
-            metrics::counter!(m::SLOTS_SKIPPED, "reason" => "no_scheduler").increment(total as u64);
-            tracing::warn!(
-                slots = total,
-                sites = todo.len(),
-                "recorded slots missed while no scheduler ran"
-            );
         }
         Ok(())
     }
