@@ -35,10 +35,10 @@ impl Publisher {
             // No duplicates or reordering from producer retries.
             .set("enable.idempotence", "true")
             .set("acks", "all")
-            // Batch for up to 5 ms; a monitor's messages are small and many.
-            .set("linger.ms", "5")
+            // A monitor's messages are small and many: batch them.
+            .set("linger.ms", settings.kafka.linger.as_millis().to_string())
             .set("batch.num.messages", "10000")
-            .set("compression.type", "lz4")
+            .set("compression.type", settings.kafka.compression.as_str())
             .set("queue.buffering.max.messages", "200000")
             // A message not delivered within this time fails its future; the
             // caller decides (retry, skip, or leave the offset uncommitted).

@@ -118,6 +118,17 @@ pub struct KafkaSettings {
     /// fresh clients (see `bus::progress`).
     #[serde(default = "default_stall_timeout", deserialize_with = "duration::de")]
     pub stall_timeout: Duration,
+    /// How long the producer waits to fill a batch. Fewer, larger batches
+    /// cost the broker less per message (with Tansu, 25 ms instead of 5 ms
+    /// took the end-to-end ceiling from about 5.4k to 6k checks/s on 2
+    /// cores, see BENCHMARKS.md); a check's own budget is seconds.
+    #[serde(default = "default_linger", deserialize_with = "duration::de")]
+    pub linger: Duration,
+    /// Compression of produced batches. `lz4` saves network and disk on a
+    /// Kafka cluster; a broker that decompresses every batch (Tansu does)
+    /// spends CPU on it instead, and `none` is cheaper there.
+    #[serde(default)]
+    pub compression: Compression,
     #[serde(default)]
     pub topics: TopicNames,
     #[serde(default)]
@@ -141,6 +152,9 @@ fn default_partitions() -> i32 {
 fn default_stall_timeout() -> Duration {
     Duration::from_secs(120)
 }
+fn default_linger() -> Duration {
+    Duration::from_millis(25)
+}
 fn default_session_timeout() -> Duration {
     Duration::from_secs(10)
 }
@@ -158,9 +172,47 @@ impl Default for KafkaSettings {
             replication_factor: default_replication(),
             session_timeout: default_session_timeout(),
             stall_timeout: default_stall_timeout(),
+            linger: default_linger(),
+            compression: Compression::default(),
             topics: TopicNames::default(),
             tls: KafkaTls::default(),
             sasl: None,
+        }
+    }
+}
+
+/// `kafka.compression`: the codecs librdkafka is built with here.
+#[derive(Debug, Clone, Copy, Default, Deserialize, PartialEq, Eq)]
+#[serde(try_from = "String")]
+pub enum Compression {
+    None,
+    Gzip,
+    Snappy,
+    #[default]
+    Lz4,
+}
+
+impl TryFrom<String> for Compression {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Ok(match s.as_str() {
+            "none" => Compression::None,
+            "gzip" => Compression::Gzip,
+            "snappy" => Compression::Snappy,
+            "lz4" => Compression::Lz4,
+            _ => return Err(format!("{s:?} is not one of none, gzip, snappy, lz4")),
+        })
+    }
+}
+
+impl Compression {
+    /// librdkafka's `compression.type`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Gzip => "gzip",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
         }
     }
 }
@@ -795,6 +847,12 @@ impl RawSettings {
             bad(
                 "kafka.stall_timeout",
                 "must be at least 10s (a broker failover takes seconds)".into(),
+            );
+        }
+        if self.kafka.linger > Duration::from_secs(1) {
+            bad(
+                "kafka.linger",
+                "must be at most 1s (every check request waits up to this long)".into(),
             );
         }
         if self.checker.max_per_host == 0 {

@@ -180,6 +180,30 @@ fn daemon_and_site_problems_reported_together() {
 }
 
 #[test]
+fn producer_batching_is_configurable_and_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let site = "[[sites]]\nname = \"a\"\nurl = \"https://a.example\"\n";
+    let main = write(dir.path(), "ok.toml", site);
+    let s = load_with_env(&main, HashMap::new()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.kafka.compression, settings::Compression::Lz4);
+    assert_eq!(s.kafka.linger, std::time::Duration::from_millis(25));
+    let tuned = format!("[kafka]\ncompression = \"none\"\nlinger = \"100ms\"\n{site}");
+    let main = write(dir.path(), "tuned.toml", &tuned);
+    let s = load_with_env(&main, HashMap::new()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(s.kafka.compression.as_str(), "none");
+    assert_eq!(s.kafka.linger, std::time::Duration::from_millis(100));
+    for (bad, field) in [
+        ("compression = \"zstd\"", "kafka.compression"),
+        ("linger = \"2s\"", "kafka.linger"),
+    ] {
+        let main = write(dir.path(), "bad.toml", &format!("[kafka]\n{bad}\n{site}"));
+        let err = load_with_env(&main, HashMap::new()).unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert_eq!(err.0[0].field.as_deref(), Some(field), "{err}");
+    }
+}
+
+#[test]
 fn site_file_with_other_keys_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let main = write(dir.path(), "main.toml", "sites_files = [\"s.toml\"]\n");
