@@ -6,6 +6,10 @@
 # Postgres, sitewatch's peak RSS, rows per transaction, and slots without a
 # row / duplicated rows.
 #   SITES=2000 INTERVAL=1s DURATION=60 WARMUP=15 bench/pipeline.sh
+# The run gets a fresh broker of its own (empty sqlite store, port
+# $BENCH_KAFKA_PORT): Tansu's fetch cost grows with the size of its store,
+# so a dev broker that has carried weeks of tests would measure its history.
+# BROKER=dev uses the dev stack's broker instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -15,6 +19,7 @@ DURATION=${DURATION:-60}
 WARMUP=${WARMUP:-15}
 PORT=${PORT:-18080}
 ADMIN=${ADMIN:-127.0.0.1:9790}
+BROKER=${BROKER:-fresh}
 RUN="bench$(date +%s)"
 DB=sw_bench
 PSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U sitewatch)
@@ -22,6 +27,16 @@ PSQL=(psql -X -q -v ON_ERROR_STOP=1 -h 127.0.0.1 -p "$PG_PORT" -U sitewatch)
 cargo build --release --quiet --bin sitewatch --bin sitewatch-bench
 "${PSQL[@]}" -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB"
 dir=$(mktemp -d)
+pids=()
+trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
+if [ "$BROKER" = fresh ]; then
+    KAFKA_PORT=${BENCH_KAFKA_PORT:-19192}
+    mkdir -p "$dir/kafka"
+    (cd "$dir/kafka" && RUST_LOG=warn exec "$TANSU_BIN" broker --cluster-id sitewatch-bench \
+        --listener-url "tcp://127.0.0.1:$KAFKA_PORT" --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+        --storage-engine "sqlite://tansu.db" >broker.log 2>&1) & pids+=($!)
+    wait_port "$KAFKA_PORT" 60 || die "the bench broker did not start (see $dir/kafka/broker.log)"
+fi
 cat >"$dir/base.toml" <<TOML
 [postgres]
 url = "postgres://sitewatch@127.0.0.1:$PG_PORT/$DB"
@@ -30,6 +45,9 @@ pool_size = 8
 brokers = "127.0.0.1:$KAFKA_PORT"
 group_prefix = "$RUN"
 partitions = 6
+# Tansu decompresses every batch it stores: compression costs it CPU.
+compression = "${COMPRESSION:-none}"
+linger = "${LINGER:-25ms}"
 [kafka.topics]
 created = "${RUN}_created"
 succeeded = "${RUN}_succeeded"
@@ -39,7 +57,7 @@ dlq = "${RUN}_dlq"
 min_interval = "100ms"
 coordination = "none"
 [checker]
-concurrency = 512
+concurrency = ${CONCURRENCY:-512}
 [persister]
 batch_size = 5000
 batch_timeout = "100ms"
@@ -51,9 +69,7 @@ TOML
 target/release/sitewatch-bench config --sites "$SITES" --interval "$INTERVAL" --timeout 900ms \
     --base "$dir/base.toml" >"$dir/sitewatch.toml"
 
-pids=()
-trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
-target/release/sitewatch-bench target --port "$PORT" >/dev/null 2>&1 & pids+=($!)
+target/release/sitewatch-bench target --port "$PORT" >/dev/null 2>&1 & tgt=$!; pids+=($tgt)
 target/release/sitewatch run --config "$dir/sitewatch.toml" 2>"$dir/sitewatch.log" & sw=$!
 pids+=($sw)
 
@@ -65,9 +81,11 @@ broker=$(pgrep -f "tansu.*:$KAFKA_PORT" | head -1)
 pg() { pgrep -f "postgres" -u postgres 2>/dev/null || pgrep -f "postgres: " ; }
 
 sleep "$WARMUP"
-t0=$(date -u +%FT%T.%3NZ); c0=$(cpu $sw); b0=$(cpu $broker); p0=$(cpu $(pg)); s0=$SECONDS
+# Whole-machine busy time from /proc/stat (user+nice+system+irq+softirq+steal).
+busy() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9}' /proc/stat; }
+t0=$(date -u +%FT%T.%3NZ); c0=$(cpu $sw); b0=$(cpu $broker); p0=$(cpu $(pg)); g0=$(cpu $tgt); m0=$(busy); s0=$SECONDS
 sleep $((DURATION - WARMUP))
-t1=$(date -u +%FT%T.%3NZ); c1=$(cpu $sw); b1=$(cpu $broker); p1=$(cpu $(pg)); secs=$((SECONDS - s0))
+t1=$(date -u +%FT%T.%3NZ); c1=$(cpu $sw); b1=$(cpu $broker); p1=$(cpu $(pg)); g1=$(cpu $tgt); m1=$(busy); secs=$((SECONDS - s0))
 rss=$(awk '/VmHWM/ {print $2}' "/proc/$sw/status")
 now_rss=$(awk '/VmRSS/ {print $2}' "/proc/$sw/status")
 curl -s "http://$ADMIN/metrics" >"$dir/metrics.txt"
@@ -75,8 +93,8 @@ kill -TERM "$sw"; wait "$sw" || true
 ticks=$(getconf CLK_TCK)
 
 echo "== end to end: $SITES sites every $INTERVAL, ${DURATION}s (${WARMUP}s warm-up), $(nproc) cores"
-awk -v s="$secs" -v t="$ticks" -v c="$((c1 - c0))" -v b="$((b1 - b0))" -v p="$((p1 - p0))" -v r="$rss" -v n="$now_rss" -v sites="$SITES" 'BEGIN {
-  printf "CPU: sitewatch %.0f%%, broker %.0f%%, postgres %.0f%% (of one core)\n", 100*c/t/s, 100*b/t/s, 100*p/t/s
+awk -v s="$secs" -v t="$ticks" -v c="$((c1 - c0))" -v b="$((b1 - b0))" -v p="$((p1 - p0))" -v g="$((g1 - g0))" -v m="$((m1 - m0))" -v cores="$(nproc)" -v r="$rss" -v n="$now_rss" -v sites="$SITES" 'BEGIN {
+  printf "CPU: sitewatch %.0f%%, broker %.0f%%, postgres %.0f%%, bench target %.0f%% (of one core); machine %.0f%% busy\n", 100*c/t/s, 100*b/t/s, 100*p/t/s, 100*g/t/s, 100*m/t/s/cores
   printf "sitewatch RSS: %.1f MB at the end (%.2f KB per site), peak %.1f MB\n", n/1024, n/sites, r/1024 }'
 # Histogram quantiles from the Prometheus buckets (upper bounds).
 q() { awk -v name="$1" -v q="$2" '
@@ -105,3 +123,14 @@ FROM (SELECT extract(epoch FROM scheduled_at - lag(scheduled_at) OVER w) AS gap,
       FROM check_results WHERE scheduled_at >= '$t0' AND scheduled_at < '$t1'
       WINDOW w AS (PARTITION BY site ORDER BY scheduled_at)) g;
 SQL
+
+# Beside blackbox_exporter's probe-only rate, measured now on the same
+# machine (the pipeline above has stopped): COMPARE=0 skips it.
+if [ "${COMPARE:-1}" = 1 ]; then
+    checked=$("${PSQL[@]}" -d "$DB" -At -c "SELECT round(count(*) FILTER (WHERE outcome <> 'skipped')
+        / extract(epoch FROM '$t1'::timestamptz - '$t0'::timestamptz)) FROM check_results
+        WHERE persisted_at >= '$t0' AND persisted_at < '$t1'")
+    kill "${pids[@]}" 2>/dev/null || true; wait 2>/dev/null || true
+    bb=$(PORT=$((PORT + 1)) bench/probe.sh 2>&1 | awk '$1 == "blackbox_exporter" {print $2}')
+    awk -v c="$checked" -v b="$bb" 'BEGIN { if (b > 0) printf "end to end: %d checked/s = %.2fx blackbox_exporter probe-only (%d probes/s, bench/probe.sh just now)\n", c, c/b, b }'
+fi
