@@ -71,12 +71,7 @@ pub async fn run(
     let has = |r: Role| roles.contains(&r) || (all && (r != Role::Api || api_enabled));
     // The sites live once, shared by the scheduler's entries; the settings
     // the stages share do not carry a second copy.
-    let sites: SiteList = Arc::new(
-        std::mem::take(&mut settings.sites)
-            .into_iter()
-            .map(Arc::new)
-            .collect(),
-    );
+    let sites = site_list(std::mem::take(&mut settings.sites));
     let settings = Arc::new(settings);
     let topics = &settings.kafka.topics;
     tracing::info!(roles = ?if all { vec![Role::Scheduler, Role::Checker, Role::Persister] } else { roles.to_vec() },
@@ -342,13 +337,17 @@ async fn reload(
     metrics::counter!(m::RELOADS, "result" => "ok").increment(1);
     metrics::gauge!(m::CONFIG_SITES).set(next.sites.len() as f64);
     tracing::info!(sites = next.sites.len(), "config reloaded");
-    let sites: SiteList = Arc::new(
-        std::mem::take(&mut next.sites)
-            .into_iter()
-            .map(Arc::new)
-            .collect(),
-    );
+    let sites = site_list(std::mem::take(&mut next.sites));
     Some((next, sites))
+}
+
+/// The sites as the stages share them: each once, behind an `Arc`.
+fn site_list(sites: Vec<crate::config::Site>) -> SiteList {
+    let mut list: Vec<Arc<crate::config::Site>> = sites.into_iter().map(Arc::new).collect();
+    // The collect reuses the `Vec<Site>`'s buffer (360 bytes a site) for
+    // 8-byte pointers: without this, 36 MB at 100k sites held for nothing.
+    list.shrink_to_fit();
+    Arc::new(list)
 }
 
 /// Applies migrations and syncs the `sites` table, retrying while Postgres

@@ -14,6 +14,7 @@ mod site;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 pub use duration::{parse as parse_duration, show as show_duration};
 pub use normalize::normalize_url;
@@ -108,7 +109,24 @@ pub(crate) fn release_free_memory() {
 impl Settings {
     /// A copy whose sites are fresh allocations of the calling thread.
     fn compacted(mut self) -> Settings {
-        self.sites = self.sites.iter().map(Site::deep_clone).collect();
+        // Sites of one file are neighbours: one new path per file.
+        let mut last: Option<(Arc<Path>, Arc<Path>)> = None;
+        self.sites = self
+            .sites
+            .iter()
+            .map(|s| {
+                let mut copy = s.deep_clone();
+                copy.source = match &last {
+                    Some((old, new)) if Arc::ptr_eq(old, &s.source) => Arc::clone(new),
+                    _ => {
+                        let new: Arc<Path> = Arc::from(&*s.source);
+                        last = Some((Arc::clone(&s.source), Arc::clone(&new)));
+                        new
+                    }
+                };
+                copy
+            })
+            .collect();
         self
     }
 }
@@ -137,7 +155,7 @@ fn parse(path: &Path, env: HashMap<String, String>) -> Result<Settings, ConfigEr
     let fallback = RawSettings::default_for_sites();
     let base = raw.as_ref().unwrap_or(&fallback);
 
-    let mut site_tables: Vec<(PathBuf, usize, toml::Table)> = Vec::new();
+    let mut site_tables: Vec<(Arc<Path>, usize, toml::Table)> = Vec::new();
     let mut site_files = vec![path.to_path_buf()];
     collect_sites(path, main_sites, &mut site_tables, &mut problems);
     let dir = path.parent().unwrap_or(Path::new("."));
@@ -333,10 +351,11 @@ fn read_site_file(file: &Path) -> Result<Option<toml::Value>, Problem> {
 fn collect_sites(
     file: &Path,
     sites: Option<toml::Value>,
-    out: &mut Vec<(PathBuf, usize, toml::Table)>,
+    out: &mut Vec<(Arc<Path>, usize, toml::Table)>,
     problems: &mut Vec<Problem>,
 ) {
     let Some(sites) = sites else { return };
+    let source: Arc<Path> = Arc::from(file);
     let toml::Value::Array(items) = sites else {
         problems.push(Problem::field(
             file,
@@ -347,7 +366,7 @@ fn collect_sites(
     };
     for (i, item) in items.into_iter().enumerate() {
         match item {
-            toml::Value::Table(t) => out.push((file.to_path_buf(), i, t)),
+            toml::Value::Table(t) => out.push((Arc::clone(&source), i, t)),
             other => problems.push(Problem::site(
                 file,
                 &SiteRef::Index(i),

@@ -3,32 +3,12 @@
 //! site in the config file, so the API and `validate` give the same errors.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::settings::SiteDefaults;
-use super::site::{self, Site};
+use super::site::{self, Site, CHECK_KEYS};
 
-/// Keys an on-demand check may set: those of a site, but for its name,
-/// schedule and connection reuse.
-pub const ON_DEMAND_KEYS: [&str; 17] = [
-    "url",
-    "regex",
-    "timeout",
-    "method",
-    "headers",
-    "expect_status",
-    "forbidden_regex",
-    "degraded_after",
-    "expect_headers",
-    "body_min_bytes",
-    "body_max_bytes",
-    "min_cert_days",
-    "follow_redirects",
-    "max_redirects",
-    "body",
-    "verify_tls",
-    "ip_family",
-];
 /// The longest timeout an on-demand check may ask for.
 pub const MAX_ON_DEMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -53,11 +33,11 @@ pub fn parse_on_demand(
     };
     let unknown: Vec<FieldError> = object
         .keys()
-        .filter(|k| !ON_DEMAND_KEYS.contains(&k.as_str()))
+        .filter(|k| !CHECK_KEYS.contains(&k.as_str()))
         .map(|k| {
             err(
                 k,
-                format!("unknown field; expected one of {ON_DEMAND_KEYS:?}"),
+                format!("unknown field; expected one of {CHECK_KEYS:?}"),
             )
         })
         .collect();
@@ -71,14 +51,19 @@ pub fn parse_on_demand(
     table.insert("name".into(), toml::Value::String("on-demand".into()));
     // Irrelevant for a one-off check; only long enough for any timeout.
     table.insert("interval".into(), toml::Value::String("24h".into()));
-    let site = site::parse_site(table, 0, Path::new("request"), defaults, Duration::ZERO).map_err(
-        |problems| {
-            problems
-                .into_iter()
-                .map(|p| err(p.field.as_deref().unwrap_or(""), p.message))
-                .collect::<Vec<_>>()
-        },
-    )?;
+    let site = site::parse_site(
+        table,
+        0,
+        &Arc::from(Path::new("request")),
+        defaults,
+        Duration::ZERO,
+    )
+    .map_err(|problems| {
+        problems
+            .into_iter()
+            .map(|p| err(p.field.as_deref().unwrap_or(""), p.message))
+            .collect::<Vec<_>>()
+    })?;
     if site.timeout > MAX_ON_DEMAND_TIMEOUT {
         return Err(vec![err(
             "timeout",
