@@ -35,7 +35,6 @@ bench-probe:
 	bench/probe.sh
 
 bench: up
-	bench/probe.sh
 	bench/pipeline.sh
 
 lint:
