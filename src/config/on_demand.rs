@@ -34,12 +34,7 @@ pub fn parse_on_demand(
     let unknown: Vec<FieldError> = object
         .keys()
         .filter(|k| !CHECK_KEYS.contains(&k.as_str()))
-        .map(|k| {
-            err(
-                k,
-                format!("unknown field; expected one of {CHECK_KEYS:?}"),
-            )
-        })
+        .map(|k| err(k, format!("unknown field; expected one of {CHECK_KEYS:?}")))
         .collect();
     if !unknown.is_empty() {
         return Err(unknown);
