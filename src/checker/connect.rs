@@ -381,19 +381,16 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let protocol = |e: hyper::Error| Fail::new(ErrorKind::Protocol, chain(&e));
-    if h2 {
+    Ok(if h2 {
         let (sender, conn) = http2::Builder::new(TokioExecutor::new())
             .max_header_list_size(MAX_HEAD_BYTES as u32)
             .handshake(io)
             .await
             .map_err(protocol)?;
-        let task = AbortOnDrop(tokio::spawn(async move {
-            let _ = conn.await;
-        }));
-        Ok(Started {
+        Started {
             sender: Sender::H2(sender),
-            task,
-        })
+            task: drive(conn),
+        }
     } else {
         let (sender, conn) = http1::Builder::new()
             .max_buf_size(MAX_HEAD_BYTES)
@@ -401,14 +398,21 @@ where
             .handshake(io)
             .await
             .map_err(protocol)?;
-        let task = AbortOnDrop(tokio::spawn(async move {
-            let _ = conn.await;
-        }));
-        Ok(Started {
+        Started {
             sender: Sender::H1(sender),
-            task,
-        })
-    }
+            task: drive(conn),
+        }
+    })
+}
+
+/// Runs a connection in a task of its own, aborted when the check lets go.
+fn drive<F>(conn: F) -> AbortOnDrop
+where
+    F: std::future::Future + Send + 'static,
+{
+    AbortOnDrop(tokio::spawn(async move {
+        let _ = conn.await;
+    }))
 }
 
 /// An error and its causes on one line.
