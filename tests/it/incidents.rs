@@ -14,6 +14,30 @@ use tokio_util::sync::CancellationToken;
 
 use crate::support::{free_addr, no_reloads, wait_for, TestConfig, TestDb};
 
+/// What both tests stand on: a flipping target, a webhook receiver and a
+/// database.
+struct Scene {
+    healthy: Arc<AtomicBool>,
+    target: SocketAddr,
+    received: Arc<Mutex<Vec<serde_json::Value>>>,
+    hook: SocketAddr,
+    db: TestDb,
+}
+
+impl Scene {
+    async fn start(healthy: bool) -> Scene {
+        let healthy = Arc::new(AtomicBool::new(healthy));
+        let received = Arc::new(Mutex::new(Vec::new()));
+        Scene {
+            target: flipping_target(healthy.clone()).await,
+            hook: webhook(received.clone()).await,
+            healthy,
+            received,
+            db: TestDb::create().await,
+        }
+    }
+}
+
 /// A target whose `/flip` answers 200 or 500 as the test says.
 async fn flipping_target(healthy: Arc<AtomicBool>) -> SocketAddr {
     let app = axum::Router::new().route(
@@ -59,11 +83,13 @@ async fn serve(app: axum::Router) -> SocketAddr {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_open_one_incident_and_send_one_alert_per_event() {
-    let healthy = Arc::new(AtomicBool::new(true));
-    let target = flipping_target(healthy.clone()).await;
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let hook = webhook(received.clone()).await;
-    let db = TestDb::create().await;
+    let Scene {
+        healthy,
+        target,
+        received,
+        hook,
+        db,
+    } = Scene::start(true).await;
     let now = chrono::Utc::now();
     let cfg = TestConfig::new(
         &db,
@@ -217,11 +243,13 @@ maintenance = [{{ from = "{from}", to = "{to}" }}]
 /// none once it is resolved.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_open_incident_is_reminded_until_resolved() {
-    let healthy = Arc::new(AtomicBool::new(false));
-    let target = flipping_target(healthy.clone()).await;
-    let received = Arc::new(Mutex::new(Vec::new()));
-    let hook = webhook(received.clone()).await;
-    let db = TestDb::create().await;
+    let Scene {
+        healthy,
+        target,
+        received,
+        hook,
+        db,
+    } = Scene::start(false).await;
     let cfg = TestConfig::new(
         &db,
         &format!(
