@@ -33,8 +33,10 @@ pub(super) struct Job {
     adopted: Vec<Adopted>,
     released: Vec<(String, DateTime<Utc>)>,
     missed: Vec<SkippedSlot>,
-    /// Per entry id: `accounted_until` as of the take.
-    progress: Vec<(u64, String, DateTime<Utc>)>,
+    /// Per site: `accounted_until` as of the take, to be written...
+    progress: Vec<(String, DateTime<Utc>)>,
+    /// ...and the same per entry id, to be marked saved once written.
+    progress_ids: Vec<(u64, DateTime<Utc>)>,
     backfill_limit: i64,
 }
 
@@ -74,21 +76,21 @@ pub(super) fn take(book: &mut Book, backfill_limit: u32) -> Option<Job> {
             })
         })
         .collect();
-    let progress: Vec<(u64, String, DateTime<Utc>)> = book
-        .entries
-        .iter()
-        .filter(|(_, e)| e.backfill_to.is_none())
-        .filter_map(|(id, e)| {
-            let t = e.accounted_until();
-            (e.saved != Some(t)).then(|| (*id, e.site.name.clone(), t))
-        })
-        .collect();
+    let (mut progress, mut progress_ids) = (Vec::new(), Vec::new());
+    for (id, e) in &book.entries {
+        let t = e.accounted_until();
+        if e.backfill_to.is_none() && e.saved != Some(t) {
+            progress.push((e.site.name.clone(), t));
+            progress_ids.push((*id, t));
+        }
+    }
     let job = Job {
         forget_except: book.forget_except.take(),
         adopted,
         released: std::mem::take(&mut book.released),
         missed: std::mem::take(&mut book.missed),
         progress,
+        progress_ids,
         backfill_limit: i64::from(backfill_limit),
     };
     let empty = job.forget_except.is_none()
@@ -107,6 +109,7 @@ impl Job {
             released,
             missed,
             progress,
+            progress_ids,
             backfill_limit,
         } = self;
         let mut done = Done {
@@ -159,10 +162,8 @@ impl Job {
         if progress.is_empty() {
             return done;
         }
-        let rows: Vec<(String, DateTime<Utc>)> =
-            progress.iter().map(|(_, n, t)| (n.clone(), *t)).collect();
-        match store::save_progress(&**client, &rows).await {
-            Ok(()) => done.saved = progress.into_iter().map(|(id, _, t)| (id, t)).collect(),
+        match store::save_progress(&**client, &progress).await {
+            Ok(()) => done.saved = progress_ids,
             Err(e) => tracing::warn!(error = %e, "cannot save scheduler progress yet"),
         }
         done
