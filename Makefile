@@ -1,11 +1,11 @@
 # sitewatch developer commands. `make run` and `make test` are the two that
-# matter; both start the local dev stack (Postgres + Tansu broker on
+# matter; both start the local dev stack (Postgres + Apache Kafka on
 # loopback) first, installing what is missing.
 SHELL := /bin/bash
 CONFIG ?= config/sitewatch.example.toml
 CARGO ?= cargo
 
-.PHONY: all install-deps up down run test lint fmt clean-data install uninstall bench bench-probe faults
+.PHONY: all install-deps up down run smoke test lint fmt clean-data install uninstall bench bench-probe faults
 
 all: test
 
@@ -19,8 +19,13 @@ down:
 	scripts/down
 
 run: up
-	$(CARGO) run --release -- migrate --config $(CONFIG)
-	$(CARGO) run --release -- run --config $(CONFIG)
+	source scripts/env.sh && export_dev_endpoints && \
+		$(CARGO) run --release -- migrate --config $(CONFIG) && \
+		exec $(CARGO) run --release -- run --config $(CONFIG)
+
+# CI's check of `make run`: a row for a local site, then a clean stop.
+smoke: up
+	scripts/smoke-run
 
 test: up
 	source scripts/env.sh && $(CARGO) test --all-targets

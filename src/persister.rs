@@ -112,7 +112,7 @@ impl Persister {
         tracing::info!(%group, topic = self.topic(), "persister started");
         self.beat.running();
         loop {
-            let Some(batch) = self.next_batch(&consumer, &shutdown).await else {
+            let Some(batch) = self.next_batch(&consumer, &shutdown).await? else {
                 break;
             };
             if !self.write(batch, &shutdown).await {
@@ -126,12 +126,13 @@ impl Persister {
     }
 
     /// Waits for a first message, then takes more until the batch is full or
-    /// `batch_timeout` has passed. `None` on shutdown.
+    /// `batch_timeout` has passed. `None` on shutdown; `Err` when the
+    /// consumer failed for good (its unfinished messages are redelivered).
     async fn next_batch(
         &self,
         consumer: &TrackedConsumer,
         shutdown: &CancellationToken,
-    ) -> Option<Vec<Item>> {
+    ) -> Result<Option<Vec<Item>>, BusError> {
         let p = &self.settings.persister;
         let mut batch = Vec::with_capacity(p.batch_size.min(10_000));
         let mut deadline = None;
@@ -144,7 +145,7 @@ impl Persister {
                 }
             };
             let msg = tokio::select! {
-                _ = shutdown.cancelled() => return None,
+                _ = shutdown.cancelled() => return Ok(None),
                 _ = wait => break,
                 _ = alive.tick() => {
                     self.beat.beat();
@@ -159,6 +160,9 @@ impl Persister {
                 }
                 Err(e) => {
                     crate::bus::progress::failed();
+                    if let Some(fatal) = consumer.fatal_error() {
+                        return Err(fatal);
+                    }
                     tracing::warn!(error = %e, "consume error");
                     continue;
                 }
@@ -174,7 +178,7 @@ impl Persister {
             });
             deadline.get_or_insert_with(|| tokio::time::Instant::now() + p.batch_timeout);
         }
-        Some(batch)
+        Ok(Some(batch))
     }
 
     /// Makes the batch durable: rows in Postgres, bad messages in the DLQ.

@@ -89,7 +89,11 @@ impl TrackedConsumer {
     pub fn new(settings: &Settings, group: &str, topics: &[&str]) -> Result<Self, BusError> {
         let tracker = SharedTracker::default();
         let session = settings.kafka.session_timeout.as_millis().max(1000);
-        let consumer: StreamConsumer<TrackingContext> = client_config(settings)
+        let mut config = client_config(settings);
+        if let Some(id) = static_member_id(settings, group) {
+            config.set("group.instance.id", id);
+        }
+        let consumer: StreamConsumer<TrackingContext> = config
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("enable.auto.offset.store", "false")
@@ -121,6 +125,21 @@ impl TrackedConsumer {
         r
     }
 
+    /// The consumer's fatal error, if it has had one; it then consumes
+    /// nothing more (for example, another live process took its static
+    /// member id, `FENCED_INSTANCE_ID`) and the stage must stop.
+    pub fn fatal_error(&self) -> Option<BusError> {
+        use rdkafka::consumer::Consumer as _;
+        let (code, reason) = self.consumer.client().fatal_error()?;
+        let hint = if code == rdkafka::types::RDKafkaErrorCode::FencedInstanceId {
+            "; another live process has the same kafka.instance_id (default: the host \
+             name): give each process of a group its own"
+        } else {
+            ""
+        };
+        Some(BusError::Fatal(format!("{reason} ({code:?}){hint}")))
+    }
+
     pub fn unfinished(&self) -> usize {
         self.lock().unfinished()
     }
@@ -140,6 +159,19 @@ impl TrackedConsumer {
     fn lock(&self) -> std::sync::MutexGuard<'_, OffsetTracker> {
         self.tracker.lock().expect("offset tracker lock")
     }
+}
+
+/// `group.instance.id` for `group` (static membership, KIP-345), or `None`
+/// when `kafka.instance_id` is `""`. Derived from the instance and the
+/// group (hence the role), so one process's consumers of different groups
+/// have distinct ids and a restart reuses the same one.
+pub fn static_member_id(settings: &Settings, group: &str) -> Option<String> {
+    let instance = match &settings.kafka.instance_id {
+        Some(id) if id.trim().is_empty() => return None,
+        Some(id) => id.clone(),
+        None => crate::daemon::instance_name(),
+    };
+    Some(format!("{instance}-{group}"))
 }
 
 /// A message taken from Kafka whose work is in flight.

@@ -30,6 +30,8 @@ pub enum BusError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("Kafka: creating topic {topic}: {reason}")]
     CreateTopic { topic: String, reason: String },
+    #[error("Kafka consumer failed for good: {0}")]
+    Fatal(String),
     #[error("stopped while waiting for Kafka")]
     Cancelled,
 }

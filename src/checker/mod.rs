@@ -101,6 +101,9 @@ impl Checker {
                         }
                         Err(e) => {
                             crate::bus::progress::failed();
+                            if let Some(fatal) = consumer.fatal_error() {
+                                return Err(fatal);
+                            }
                             tracing::warn!(error = %e, "consume error");
                             continue;
                         }

@@ -113,6 +113,14 @@ pub struct KafkaSettings {
     /// because checks stall meanwhile.
     #[serde(default = "default_session_timeout", deserialize_with = "duration::de")]
     pub session_timeout: Duration,
+    /// This process's stable name in its consumer groups: static membership
+    /// (KIP-345, `group.instance.id` = `<instance_id>-<group>`), so a
+    /// restarted process takes its partitions back at once, with no
+    /// rebalance. Default: the host name. Two live processes of one group
+    /// must not share it (the broker fences the older one); `""` turns static
+    /// membership off.
+    #[serde(default)]
+    pub instance_id: Option<String>,
     /// A process whose Kafka clients keep failing without any progress for
     /// this long exits with an error, for its supervisor to restart it with
     /// fresh clients (see `bus::progress`).
@@ -171,6 +179,7 @@ impl Default for KafkaSettings {
             partitions: default_partitions(),
             replication_factor: default_replication(),
             session_timeout: default_session_timeout(),
+            instance_id: None,
             stall_timeout: default_stall_timeout(),
             linger: default_linger(),
             compression: Compression::default(),

@@ -9,10 +9,12 @@ use std::sync::{Arc, Mutex};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
-/// A Tansu broker of the test's own (sqlite storage in a temp dir), so
-/// killing it does not disturb other tests.
+/// An Apache Kafka node of the test's own (scripts/kafka-server, data in a
+/// temp dir), so killing it does not disturb other tests.
 pub struct Broker {
     pub port: u16,
+    /// The KRaft controller's port.
+    controller: u16,
     /// The port clients are told to use (a proxy's, to cut them off).
     advertised: u16,
     dir: tempfile::TempDir,
@@ -38,6 +40,7 @@ impl Broker {
     async fn start_advertising(port: u16, advertised: u16) -> Broker {
         let mut b = Broker {
             port,
+            controller: crate::target::closed_port().await,
             advertised,
             dir: tempfile::tempdir().unwrap(),
             child: None,
@@ -51,39 +54,34 @@ impl Broker {
         format!("127.0.0.1:{}", self.advertised)
     }
 
+    /// Starts the node (formatting its data directory the first time) and
+    /// waits until it says it has started.
     pub async fn restart(&mut self) {
-        let bin = std::env::var("SITEWATCH_TANSU_BIN")
-            .map(PathBuf::from)
-            .unwrap_or_else(|_| {
-                PathBuf::from(std::env::var("HOME").unwrap())
-                    .join(".local/share/sitewatch/tansu-0.6.0/bin/tansu")
-            });
-        let url = format!("tcp://127.0.0.1:{}", self.port);
-        let advertised = format!("tcp://127.0.0.1:{}", self.advertised);
-        let log = std::fs::File::create(self.dir.path().join("broker.log")).unwrap();
-        let child = Command::new(&bin)
-            .args(["broker", "--cluster-id", "sitewatch-test"])
-            .args([
-                "--listener-url",
-                &url,
-                "--advertised-listener-url",
-                &advertised,
-            ])
-            .args(["--storage-engine", "sqlite://tansu.db"])
-            .current_dir(self.dir.path())
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
+        let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("scripts/kafka-server");
+        // Truncated at each start, so the line waited for is this start's.
+        let log_path = self.dir.path().join("broker.log");
+        let log = std::fs::File::create(&log_path).unwrap();
+        let child = Command::new(&script)
+            .arg(self.dir.path())
+            .args([self.port, self.controller, self.advertised].map(|p| p.to_string()))
+            // Small heaps: several private brokers may run at once.
+            .env("KAFKA_HEAP", "256m")
+            .stdout(Stdio::from(log.try_clone().unwrap()))
             .stderr(Stdio::from(log))
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {} (run `make up`): {e}", bin.display()));
+            .unwrap_or_else(|e| panic!("cannot start {} (run `make up`): {e}", script.display()));
         self.child = Some(child);
-        let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
+        let started = || async {
+            std::fs::read_to_string(&log_path).is_ok_and(|l| l.contains("Kafka Server started"))
+        };
         crate::support::wait_for(
-            "broker listening",
-            std::time::Duration::from_secs(30),
-            || async { TcpStream::connect(addr).await.is_ok() },
+            "broker started",
+            std::time::Duration::from_secs(90),
+            started,
         )
         .await;
+        let addr: SocketAddr = format!("127.0.0.1:{}", self.port).parse().unwrap();
+        assert!(TcpStream::connect(addr).await.is_ok(), "broker listening");
     }
 
     /// SIGKILL: no flush, no goodbye.

@@ -122,6 +122,8 @@ maintenance = [{{ from = "{from}", to = "{to}" }}]
     let stop = CancellationToken::new();
     let mut second = cfg.load();
     second.admin.listen = free_addr();
+    // Two members of each consumer group: each needs its own static id.
+    second.kafka.instance_id = Some("second".into());
     let a = tokio::spawn(daemon::run(cfg.load(), &[], stop.clone(), no_reloads()));
     let b = tokio::spawn(daemon::run(second, &[], stop.clone(), no_reloads()));
     let client = db.client().await;

@@ -1,4 +1,4 @@
-//! Integration tests against the real Postgres and Kafka-protocol broker of
+//! Integration tests against the real Postgres and Apache Kafka broker of
 //! the dev stack (`make up`), isolated by random database, topic and group
 //! names so they run in parallel and leave each other alone.
 
@@ -7,6 +7,7 @@ mod bus;
 mod checks;
 mod cli;
 mod dlq;
+mod failover;
 mod faults;
 mod grafana;
 mod hostile;

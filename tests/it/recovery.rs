@@ -293,9 +293,28 @@ async fn daemon_sigkill_and_restart_loses_and_duplicates_nothing() {
     first.kill().unwrap(); // SIGKILL
     first.wait().unwrap();
     let killed_at = Utc::now();
+    // Restarted 5 s later, as systemd's RestartSec=5 would.
+    outage(5).await;
+    let restarted_at = Utc::now();
     let second = spawn(&cfg.path, &[], &log);
     let recovery = recovered(&db, killed_at, n, 20, "a round of checks after the restart").await;
     terminate(second);
+    // Static group membership gives the restarted process its partitions
+    // back without waiting out the session timeout of the killed one.
+    let first_real: f64 = db
+        .client()
+        .await
+        .query_one(
+            "SELECT extract(epoch FROM min(persisted_at) - $1)::float8 FROM check_results
+             WHERE outcome <> 'skipped' AND persisted_at > $1",
+            &[&restarted_at],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    eprintln!(
+        "daemon SIGKILL, restart 5 s later: first real check persisted {first_real:.1} s after the restart"
+    );
 
     let (slots, skipped) = drain_and_check(&db, &cfg, n).await;
     report("daemon SIGKILL + restart", &db, slots, skipped, recovery).await;
@@ -576,50 +595,9 @@ async fn broker_cut_for_30s_loses_and_duplicates_nothing() {
     outage(30).await;
     proxy.restore();
     let back = Utc::now();
-    // Tansu 0.6 can be left wedged by the cut: it accepts connections but
-    // answers no request, even a fresh client's that bypasses the proxy.
-    // That is the broker's failure, not sitewatch's; when it happens the
-    // broker is restarted (as an operator would) and sitewatch must still
-    // recover with every slot accounted for.
-    let mut broker = broker;
-    let direct = TestConfig::with_endpoints(&db.url, &format!("127.0.0.1:{}", broker.port), "");
-    let direct = Publisher::new(&direct.load()).unwrap();
-    let client = db.client().await;
-    let clock = std::time::Instant::now();
-    let mut restarted = false;
-    let recovery = loop {
-        let checked: i64 = client
-            .query_one(
-                "SELECT count(*) FROM check_results WHERE outcome <> 'skipped' AND scheduled_at > $1",
-                &[&back],
-            )
-            .await
-            .unwrap()
-            .get(0);
-        if checked >= n as i64 {
-            break clock.elapsed();
-        }
-        assert!(
-            clock.elapsed() < Duration::from_secs(180),
-            "no recovery in 180 s"
-        );
-        let wedged = !restarted
-            && direct
-                .reachable(&cfg.topics.dlq, Duration::from_secs(5))
-                .await
-                .is_err()
-            && direct
-                .reachable(&cfg.topics.dlq, Duration::from_secs(5))
-                .await
-                .is_err();
-        if wedged {
-            eprintln!("daemon-broker cut 30 s: the broker answers no request, even directly (Tansu wedged); restarting it");
-            broker.kill();
-            broker.restart().await;
-            restarted = true;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await; // poll interval
-    };
+    // The broker is never restarted: sitewatch's clients must find it again
+    // by themselves (Apache Kafka recovers from the cut; Tansu 0.6 wedged).
+    let recovery = wait_checked(&db, back, n as i64, "a round of real checks after the cut").await;
     wait_checked(&db, back, n as i64 * 8, "8 s worth of checks").await;
     let restarts = daemon.stop().await;
     eprintln!(
@@ -627,12 +605,7 @@ async fn broker_cut_for_30s_loses_and_duplicates_nothing() {
     );
 
     let (slots, skipped) = drain_and_check(&db, &cfg, n).await;
-    let fault = if !restarted {
-        "daemon-broker cut 30 s"
-    } else {
-        "daemon-broker cut 30 s (+broker restart)"
-    };
-    report(fault, &db, slots, skipped, recovery).await;
+    report("daemon-broker cut 30 s", &db, slots, skipped, recovery).await;
     drop(broker);
 }
 
