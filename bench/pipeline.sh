@@ -8,10 +8,9 @@
 #   SITES=27000 INTERVAL=5s DURATION=60 WARMUP=20 bench/pipeline.sh
 # (the defaults: about 5,400 checks/s, what 2 cores carry with the broker,
 # Postgres and the target on the same machine; see BENCHMARKS.md).
-# The run gets a fresh broker of its own (empty sqlite store, port
-# $BENCH_KAFKA_PORT): Tansu's fetch cost grows with the size of its store,
-# so a dev broker that has carried weeks of tests would measure its history.
-# BROKER=dev uses the dev stack's broker instead.
+# The run gets a fresh Apache Kafka node of its own (scripts/kafka-server,
+# empty data, port $BENCH_KAFKA_PORT), so a dev broker's other work does not
+# share its CPU. BROKER=dev uses the dev stack's broker instead.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/env.sh
@@ -34,10 +33,11 @@ trap 'kill "${pids[@]}" 2>/dev/null || true' EXIT
 if [ "$BROKER" = fresh ]; then
     KAFKA_PORT=${BENCH_KAFKA_PORT:-19192}
     mkdir -p "$dir/kafka"
-    (cd "$dir/kafka" && RUST_LOG=warn exec "$TANSU_BIN" broker --cluster-id sitewatch-bench \
-        --listener-url "tcp://127.0.0.1:$KAFKA_PORT" --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-        --storage-engine "sqlite://tansu.db" >broker.log 2>&1) & pids+=($!)
-    wait_port "$KAFKA_PORT" 60 || die "the bench broker did not start (see $dir/kafka/broker.log)"
+    KAFKA_HEAP=${KAFKA_HEAP:-1g} scripts/kafka-server "$dir/kafka" "$KAFKA_PORT" "$((KAFKA_PORT + 1))" \
+        >"$dir/kafka/broker.log" 2>&1 & broker_pid=$!; pids+=($broker_pid)
+    for _ in $(seq 600); do grep -q "Kafka Server started" "$dir/kafka/broker.log" && break; sleep 0.1; done
+    grep -q "Kafka Server started" "$dir/kafka/broker.log" \
+        || die "the bench broker did not start (see $dir/kafka/broker.log)"
 fi
 cat >"$dir/base.toml" <<TOML
 [postgres]
@@ -47,8 +47,7 @@ pool_size = 8
 brokers = "127.0.0.1:$KAFKA_PORT"
 group_prefix = "$RUN"
 partitions = 6
-# Tansu decompresses every batch it stores: compression costs it CPU.
-compression = "${COMPRESSION:-none}"
+compression = "${COMPRESSION:-lz4}"
 linger = "${LINGER:-25ms}"
 [kafka.topics]
 created = "${RUN}_created"
@@ -79,7 +78,8 @@ pids+=($sw)
 cpu() { local t=0 p; for p in "$@"; do
     [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat" 2>/dev/null || echo 0)))
   done; echo "$t"; }
-broker=$(pgrep -f "tansu.*:$KAFKA_PORT" | head -1)
+# scripts/kafka-server execs the JVM: its pid is the broker's.
+broker=${broker_pid:-$(cat "$DATA/kafka/pid" 2>/dev/null || true)}
 pg() { pgrep -f "postgres" -u postgres 2>/dev/null || pgrep -f "postgres: " ; }
 
 sleep "$WARMUP"

@@ -77,6 +77,11 @@ pub async fn run(
     tracing::info!(roles = ?if all { vec![Role::Scheduler, Role::Checker, Role::Persister] } else { roles.to_vec() },
         sites = sites.len(), "sitewatch starting");
     systemd::status("starting");
+    // The recorder first: a metric set before it is installed is lost.
+    let recorder = settings
+        .admin
+        .enabled
+        .then(crate::telemetry::metrics::install);
     metrics::gauge!(m::CONFIG_SITES).set(sites.len() as f64);
 
     let health = Health::new();
@@ -94,7 +99,7 @@ pub async fn run(
             .map_err(|e| DaemonError::Listen(addr, e))?;
         let admin = Admin {
             health: health.clone(),
-            metrics: crate::telemetry::metrics::install(),
+            metrics: recorder.expect("installed when the admin listener is enabled"),
             pool: needs_db.then(|| pool.clone()),
             publisher: Some(publisher.clone()),
             probe_topic: topics.created.clone(),

@@ -17,6 +17,8 @@ use tokio_util::sync::CancellationToken;
 /// Exit status for an invalid configuration (sysexits' EX_CONFIG), so a
 /// service manager can tell "fix the config" from "crashed".
 const EXIT_CONFIG: u8 = 78;
+/// Where every command looks for its config when not told.
+const DEFAULT_CONFIG: &str = "/etc/sitewatch/sitewatch.toml";
 
 #[derive(Parser)]
 #[command(
@@ -35,7 +37,7 @@ struct ConfigPath {
     #[arg(
         long = "config",
         env = "SITEWATCH_CONFIG",
-        default_value = "/etc/sitewatch/sitewatch.toml"
+        default_value = DEFAULT_CONFIG
     )]
     path: PathBuf,
 }
@@ -217,24 +219,24 @@ async fn dlq(settings: &Settings, action: DlqAction) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("reading {topic} from {}", settings.kafka.brokers))?;
     match action {
-        DlqAction::List { json, .. } => {
+        DlqAction::List { json: true, .. } => {
+            // One JSON array, `[]` when there are none.
+            println!("{}", serde_json::to_string(&letters)?);
+        }
+        DlqAction::List { .. } => {
             for l in &letters {
-                if json {
-                    println!("{}", serde_json::to_string(l)?);
-                } else {
-                    println!(
-                        "{}  {}[{}]@{}  from {}[{}]@{}  by {}  {}",
-                        l.at.map_or("-".into(), |t| t.to_rfc3339()),
-                        topic,
-                        l.dlq_partition,
-                        l.dlq_offset,
-                        l.source_topic,
-                        l.source_partition.map_or("-".into(), |p| p.to_string()),
-                        l.source_offset.map_or("-".into(), |o| o.to_string()),
-                        l.stage,
-                        l.reason
-                    );
-                }
+                println!(
+                    "{}  {}[{}]@{}  from {}[{}]@{}  by {}  {}",
+                    l.at.map_or("-".into(), |t| t.to_rfc3339()),
+                    topic,
+                    l.dlq_partition,
+                    l.dlq_offset,
+                    l.source_topic,
+                    l.source_partition.map_or("-".into(), |p| p.to_string()),
+                    l.source_offset.map_or("-".into(), |o| o.to_string()),
+                    l.stage,
+                    l.reason
+                );
             }
             eprintln!("{} dead letter(s) on {topic}", letters.len());
         }
@@ -285,8 +287,8 @@ struct CheckArgs {
     /// Check this site of the config file instead, with all its assertions.
     #[arg(long, conflicts_with = "url")]
     site: Option<String>,
-    /// The config file for --site (also for checker settings such as
-    /// ca_files and max_body_bytes).
+    /// The config file for --site (default /etc/sitewatch/sitewatch.toml
+    /// then; also for checker settings such as ca_files and max_body_bytes).
     #[arg(long = "config", env = "SITEWATCH_CONFIG")]
     config: Option<PathBuf>,
     /// Regex the body must match.
@@ -394,7 +396,13 @@ impl CheckArgs {
 
 /// `sitewatch check`: the same check the daemon runs, printed.
 async fn check(a: CheckArgs) -> ExitCode {
-    let settings = match &a.config {
+    // A site comes from a config file: the one given, or the default the
+    // other commands read. A bare URL needs none.
+    let config = a
+        .config
+        .clone()
+        .or_else(|| a.site.as_ref().map(|_| PathBuf::from(DEFAULT_CONFIG)));
+    let settings = match &config {
         Some(path) => match load(path) {
             Ok(s) => Some(s),
             Err(code) => return code,

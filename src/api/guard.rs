@@ -39,6 +39,11 @@ impl Guard {
     }
 
     fn token_index(&self, given: &str) -> Option<usize> {
+        // Fail closed: no credentials never match, even if an empty token
+        // slipped past the config's validation.
+        if given.trim().is_empty() {
+            return None;
+        }
         // Every token is compared in full, whatever matches, so timing does
         // not tell how much of a guess was right.
         let mut found = None;
@@ -58,6 +63,15 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// The credentials of an `Authorization: Bearer <token>` value, or `None`
+/// for another scheme or no token. The scheme is case-insensitive
+/// (RFC 9110 section 11.1; RFC 6750 section 2.1).
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, token) = value.trim().split_once(' ')?;
+    let token = token.trim_start();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
 fn refuse(code: StatusCode, message: &str) -> Response {
     (code, axum::Json(serde_json::json!({ "error": message }))).into_response()
 }
@@ -68,9 +82,8 @@ pub async fn check(State(guard): State<Guard>, request: Request, next: Next) -> 
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default();
-    let Some(who) = guard.token_index(given) else {
+        .and_then(bearer_credentials);
+    let Some(who) = given.and_then(|g| guard.token_index(g)) else {
         let mut r = refuse(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,
@@ -115,4 +128,29 @@ pub async fn check(State(guard): State<Guard>, request: Request, next: Next) -> 
     let response = next.run(request).await;
     drop(permit);
     response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_bearer_value_with_a_token_has_credentials() {
+        assert_eq!(bearer_credentials("Bearer abc"), Some("abc"));
+        assert_eq!(bearer_credentials("bearer abc"), Some("abc"));
+        assert_eq!(bearer_credentials("BEARER   abc"), Some("abc"));
+        assert_eq!(bearer_credentials("Bearer "), None);
+        assert_eq!(bearer_credentials("Bearer"), None);
+        assert_eq!(bearer_credentials("Basic abc"), None);
+        assert_eq!(bearer_credentials(""), None);
+    }
+
+    #[test]
+    fn an_empty_token_never_matches_missing_credentials() {
+        let guard = Guard::new(vec![Secret::new(""), Secret::new("tok")], 10, 1);
+        assert_eq!(guard.token_index(""), None);
+        assert_eq!(guard.token_index("  "), None);
+        assert_eq!(guard.token_index("tok"), Some(1));
+        assert_eq!(guard.token_index("to"), None);
+    }
 }

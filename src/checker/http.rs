@@ -264,6 +264,9 @@ impl HttpChecker {
             Trace::add(&mut trace.timing.ttfb_ms, started);
             let response = sent.map_err(exchange_failure)?;
             let status = response.status().as_u16();
+            // What the server answered with (an HTTP/1.0 server answers
+            // HTTP/1.0 to our HTTP/1.1), not what was sent.
+            trace.http_version = Some(version_name(response.version()));
 
             let location = response.headers().get(LOCATION).cloned();
             if p.follow && matches!(status, 301 | 302 | 303 | 307 | 308) {
@@ -441,6 +444,17 @@ async fn send(
         },
         Sender::H2(s) => s.send_request(request).await,
     })
+}
+
+/// The protocol name stored in `http_version`.
+fn version_name(v: http::Version) -> &'static str {
+    match v {
+        http::Version::HTTP_09 => "HTTP/0.9",
+        http::Version::HTTP_10 => "HTTP/1.0",
+        http::Version::HTTP_2 => "HTTP/2",
+        http::Version::HTTP_3 => "HTTP/3",
+        _ => "HTTP/1.1",
+    }
 }
 
 /// What went wrong between writing the request and the response head.

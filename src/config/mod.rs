@@ -245,6 +245,24 @@ fn parse(path: &Path, env: HashMap<String, String>) -> Result<Settings, ConfigEr
         }
     }
 
+    // An empty token would match a request without credentials: refuse it
+    // wherever it came from (a trailing comma in SITEWATCH__API__TOKENS, an
+    // empty string in the file's list).
+    let empty = api_tokens
+        .iter()
+        .filter(|t| t.expose().trim().is_empty())
+        .count();
+    if empty > 0 {
+        problems.push(Problem::field(
+            path,
+            "api.tokens",
+            format!(
+                "{empty} empty or blank token(s): every token must have characters \
+                 (a trailing comma in SITEWATCH__API__TOKENS gives an empty one)"
+            ),
+        ));
+    }
+
     if !problems.is_empty() {
         return Err(ConfigErrors(problems));
     }
@@ -295,6 +313,8 @@ fn daemon_settings(
         field: None,
         message: e.to_string(),
     })?;
+    let overrides = env_overrides(&env);
+    let blame = |p: DaemonProblem| blame_environment(p, &overrides);
     let cfg = config::Config::builder()
         .add_source(config::File::from_str(&text, config::FileFormat::Toml))
         .add_source(
@@ -309,16 +329,61 @@ fn daemon_settings(
                 .source(Some(env.into_iter().collect())),
         )
         .build()
-        .map_err(config_problem)?;
-    cfg.try_deserialize::<RawSettings>().map_err(config_problem)
+        .map_err(config_problem)
+        .map_err(blame)?;
+    cfg.try_deserialize::<RawSettings>()
+        .map_err(config_problem)
+        .map_err(blame)
+}
+
+/// The environment overrides as (variable, key path): `SITEWATCH__CHECKER__CONCURRENCY`
+/// is `checker.concurrency`.
+fn env_overrides(env: &HashMap<String, String>) -> Vec<(String, String)> {
+    let prefix = format!("{ENV_PREFIX}__");
+    env.keys()
+        .filter_map(|var| {
+            let path = var.strip_prefix(&prefix)?;
+            Some((var.clone(), path.to_lowercase().replace("__", ".")))
+        })
+        .collect()
+}
+
+/// Names the environment variable a problem comes from, when it does, so
+/// that the user does not search the file for a key that is not there.
+fn blame_environment(mut p: DaemonProblem, overrides: &[(String, String)]) -> DaemonProblem {
+    let unknown = p
+        .message
+        .split_once("unknown field `")
+        .and_then(|(_, rest)| rest.split_once('`'))
+        .map(|(name, _)| name.to_owned());
+    let culprit = overrides.iter().find(|(_, path)| {
+        let under_field = p
+            .field
+            .as_deref()
+            .is_none_or(|f| path == f || path.starts_with(&format!("{f}.")));
+        match &unknown {
+            Some(name) => under_field && path.rsplit('.').next() == Some(name.as_str()),
+            None => p.field.as_deref() == Some(path.as_str()),
+        }
+    });
+    if let Some((var, path)) = culprit {
+        p.field = Some(path.clone());
+        p.message = format!(
+            "{}; set by the environment variable {var}, not in the file",
+            p.message
+        );
+    }
+    p
 }
 
 fn config_problem(e: config::ConfigError) -> DaemonProblem {
     // The config crate words it as "<what> for key `a.b`"; lift the key out
     // so the message reads like the others.
     let text = e.to_string();
+    // (A value from the environment has " in the environment" after the
+    // key; `blame_environment` then names the variable.)
     if let Some((msg, rest)) = text.rsplit_once(" for key `") {
-        if let Some(key) = rest.strip_suffix('`') {
+        if let Some((key, _)) = rest.split_once('`') {
             return DaemonProblem {
                 field: Some(key.to_owned()),
                 message: msg.to_owned(),

@@ -246,6 +246,58 @@ fn api_tokens_come_from_the_environment_as_a_list() {
     assert!(e.to_string().contains("api.tokens"), "{e}");
 }
 
+#[test]
+fn empty_or_blank_api_tokens_are_refused_wherever_they_come_from() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.toml");
+    std::fs::write(&path, "[api]\nenabled = true\ntokens = [\"ok\", \" \"]\n").unwrap();
+    let e = super::load_with_env(&path, HashMap::new()).unwrap_err();
+    assert!(e.to_string().contains("api.tokens"), "{e}");
+    assert!(e.to_string().contains("empty or blank"), "{e}");
+
+    std::fs::write(&path, "[api]\nenabled = true\n").unwrap();
+    for value in ["", "tok,", ",tok", "tok, ,other"] {
+        let env = HashMap::from([("SITEWATCH__API__TOKENS".to_owned(), value.to_owned())]);
+        let e = super::load_with_env(&path, env).unwrap_err();
+        assert!(
+            e.to_string().contains("api.tokens"),
+            "{value:?} was accepted: {e}"
+        );
+    }
+    let env = HashMap::from([("SITEWATCH__API__TOKENS".to_owned(), "a,b".to_owned())]);
+    assert_eq!(
+        super::load_with_env(&path, env).unwrap().api_tokens.len(),
+        2
+    );
+}
+
+#[test]
+fn a_misspelt_environment_override_is_named_as_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.toml");
+    std::fs::write(&path, "[checker]\nconcurrency = 10\n").unwrap();
+    let env = HashMap::from([("SITEWATCH__CHECKER__CONCURENCY".to_owned(), "5".to_owned())]);
+    let e = super::load_with_env(&path, env).unwrap_err().to_string();
+    assert!(e.contains("SITEWATCH__CHECKER__CONCURENCY"), "{e}");
+    assert!(e.contains("checker.concurency"), "{e}");
+    // A bad value from the environment names the variable too.
+    let env = HashMap::from([(
+        "SITEWATCH__CHECKER__CONCURRENCY".to_owned(),
+        "many".to_owned(),
+    )]);
+    let e = super::load_with_env(&path, env).unwrap_err().to_string();
+    assert!(e.contains("SITEWATCH__CHECKER__CONCURRENCY"), "{e}");
+    // A misspelt key in the file does not blame the environment.
+    std::fs::write(&path, "[checker]\nconcurency = 10\n").unwrap();
+    let e = super::load_with_env(&path, HashMap::new())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("concurency") && !e.contains("environment"),
+        "{e}"
+    );
+}
+
 /// Mutated config files never panic the loader, and every problem it
 /// reports names the file it is about.
 #[test]

@@ -363,3 +363,30 @@ async fn a_reused_connection_records_no_dns_connect_or_tls() {
         assert!(out.timing.unwrap().connect_ms.is_some());
     }
 }
+
+/// `http_version` is what the server answered with: an HTTP/1.0 server is
+/// stored as HTTP/1.0, although the request went as HTTP/1.1.
+#[tokio::test]
+async fn the_servers_http_version_is_recorded_not_ours() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = s.read(&mut buf).await;
+            let _ = s
+                .write_all(b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                .await;
+        }
+    });
+    let out = run(
+        &checker(Vec::new()),
+        &format!("http://{addr}/"),
+        2000,
+        CheckOptions::default(),
+    )
+    .await;
+    assert_eq!(out.outcome, Outcome::Up, "{out:?}");
+    assert_eq!(out.http_version.as_deref(), Some("HTTP/1.0"));
+}

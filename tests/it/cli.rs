@@ -139,3 +139,21 @@ async fn check_command_reports_up_down_and_regex_miss() {
     assert_eq!(refused.status.code(), Some(1), "{text}");
     assert!(text.contains("error:        connect"), "{text}");
 }
+
+/// `check --site` without `--config` reads the default config file, as the
+/// other commands do, and names it when it cannot.
+#[test]
+fn check_site_falls_back_to_the_default_config_file() {
+    if Path::new("/etc/sitewatch/sitewatch.toml").exists() {
+        eprintln!("skipped: this machine has /etc/sitewatch/sitewatch.toml");
+        return;
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_sitewatch"))
+        .args(["check", "--site", "example-home"])
+        .env_remove("SITEWATCH_CONFIG")
+        .output()
+        .expect("run sitewatch");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(78), "{stderr}");
+    assert!(stderr.contains("/etc/sitewatch/sitewatch.toml"), "{stderr}");
+}

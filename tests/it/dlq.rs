@@ -73,6 +73,11 @@ async fn a_refused_result_is_listed_then_replayed_and_persisted_once_fixed() {
     .await;
 
     let config = cfg.path.to_str().unwrap();
+    let (ok, json) = sitewatch(&["dlq", "list", "--config", config, "--json"]);
+    assert!(ok, "{json}");
+    let first_line = json.lines().next().unwrap_or_default();
+    let parsed: Vec<serde_json::Value> = serde_json::from_str(first_line).unwrap();
+    assert_eq!(parsed.len(), 2, "{json}");
     let (ok, listed) = sitewatch(&["dlq", "list", "--config", config]);
     assert!(ok, "{listed}");
     assert!(listed.contains("refused by Postgres"), "{listed}");
@@ -128,4 +133,22 @@ async fn a_refused_result_is_listed_then_replayed_and_persisted_once_fixed() {
     assert_eq!(letters.len(), 2, "the replay made no new dead letter");
     stop.cancel();
     running.await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dlq_list_json_prints_an_empty_array_when_there_are_none() {
+    let db = TestDb::create().await;
+    let cfg = TestConfig::new(&db, "");
+    bus::ensure_topics(&cfg.load(), &cfg.topics.all())
+        .await
+        .unwrap();
+    let (ok, json) = sitewatch(&[
+        "dlq",
+        "list",
+        "--config",
+        cfg.path.to_str().unwrap(),
+        "--json",
+    ]);
+    assert!(ok, "{json}");
+    assert_eq!(json.lines().next(), Some("[]"), "{json}");
 }

@@ -290,6 +290,16 @@ async fn sighup_adds_changes_and_removes_sites_and_refuses_a_bad_config() {
         checked("a", started, 200).await >= 2 && checked("b", started, 200).await >= 2
     })
     .await;
+    // Set at start-up, before any reload.
+    let sites_gauge = scrape(cfg.admin)
+        .await
+        .get("sitewatch_config_sites")
+        .copied();
+    assert_eq!(
+        sites_gauge,
+        Some(2.0),
+        "sitewatch_config_sites before a reload"
+    );
 
     // a changes (now a 500), b goes, c comes.
     cfg.set_sites(&format!(
