@@ -40,6 +40,8 @@ struct Due {
     url: Option<String>,
     opened_at: DateTime<Utc>,
     resolved_at: Option<DateTime<Utc>>,
+    /// `recovered`, `site removed` or `site disabled` once resolved.
+    resolution: Option<String>,
     cause: String,
     failures: i32,
     first_failing_check: Uuid,
@@ -95,7 +97,8 @@ impl AlertSender {
         let due: Vec<Due> = tx
             .query(
                 "SELECT o.id, o.event, o.attempts, i.id, i.site, s.url, i.opened_at, i.resolved_at,
-                        i.cause, i.failures, i.first_failing_check, i.last_failing_check
+                        i.cause, i.failures, i.first_failing_check, i.last_failing_check,
+                        i.resolution
                  FROM alert_outbox o JOIN incidents i ON i.id = o.incident_id
                  LEFT JOIN sites s ON s.name = i.site
                  WHERE o.delivered_at IS NULL AND o.gave_up_at IS NULL AND o.due_at <= now()
@@ -118,6 +121,7 @@ impl AlertSender {
                 failures: r.get(9),
                 first_failing_check: r.get(10),
                 last_failing_check: r.get(11),
+                resolution: r.get(12),
             })
             .collect();
         for d in &due {
@@ -196,6 +200,7 @@ fn payload(d: &Due, format: AlertFormat, instance: &str) -> serde_json::Value {
                 "id": d.incident,
                 "opened_at": d.opened_at,
                 "resolved_at": d.resolved_at,
+                "resolution": d.resolution,
                 "cause": d.cause,
                 "failures": d.failures,
                 "first_failing_check": d.first_failing_check,
@@ -206,6 +211,12 @@ fn payload(d: &Due, format: AlertFormat, instance: &str) -> serde_json::Value {
         AlertFormat::Slack => {
             let url = d.url.as_deref().unwrap_or("");
             let text = match (d.event.as_str(), d.resolved_at) {
+                ("resolved", Some(_)) if d.resolution.as_deref() != Some("recovered") => format!(
+                    ":white_circle: *{}*: its incident is closed ({}); it was down since {}",
+                    d.site,
+                    d.resolution.as_deref().unwrap_or("closed"),
+                    d.opened_at.format("%Y-%m-%d %H:%M UTC")
+                ),
                 ("resolved", Some(at)) => format!(
                     ":large_green_circle: *{}* is up again ({url}); it was down for {} min since {}",
                     d.site,

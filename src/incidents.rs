@@ -250,7 +250,8 @@ impl Evaluator {
                             add_failures(&tx, id, last, n).await?;
                         }
                         tx.execute(
-                            "UPDATE incidents SET resolved_at = $2 WHERE id = $1",
+                            "UPDATE incidents SET resolved_at = $2, resolution = 'recovered'
+                             WHERE id = $1",
                             &[&id, &at],
                         )
                         .await?;
@@ -268,6 +269,7 @@ impl Evaluator {
             add_failures(&tx, id, last, n).await?;
         }
         save_states(&tx, &states).await?;
+        pass.resolved += close_orphaned(&tx, alerts).await?;
         if !in_window.0.is_empty() {
             tx.execute(
                 "UPDATE check_results SET in_maintenance = true
@@ -299,6 +301,43 @@ async fn notify(
     )
     .await?;
     Ok(())
+}
+
+/// Resolves the open incidents of sites that left the config or were
+/// disabled (`sites.enabled` is false for both: the table every instance
+/// shares, not this instance's possibly older config). No check will ever
+/// resolve them. They are resolved now, with the reason as their
+/// `resolution`, and a `resolved` notification so that a pager closes its
+/// incident too. The site's state is forgotten: if it comes back, it starts
+/// afresh. Returns how many were resolved.
+async fn close_orphaned(
+    tx: &tokio_postgres::Transaction<'_>,
+    alerts: bool,
+) -> Result<usize, StoreError> {
+    let closed = tx
+        .query(
+            "UPDATE incidents i SET resolved_at = now(),
+                    resolution = CASE WHEN s.in_config THEN 'site disabled' ELSE 'site removed' END
+             FROM sites s
+             WHERE s.name = i.site AND i.resolved_at IS NULL AND NOT s.enabled
+             RETURNING i.id, i.site, i.in_maintenance",
+            &[],
+        )
+        .await?;
+    let mut sites = Vec::with_capacity(closed.len());
+    for r in &closed {
+        let (id, site, maintenance): (i64, String, bool) = (r.get(0), r.get(1), r.get(2));
+        tracing::info!(incident = id, %site, "incident resolved: the site is no longer checked");
+        if alerts && !maintenance {
+            notify(tx, id, "resolved").await?;
+        }
+        sites.push(site);
+    }
+    if !sites.is_empty() {
+        tx.execute("DELETE FROM site_state WHERE site = ANY($1)", &[&sites])
+            .await?;
+    }
+    Ok(closed.len())
 }
 
 async fn add_failures(

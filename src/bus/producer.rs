@@ -62,8 +62,9 @@ impl Publisher {
     ///
     /// Why: an idempotent producer whose messages timed out during a long
     /// broker outage can be left with a sequence gap that the broker refuses
-    /// for good (librdkafka then raises a fatal error; Tansu 0.6 answers
-    /// every later produce with UNKNOWN_SERVER_ERROR). Only a new producer
+    /// for good (librdkafka then raises a fatal error; a broker may instead
+    /// answer every later produce with UNKNOWN_SERVER_ERROR, as Tansu 0.6
+    /// did, hence `Unknown` below). Only a new producer
     /// (a new producer id) gets out of that state; its messages are retried
     /// by their callers, and duplicates are harmless (one row per check).
     pub async fn confirm(&self, delivery: DeliveryFuture) -> Result<(), KafkaError> {

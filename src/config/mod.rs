@@ -514,14 +514,34 @@ impl Settings {
         )
     }
 
-    /// The Postgres URL with any password removed, for logs.
+    /// The Postgres URL with any password removed, for logs: the one in
+    /// the authority (`user:pw@`) and the `password` / `sslpassword` query
+    /// parameters libpq also accepts.
     pub fn postgres_display_url(&self) -> String {
         match url::Url::parse(&self.postgres.url) {
-            Ok(mut u) if u.password().is_some() => {
-                let _ = u.set_password(Some("REDACTED"));
+            Ok(mut u) => {
+                if u.password().is_some() {
+                    let _ = u.set_password(Some("REDACTED"));
+                }
+                let secret = |k: &str| {
+                    k.eq_ignore_ascii_case("password") || k.eq_ignore_ascii_case("sslpassword")
+                };
+                if u.query_pairs().any(|(k, _)| secret(&k)) {
+                    let pairs: Vec<(String, String)> = u
+                        .query_pairs()
+                        .map(|(k, v)| {
+                            let v = if secret(&k) {
+                                "REDACTED".into()
+                            } else {
+                                v.into_owned()
+                            };
+                            (k.into_owned(), v)
+                        })
+                        .collect();
+                    u.query_pairs_mut().clear().extend_pairs(pairs);
+                }
                 u.to_string()
             }
-            Ok(u) => u.to_string(),
             // key=value form: show only the non-secret keys.
             Err(_) => self
                 .postgres

@@ -105,6 +105,13 @@ mod tests {
         let e =
             parse_on_demand(&json!({"url": "http://x", "timeout": "5m"}), &defaults()).unwrap_err();
         assert_eq!(e[0].field, "timeout");
+        // Below a millisecond, or not whole milliseconds: refused, never
+        // turned into a 0 ms request.
+        for t in ["999us", "0ms", "1500us"] {
+            let e = parse_on_demand(&json!({"url": "http://x", "timeout": t}), &defaults())
+                .unwrap_err();
+            assert_eq!(e[0].field, "timeout", "{t}");
+        }
         assert!(parse_on_demand(&json!([1]), &defaults()).is_err());
     }
 

@@ -127,14 +127,14 @@ pub struct KafkaSettings {
     #[serde(default = "default_stall_timeout", deserialize_with = "duration::de")]
     pub stall_timeout: Duration,
     /// How long the producer waits to fill a batch. Fewer, larger batches
-    /// cost the broker less per message (with Tansu, 25 ms instead of 5 ms
-    /// took the end-to-end ceiling from about 5.4k to 6k checks/s on 2
-    /// cores, see BENCHMARKS.md); a check's own budget is seconds.
+    /// cost the broker less per message (see BENCHMARKS.md); a check's own
+    /// budget is seconds, so 25 ms of batching is not felt.
     #[serde(default = "default_linger", deserialize_with = "duration::de")]
     pub linger: Duration,
-    /// Compression of produced batches. `lz4` saves network and disk on a
-    /// Kafka cluster; a broker that decompresses every batch (Tansu does)
-    /// spends CPU on it instead, and `none` is cheaper there.
+    /// Compression of produced batches. `lz4` saves network and disk at
+    /// little CPU; Apache Kafka validates the records but stores the
+    /// batches as the producer compressed them (topic
+    /// `compression.type=producer`, its default), without recompressing.
     #[serde(default)]
     pub compression: Compression,
     #[serde(default)]
@@ -872,6 +872,15 @@ impl RawSettings {
         }
         if self.persister.batch_size == 0 || self.persister.batch_size > 50_000 {
             bad("persister.batch_size", "must be between 1 and 50000".into());
+        }
+        for (field, t) in [
+            ("site_defaults.timeout", self.site_defaults.timeout),
+            ("alerts.timeout", self.alerts.timeout),
+            ("postgres.connect_timeout", self.postgres.connect_timeout),
+        ] {
+            if t < Duration::from_millis(1) {
+                bad(field, "must be at least 1ms".into());
+            }
         }
         if self.persister.batch_timeout.is_zero() {
             bad("persister.batch_timeout", "must be greater than 0".into());

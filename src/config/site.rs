@@ -413,8 +413,11 @@ pub fn parse_site(
         Some(defaults.timeout)
     };
     if let Some(t) = timeout {
-        if t.is_zero() {
-            r.bad("timeout", "must be greater than 0");
+        // Requests carry whole milliseconds: "999us" would become 0.
+        if t < Duration::from_millis(1) {
+            r.bad("timeout", "must be at least 1ms");
+        } else if t.subsec_nanos() % 1_000_000 != 0 {
+            r.bad("timeout", "must be a whole number of milliseconds");
         } else if let Some(i) = interval {
             if t >= i {
                 let whose = if timeout_given {

@@ -298,6 +298,23 @@ fn a_misspelt_environment_override_is_named_as_the_variable() {
     );
 }
 
+#[test]
+fn postgres_passwords_never_reach_the_display_url() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.toml");
+    for url in [
+        "postgres://u:hunter2@db:5432/sw",
+        "postgres://u@db:5432/sw?password=hunter2&sslmode=require",
+        "host=db user=u password=hunter2 dbname=sw",
+    ] {
+        std::fs::write(&path, format!("[postgres]\nurl = \"{url}\"\n")).unwrap();
+        let s = super::load_with_env(&path, HashMap::new()).unwrap();
+        let shown = s.postgres_display_url();
+        assert!(!shown.contains("hunter2"), "{url} shown as {shown}");
+        assert!(!s.summary().contains("hunter2"), "{url}");
+    }
+}
+
 /// Mutated config files never panic the loader, and every problem it
 /// reports names the file it is about.
 #[test]

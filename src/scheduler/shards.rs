@@ -12,10 +12,9 @@
 //! they are freed in the database, and an instance that cannot renew (a
 //! pause, a lost database) stops on its own clock when its leases would
 //! have expired, counted from before it asked. So two live instances never
-//! schedule one site at once. (The group protocol of the broker was the
-//! first design: Tansu 0.6's coordinator handed a partition to a second
-//! member while the first still held it, and left partitions unassigned
-//! after a member died.)
+//! schedule one site at once. The broker's group protocol cannot promise
+//! that: a member removed on the coordinator's clock learns it only at its
+//! next heartbeat, and may publish meanwhile (see the README, "Why leases").
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;

@@ -74,6 +74,31 @@ async fn webhook(received: Arc<Mutex<Vec<serde_json::Value>>>) -> SocketAddr {
     serve(app).await
 }
 
+/// Incidents settled after 1 s and alerts in Slack format to `hook`; the
+/// `[alerts]` table is left open for more keys.
+fn slack_alerts(hook: SocketAddr) -> String {
+    format!(
+        r#"
+[incidents]
+settle = "1s"
+
+[alerts]
+webhook_url = "http://{hook}/hook"
+format = "slack"
+"#
+    )
+}
+
+/// The `text` of every Slack-format webhook received so far.
+fn slack_texts(received: &Mutex<Vec<serde_json::Value>>) -> Vec<String> {
+    received
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|v| v["text"].as_str().unwrap_or("").to_owned())
+        .collect()
+}
+
 async fn serve(app: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -255,33 +280,20 @@ async fn an_open_incident_is_reminded_until_resolved() {
     let cfg = TestConfig::new(
         &db,
         &format!(
-            r#"
-[incidents]
-settle = "1s"
-
-[alerts]
-webhook_url = "http://{hook}/hook"
-format = "slack"
-remind_every = "2s"
+            r#"{}remind_every = "2s"
 
 [[sites]]
 name = "down"
 url = "http://{target}/flip"
 interval = "1s"
 timeout = "500ms"
-"#
+"#,
+            slack_alerts(hook)
         ),
     );
     let stop = CancellationToken::new();
     let daemon = tokio::spawn(daemon::run(cfg.load(), &[], stop.clone(), no_reloads()));
-    let texts = || {
-        received
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|v| v["text"].as_str().unwrap_or("").to_owned())
-            .collect::<Vec<_>>()
-    };
+    let texts = || slack_texts(&received);
     wait_for("two reminders", Duration::from_secs(60), || async {
         texts().iter().filter(|t| t.contains("still down")).count() >= 2
     })
@@ -328,4 +340,68 @@ timeout = "500ms"
         "one opening alert: {all:?}"
     );
     assert_eq!(late, 0, "no reminder queued after the recovery: {all:?}");
+}
+
+/// A site removed from the config while its incident is open: no check will
+/// ever resolve it, so the evaluator resolves it as `site removed` and says
+/// so to the webhook.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_open_incident_of_a_removed_site_is_resolved_as_removed() {
+    let Scene {
+        target,
+        received,
+        hook,
+        db,
+        ..
+    } = Scene::start(false).await;
+    let head = slack_alerts(hook);
+    let site = |name: &str| {
+        format!(
+            "[[sites]]\nname = \"{name}\"\nurl = \"http://{target}/flip?{name}\"\ninterval = \"1s\"\ntimeout = \"500ms\"\n"
+        )
+    };
+    let cfg = TestConfig::new(&db, &format!("{head}{}{}", site("gone"), site("stays")));
+    let (reload, reloads) = tokio::sync::mpsc::channel(1);
+    let stop = CancellationToken::new();
+    let daemon = tokio::spawn(daemon::run(cfg.load(), &[], stop.clone(), reloads));
+    let client = db.client().await;
+    let count = |sql: &'static str| crate::support::count(&client, sql);
+    wait_for("both incidents open", Duration::from_secs(60), || async {
+        count("SELECT count(*) FROM incidents WHERE resolved_at IS NULL").await == 2
+    })
+    .await;
+
+    cfg.set_sites(&format!("{head}{}", site("stays")));
+    reload.send(()).await.unwrap();
+    wait_for(
+        "the removed site's incident resolved",
+        Duration::from_secs(60),
+        || async {
+            count(
+                "SELECT count(*) FROM incidents WHERE site = 'gone'
+                 AND resolved_at IS NOT NULL AND resolution = 'site removed'",
+            )
+            .await
+                == 1
+        },
+    )
+    .await;
+    let texts = || slack_texts(&received);
+    wait_for("the closing notice", Duration::from_secs(60), || async {
+        texts()
+            .iter()
+            .any(|t| t.contains("*gone*") && t.contains("site removed"))
+    })
+    .await;
+    // The site that stays is still down, its incident still open.
+    assert_eq!(
+        count("SELECT count(*) FROM incidents WHERE site = 'stays' AND resolved_at IS NULL").await,
+        1
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM site_state WHERE site = 'gone'").await,
+        0
+    );
+    stop.cancel();
+    daemon.await.unwrap().unwrap();
 }
