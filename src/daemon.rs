@@ -103,6 +103,7 @@ pub async fn run(
             pool: needs_db.then(|| pool.clone()),
             publisher: Some(publisher.clone()),
             probe_topic: topics.created.clone(),
+            connections: settings.admin.connections,
         };
         let t = stop.clone();
         stages.spawn(async move {
@@ -246,11 +247,10 @@ pub async fn run(
         .router();
         let t = stop.clone();
         tracing::info!(addr = %settings.api.listen, "API listening");
+        let limits = settings.api.connections;
         stages.spawn(async move {
-            let r = axum::serve(listener, app)
-                .with_graceful_shutdown(t.cancelled_owned())
-                .await;
-            ("api", r.map_err(|e| e.to_string()))
+            crate::api::listener::serve(listener, app, limits, "api", t).await;
+            ("api", Ok(()))
         });
     }
     health.set_started();

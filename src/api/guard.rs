@@ -1,6 +1,7 @@
 //! Who may call the API and how much: bearer tokens (compared in constant
 //! time), a per-token rate limit (requests per minute, fixed window) and a
-//! per-token limit on requests in progress. Refusals are 401 and 429.
+//! per-token limit on requests in progress (an open WebSocket is one). Refusals
+//! are 401 and 429, the latter with `Retry-After` (RFC 9110 section 10.2.3).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -77,7 +78,7 @@ fn refuse(code: StatusCode, message: &str) -> Response {
 }
 
 /// The middleware: authenticates, then counts against the token's limits.
-pub async fn check(State(guard): State<Guard>, request: Request, next: Next) -> Response {
+pub async fn check(State(guard): State<Guard>, mut request: Request, next: Next) -> Response {
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
@@ -118,16 +119,64 @@ pub async fn check(State(guard): State<Guard>, request: Request, next: Next) -> 
         match usage.slots.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
-                return refuse(
+                let mut r = refuse(
                     StatusCode::TOO_MANY_REQUESTS,
                     "too many requests in progress for this token",
-                )
+                );
+                r.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from(1u64));
+                return r;
             }
         }
     };
+    let permit = Arc::new(permit);
+    request.extensions_mut().insert(Caller {
+        who,
+        guard: guard.clone(),
+        _permit: permit.clone(),
+    });
     let response = next.run(request).await;
     drop(permit);
     response
+}
+
+/// The authenticated caller of a request, for a handler whose work outlives
+/// the request (a WebSocket): holding it holds one of the token's
+/// `max_in_flight` slots, so a token's sockets count against that limit,
+/// and [`Caller::take`] counts further work against its rate limit.
+#[derive(Clone)]
+pub struct Caller {
+    who: usize,
+    guard: Guard,
+    _permit: Arc<tokio::sync::OwnedSemaphorePermit>,
+}
+
+impl Caller {
+    /// Counts one more request (a check sent on a WebSocket) against the
+    /// token's `requests_per_minute`. `Err` holds the seconds until the
+    /// window resets when the limit is reached.
+    pub fn take(&self) -> Result<(), u64> {
+        let mut state = self.guard.state.lock().expect("guard lock");
+        let Some(usage) = state.get_mut(&self.who) else {
+            return Ok(());
+        };
+        if usage.window.elapsed() >= Duration::from_secs(60) {
+            usage.window = Instant::now();
+            usage.count = 0;
+        }
+        if usage.count >= self.guard.per_minute {
+            return Err(60u64
+                .saturating_sub(usage.window.elapsed().as_secs())
+                .max(1));
+        }
+        usage.count += 1;
+        Ok(())
+    }
+
+    /// The token's `max_in_flight`.
+    pub fn in_flight_limit(&self) -> usize {
+        self.guard.in_flight
+    }
 }
 
 #[cfg(test)]

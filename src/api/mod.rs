@@ -6,8 +6,10 @@
 
 pub mod guard;
 pub mod health;
+pub mod listener;
 pub mod outcomes;
 pub mod public;
+mod stream;
 
 pub use health::{Beat, Health, StageReport};
 pub use public::PublicApi;
@@ -46,6 +48,8 @@ pub struct Admin {
     pub publisher: Option<Publisher>,
     /// A topic whose metadata proves the broker answers.
     pub probe_topic: String,
+    /// `admin.connections`.
+    pub connections: crate::config::ConnectionLimits,
 }
 
 #[derive(serde::Serialize)]
@@ -81,17 +85,17 @@ impl Admin {
                 }
             })
         };
+        let self_limits = self.connections;
         let app = Router::new()
             .route("/healthz", get(|| async { "ok\n" }))
             .route("/readyz", get(readyz))
             .route("/metrics", get(metrics))
             .with_state(self);
         tracing::info!(addr = %listener.local_addr()?, "admin listener started");
-        let result = axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await;
+        let limits = self_limits;
+        listener::serve(listener, app, limits, "admin", shutdown).await;
         upkeep.abort();
-        result
+        Ok(())
     }
 
     fn upkeep(&self) {

@@ -14,9 +14,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use std::collections::HashSet;
-
-use axum::extract::ws::{Message as WsMessage, WebSocket, WebSocketUpgrade};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -60,7 +57,7 @@ impl PublicApi {
             .route("/v1/sites/{name}", get(get_site))
             .route("/v1/sites/{name}/results", get(site_results))
             .route("/v1/openapi.json", get(|| async { Json(openapi()) }))
-            .route("/v1/stream", get(stream))
+            .route("/v1/stream", get(super::stream::stream))
             .layer(middleware::from_fn_with_state(guard, guard::check))
             .layer(DefaultBodyLimit::max(limit))
             .with_state(self)
@@ -74,7 +71,7 @@ pub enum Rejection {
 }
 
 impl Rejection {
-    fn to_json(&self) -> Value {
+    pub(super) fn to_json(&self) -> Value {
         match self {
             Rejection::Invalid(errors) => json!({ "errors": errors }),
             Rejection::Unavailable(e) => json!({ "error": e }),
@@ -94,7 +91,7 @@ impl IntoResponse for Rejection {
 
 /// Validates an on-demand check (config rules, then private targets) and
 /// publishes its request. Subscribe to the outcomes *before* calling.
-async fn queue(api: &PublicApi, body: &Value) -> Result<CheckRequest, Rejection> {
+pub(super) async fn queue(api: &PublicApi, body: &Value) -> Result<CheckRequest, Rejection> {
     let site =
         config::parse_on_demand(body, &api.settings.site_defaults).map_err(Rejection::Invalid)?;
     if !api.settings.api.allow_private_targets {
@@ -113,7 +110,7 @@ async fn queue(api: &PublicApi, body: &Value) -> Result<CheckRequest, Rejection>
         check_id: uuid::Uuid::new_v4(),
         origin: Origin::OnDemand,
         public_only: !api.settings.api.allow_private_targets,
-        site: site.url.host_str().unwrap_or("on-demand").to_owned(),
+        site: on_demand_key(&site.url),
         deadline: now
             + chrono::Duration::from_std(site.timeout + QUEUE_ALLOWANCE).unwrap_or_default(),
         ..CheckRequest::for_slot(&site, now)
@@ -128,6 +125,14 @@ async fn queue(api: &PublicApi, body: &Value) -> Result<CheckRequest, Rejection>
         .await
         .map_err(|e| Rejection::Unavailable(format!("cannot queue the check: {e}")))?;
     Ok(req)
+}
+
+/// The `site` an on-demand result is stored under: `on-demand:<host>`. A
+/// configured site's name cannot hold a `:`, so an on-demand check of a
+/// configured site's host (or of a URL whose host is a site's name) never
+/// feeds that site's status, uptime, rollups or incidents.
+pub fn on_demand_key(url: &url::Url) -> String {
+    format!("on-demand:{}", url.host_str().unwrap_or("unknown"))
 }
 
 fn error(code: StatusCode, message: impl Into<String>) -> Response {
@@ -273,62 +278,6 @@ async fn site_results(
         &[&name, &p.since, &p.until, &limit],
     )
     .await
-}
-
-/// `GET /v1/stream` (WebSocket). The client sends `{"check": {...}}` (an
-/// on-demand check as for `POST /v1/checks`) and gets `{"queued": {...}}`
-/// then `{"outcome": {...}}`; or `{"subscribe": {"sites": [...]}}` and gets
-/// every outcome of those sites as it happens. A check whose socket closed
-/// is still checked and persisted: fetch it by id.
-async fn stream(State(api): State<PublicApi>, ws: WebSocketUpgrade) -> Response {
-    ws.on_upgrade(move |socket| serve_stream(api, socket))
-}
-
-async fn serve_stream(api: PublicApi, mut socket: WebSocket) {
-    let mut outcomes = api.outcomes.subscribe();
-    let mut sites: HashSet<String> = HashSet::new();
-    let mut waiting: HashSet<uuid::Uuid> = HashSet::new();
-    loop {
-        let reply = tokio::select! {
-            msg = socket.recv() => {
-                let text = match msg {
-                    Some(Ok(WsMessage::Text(t))) => t,
-                    Some(Ok(WsMessage::Close(_))) | None | Some(Err(_)) => return,
-                    Some(Ok(_)) => continue,
-                };
-                let request: Value = serde_json::from_str(text.as_str()).unwrap_or(Value::Null);
-                if let Some(spec) = request.get("check") {
-                    match queue(&api, spec).await {
-                        Ok(req) => {
-                            waiting.insert(req.check_id);
-                            json!({ "queued": { "check_id": req.check_id } })
-                        }
-                        Err(r) => json!({ "rejected": r.to_json() }),
-                    }
-                } else if let Some(list) = request.pointer("/subscribe/sites").and_then(Value::as_array) {
-                    sites.extend(list.iter().filter_map(Value::as_str).map(str::to_owned));
-                    json!({ "subscribed": sites.iter().collect::<Vec<_>>() })
-                } else {
-                    json!({ "error": "send {\"check\": {...}} or {\"subscribe\": {\"sites\": [...]}}" })
-                }
-            }
-            o = outcomes.recv() => match o {
-                Ok(o) if waiting.remove(&o.check_id) || (o.origin == Origin::Scheduled && sites.contains(&o.site)) => {
-                    json!({ "outcome": &*o })
-                }
-                Ok(_) => continue,
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => json!({ "missed": n }),
-                Err(_) => return,
-            },
-        };
-        if socket
-            .send(WsMessage::Text(reply.to_string().into()))
-            .await
-            .is_err()
-        {
-            return;
-        }
-    }
 }
 
 /// Runs a query returning one JSON value; 404 when it returns no row.

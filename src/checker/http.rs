@@ -9,9 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
-use http::header::{
-    HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, COOKIE, HOST, LOCATION, USER_AGENT,
-};
+use http::header::{HeaderMap, HeaderName, HeaderValue, HOST, LOCATION, USER_AGENT};
 use http::Method;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
@@ -21,7 +19,9 @@ use super::connect::{chain, Conn, Connector, Fail, Phase, Route, Sender, Trace};
 use super::judge::{self, HeaderCheck, Response, Rules};
 use super::tls::{Tls, TlsSetupError};
 use crate::config::CheckerSettings;
-use crate::model::{CheckOptions, CheckOutcome, CheckRequest, ErrorKind, Outcome, SCHEMA_VERSION};
+use crate::model::{
+    CheckOptions, CheckOutcome, CheckRequest, ErrorKind, Origin, Outcome, SCHEMA_VERSION,
+};
 use crate::net;
 
 /// Compiled regexes kept per pattern; cleared when it grows past this many
@@ -30,6 +30,9 @@ const REGEX_CACHE_MAX: usize = 10_000;
 /// Limit on a compiled regex's size: a pattern from an on-demand request must
 /// not cost unbounded memory.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// The lazy DFA cache of an on-demand check's regex: a quarter of the
+/// crate's 2 MiB default, and dropped with the check.
+const ONE_OFF_DFA_LIMIT: usize = 1 << 19;
 
 #[derive(Debug, thiserror::Error)]
 #[error("setting up the HTTP checker: {0}")]
@@ -44,6 +47,9 @@ pub struct HttpChecker {
     max_body_bytes: u64,
     max_redirects: u32,
     user_agent: HeaderValue,
+    /// Headers that go on to another origin after a redirect
+    /// (`checker.cross_origin_headers`); the rest are dropped there.
+    cross_origin: Vec<HeaderName>,
     regexes: Mutex<HashMap<String, Arc<regex::bytes::Regex>>>,
     /// This instance's name, recorded with each outcome.
     instance: String,
@@ -74,6 +80,11 @@ impl HttpChecker {
             max_redirects: settings.max_redirects as u32,
             user_agent: HeaderValue::from_str(&settings.user_agent)
                 .unwrap_or_else(|_| HeaderValue::from_static("sitewatch")),
+            cross_origin: settings
+                .cross_origin_headers
+                .iter()
+                .filter_map(|h| HeaderName::from_bytes(h.as_bytes()).ok())
+                .collect(),
             regexes: Mutex::new(HashMap::new()),
             instance: instance.to_owned(),
         })
@@ -176,7 +187,11 @@ impl HttpChecker {
             header_checks.push(HeaderCheck {
                 name: HeaderName::from_bytes(h.name.as_bytes())
                     .map_err(|_| format!("bad header name {:?} in expect_headers", h.name))?,
-                matches: h.matches.as_deref().map(|p| self.regex(p)).transpose()?,
+                matches: h
+                    .matches
+                    .as_deref()
+                    .map(|p| self.regex(p, req.origin))
+                    .transpose()?,
                 absent: h.absent,
             });
         }
@@ -185,11 +200,15 @@ impl HttpChecker {
                 .expect_status
                 .parse()
                 .map_err(|e| format!("bad expect_status: {e}"))?,
-            regex: req.regex.as_deref().map(|p| self.regex(p)).transpose()?,
+            regex: req
+                .regex
+                .as_deref()
+                .map(|p| self.regex(p, req.origin))
+                .transpose()?,
             forbidden: o
                 .forbidden_regex
                 .as_deref()
-                .map(|p| self.regex(p))
+                .map(|p| self.regex(p, req.origin))
                 .transpose()?,
             headers: header_checks,
             body_min: o.body_min_bytes,
@@ -301,12 +320,16 @@ impl HttpChecker {
                         method = Method::GET;
                         body = Bytes::new();
                     }
-                    // Credentials are for the origin they were configured for.
+                    // A site's headers are for the origin they were
+                    // configured for: only the harmless ones go on.
                     if next.host_str() != url.host_str()
                         || next.port_or_known_default() != url.port_or_known_default()
                     {
-                        headers.remove(AUTHORIZATION);
-                        headers.remove(COOKIE);
+                        headers = headers
+                            .iter()
+                            .filter(|(name, _)| self.cross_origin.contains(name))
+                            .map(|(n, v)| (n.clone(), v.clone()))
+                            .collect();
                     }
                     trace.timing.redirects += 1;
                     url = next;
@@ -373,7 +396,18 @@ impl HttpChecker {
         })
     }
 
-    fn regex(&self, pattern: &str) -> Result<Arc<regex::bytes::Regex>, String> {
+    /// The compiled `pattern`: shared for scheduled checks (the config's
+    /// patterns, bounded by the config), compiled afresh with a small DFA
+    /// cache for on-demand ones (an API caller's, which must not pile up).
+    fn regex(&self, pattern: &str, origin: Origin) -> Result<Arc<regex::bytes::Regex>, String> {
+        if origin == Origin::OnDemand {
+            return regex::bytes::RegexBuilder::new(pattern)
+                .size_limit(REGEX_SIZE_LIMIT)
+                .dfa_size_limit(ONE_OFF_DFA_LIMIT)
+                .build()
+                .map(Arc::new)
+                .map_err(|e| format!("bad regex: {e}"));
+        }
         let mut cache = self.regexes.lock().expect("regex cache lock");
         if let Some(r) = cache.get(pattern) {
             return Ok(r.clone());

@@ -3,6 +3,7 @@
 //! overrides. Everything is validated once, here, into typed values; a bad
 //! config yields every problem found, each naming file, site and field.
 
+mod connections;
 mod duration;
 pub mod maintenance;
 mod normalize;
@@ -16,6 +17,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use connections::ConnectionLimits;
 pub use duration::{parse as parse_duration, show as show_duration};
 pub use normalize::normalize_url;
 pub use on_demand::{parse_on_demand, FieldError, MAX_ON_DEMAND_TIMEOUT};
@@ -191,6 +193,7 @@ fn parse(path: &Path, env: HashMap<String, String>) -> Result<Settings, ConfigEr
             &file,
             &base.site_defaults,
             base.scheduler.min_interval,
+            site::Patterns::Shared,
         ) {
             Ok(s) => sites.push(s),
             Err(p) => problems.extend(p),

@@ -52,6 +52,7 @@ pub fn parse_on_demand(
         &Arc::from(Path::new("request")),
         defaults,
         Duration::ZERO,
+        site::Patterns::OneOff,
     )
     .map_err(|problems| {
         problems

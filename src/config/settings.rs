@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::connections::ConnectionLimits;
 use super::duration;
 use super::problem::Problem;
 use super::secret::Secret;
@@ -367,6 +368,24 @@ pub struct CheckerSettings {
     /// private CA).
     #[serde(default)]
     pub ca_files: Vec<PathBuf>,
+    /// The site headers still sent after a redirect to another host or
+    /// port. Every other configured header (`Authorization`, `Cookie`,
+    /// `X-Api-Key`, any custom one) counts as a secret of the site's own
+    /// origin and is dropped, as browsers and curl drop credentials.
+    #[serde(default = "default_cross_origin_headers")]
+    pub cross_origin_headers: Vec<String>,
+}
+
+fn default_cross_origin_headers() -> Vec<String> {
+    [
+        "user-agent",
+        "accept",
+        "accept-language",
+        "cache-control",
+        "pragma",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn default_concurrency() -> usize {
@@ -394,6 +413,7 @@ impl Default for CheckerSettings {
             max_redirects: default_max_redirects(),
             user_agent: default_user_agent(),
             ca_files: Vec::new(),
+            cross_origin_headers: default_cross_origin_headers(),
         }
     }
 }
@@ -580,6 +600,12 @@ pub struct AdminSettings {
     /// the platform's probes, not the internet.
     #[serde(default = "default_admin_listen")]
     pub listen: std::net::SocketAddr,
+    #[serde(default = "admin_connections")]
+    pub connections: ConnectionLimits,
+}
+
+fn admin_connections() -> ConnectionLimits {
+    ConnectionLimits::ADMIN
 }
 
 fn default_true() -> bool {
@@ -594,6 +620,7 @@ impl Default for AdminSettings {
         AdminSettings {
             enabled: true,
             listen: default_admin_listen(),
+            connections: ConnectionLimits::ADMIN,
         }
     }
 }
@@ -627,6 +654,15 @@ pub struct ApiSettings {
     /// Largest request body accepted.
     #[serde(default = "default_api_body")]
     pub max_body_bytes: usize,
+    #[serde(default)]
+    pub connections: ConnectionLimits,
+    /// WebSocket subscriptions (site names) one socket may hold.
+    #[serde(default = "default_max_subscriptions")]
+    pub max_subscriptions: usize,
+}
+
+fn default_max_subscriptions() -> usize {
+    1000
 }
 
 fn default_api_listen() -> std::net::SocketAddr {
@@ -872,6 +908,22 @@ impl RawSettings {
         }
         if self.persister.batch_size == 0 || self.persister.batch_size > 50_000 {
             bad("persister.batch_size", "must be between 1 and 50000".into());
+        }
+        for (section, limits) in [
+            ("api", &self.api.connections),
+            ("admin", &self.admin.connections),
+        ] {
+            for (field, message) in limits.problems() {
+                bad(&format!("{section}.{field}"), message);
+            }
+        }
+        for h in &self.checker.cross_origin_headers {
+            if http::HeaderName::from_bytes(h.as_bytes()).is_err() {
+                bad(
+                    "checker.cross_origin_headers",
+                    format!("{h:?} is not a header name"),
+                );
+            }
         }
         for (field, t) in [
             ("site_defaults.timeout", self.site_defaults.timeout),

@@ -25,10 +25,35 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// Distinct patterns kept compiled for reuse across sites and reloads.
 const REGEX_CACHE_MAX: usize = 10_000;
 
-/// Compiles `pattern`, or shares the compiled regex of an earlier site with
-/// the same pattern: 100,000 sites with one pattern hold it once (a regex,
-/// even a clone, carries its own cache pool of about a kilobyte).
-fn compile(pattern: &str) -> Result<Arc<Regex>, regex::Error> {
+/// The lazy DFA's cache of a one-off regex (on-demand checks): a quarter of
+/// the crate's 2 MiB default, so the requests a token may have in flight
+/// cost little memory, and only while they run.
+const ONE_OFF_DFA_LIMIT: usize = 1 << 19;
+
+/// Whose patterns a site's regexes are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Patterns {
+    /// The config's: compiled once and shared by every site (and reload)
+    /// with the same pattern. Bounded by the config, which the operator
+    /// writes.
+    Shared,
+    /// An API caller's (on-demand): compiled for this request only and
+    /// dropped with it, so distinct patterns cannot pile up in memory.
+    OneOff,
+}
+
+/// Compiles `pattern` for `use_`: a [`Patterns::Shared`] pattern is shared
+/// with earlier sites of the same pattern (100,000 sites with one pattern
+/// hold it once; a regex, even a clone, carries its own cache pool, which
+/// grows up to 2 MiB as it is used).
+fn compile(pattern: &str, use_: Patterns) -> Result<Arc<Regex>, regex::Error> {
+    if use_ == Patterns::OneOff {
+        return regex::RegexBuilder::new(pattern)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .dfa_size_limit(ONE_OFF_DFA_LIMIT)
+            .build()
+            .map(Arc::new);
+    }
     type Cache = std::sync::Mutex<std::collections::HashMap<String, Arc<Regex>>>;
     static CACHE: std::sync::OnceLock<Cache> = std::sync::OnceLock::new();
     let cache = CACHE.get_or_init(Default::default);
@@ -245,6 +270,7 @@ struct Reader<'a> {
     file: &'a Path,
     site: SiteRef,
     problems: Vec<Problem>,
+    patterns: Patterns,
 }
 
 impl Reader<'_> {
@@ -308,7 +334,7 @@ impl Reader<'_> {
     /// A regex, checked by compiling it.
     fn regex(&mut self, key: &str) -> Option<Arc<Regex>> {
         let pattern = self.string(key)?;
-        match compile(&pattern) {
+        match compile(&pattern, self.patterns) {
             Ok(re) => Some(re),
             Err(e) => {
                 self.bad(key, format!("invalid regex: {e}"));
@@ -336,6 +362,7 @@ pub fn parse_site(
     source: &Arc<Path>,
     defaults: &SiteDefaults,
     min_interval: Duration,
+    patterns: Patterns,
 ) -> Result<Site, Vec<Problem>> {
     let file: &Path = source;
     let name_value = table.get("name").cloned();
@@ -348,6 +375,7 @@ pub fn parse_site(
         file,
         site,
         problems: Vec::new(),
+        patterns,
     };
 
     let name = r.string("name");
@@ -674,7 +702,8 @@ fn header_rule(item: toml::Value) -> Result<HeaderRule, String> {
     };
     let matches = match t.remove("matches") {
         None => None,
-        Some(toml::Value::String(p)) => match compile(&p) {
+        // Only checked here (the checker compiles what it matches with).
+        Some(toml::Value::String(p)) => match compile(&p, Patterns::OneOff) {
             Ok(_) => Some(p),
             Err(e) => return Err(format!("`matches`: invalid regex: {e}")),
         },
@@ -720,6 +749,7 @@ mod tests {
             &Arc::from(Path::new("t.toml")),
             &SiteDefaults::default(),
             Duration::from_secs(5),
+            Patterns::Shared,
         )
     }
 

@@ -40,10 +40,11 @@ ON CONFLICT (check_id, scheduled_at) DO UPDATE SET
     failures = excluded.failures, persisted_at = now(), replaced_placeholder = true
 WHERE c.outcome = 'skipped' AND excluded.outcome <> 'skipped'
 RETURNING c.site, c.scheduled_at, c.outcome, c.response_time_ms,
-          NOT c.replaced_placeholder AS fresh";
+          NOT c.replaced_placeholder AS fresh, c.origin";
 
-/// The rollups, from the rows a statement wrote (`ins`: site, scheduled_at,
-/// outcome, response_time_ms, fresh), in the same statement and so the same
+/// The rollups, from the scheduled rows a statement wrote (`ins`: site,
+/// scheduled_at, outcome, response_time_ms, fresh, origin; on-demand checks
+/// are not the site's history), in the same statement and so the same
 /// transaction: a rollup never counts a row that was not written, nor misses
 /// one that was. A row that is not fresh replaced a `skipped` placeholder
 /// (the only update the raw insert makes), so it moves one count from
@@ -59,7 +60,7 @@ fn rollup(name: &str, table: &str, unit: &str) -> String {
            count(*) FILTER (WHERE outcome = 'down'),
            count(*) FILTER (WHERE outcome = 'skipped' AND fresh) - count(*) FILTER (WHERE NOT fresh),
            coalesce(array_agg(response_time_ms) FILTER (WHERE response_time_ms IS NOT NULL), '{{}}')
-    FROM ins GROUP BY 1, 2 ORDER BY 1, 2
+    FROM ins WHERE origin = 'scheduled' GROUP BY 1, 2 ORDER BY 1, 2
     ON CONFLICT (site, bucket) DO UPDATE SET
         checks = r.checks + excluded.checks, up = r.up + excluded.up,
         degraded = r.degraded + excluded.degraded, down = r.down + excluded.down,
@@ -86,7 +87,7 @@ static INSERT_SKIPPED: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
                      $6::text[]) AS x(id, s, u, t, k, m)
          ON CONFLICT (check_id, scheduled_at) DO NOTHING
-         RETURNING site, scheduled_at, outcome, response_time_ms, true AS fresh",
+         RETURNING site, scheduled_at, outcome, response_time_ms, true AS fresh, origin",
     )
 });
 

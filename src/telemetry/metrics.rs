@@ -35,6 +35,9 @@ pub const ROWS_WRITTEN: &str = "sitewatch_persister_rows_total";
 pub const DLQ_MESSAGES: &str = "sitewatch_dlq_messages_total";
 pub const RELOADS: &str = "sitewatch_config_reloads_total";
 pub const CONFIG_SITES: &str = "sitewatch_config_sites";
+/// Connections closed on arrival because their listener was full, by
+/// `listener` (api, admin).
+pub const LISTENER_REFUSED: &str = "sitewatch_listener_refused_total";
 
 /// Seconds: from 1 ms to 1 min, denser where checks and lateness live.
 const TIME_BUCKETS: [f64; 16] = [
@@ -72,6 +75,10 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn describe() {
+    describe_counter!(
+        LISTENER_REFUSED,
+        "Connections closed on arrival because the listener held its connections.max, by listener"
+    );
     describe_counter!(
         ALERTS,
         "Webhook delivery attempts of incident alerts, by result"

@@ -128,6 +128,45 @@ async fn on_demand_checks_sites_results_and_openapi() {
     let (_, got) = api.get(&format!("/v1/checks/{id}")).await;
     assert_eq!(got["result"]["outcome"], "up", "{got}");
     assert_eq!(got["result"]["origin"], "on_demand", "{got}");
+    // Stored under its own key, never under a configured site's name: an
+    // on-demand check of `http://shop/` (which fails: no such host) leaves
+    // the site `shop` alone.
+    let (code, body, _) = api
+        .post(
+            "/v1/checks?wait=20s",
+            json!({"url": "http://shop/", "timeout": "2s"}),
+        )
+        .await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(body["outcome"]["site"], "on-demand:shop", "{body}");
+    assert_ne!(body["outcome"]["outcome"], "up", "{body}");
+    let bad = body["check_id"].as_str().unwrap().to_owned();
+    wait_for(
+        "the failed on-demand result persisted",
+        Duration::from_secs(30),
+        || async { api.get(&format!("/v1/checks/{bad}")).await.0 == 200 },
+    )
+    .await;
+    let client = db.client().await;
+    let shop_rows = crate::support::count(
+        &client,
+        "SELECT count(*) FROM check_results WHERE site = 'shop' AND origin = 'on_demand'",
+    )
+    .await;
+    assert_eq!(
+        shop_rows, 0,
+        "an on-demand result stored under a site's name"
+    );
+    let gauge = |sql: &'static str| crate::support::count(&client, sql);
+    wait_for(
+        "shop up in site_status",
+        Duration::from_secs(30),
+        || async {
+            gauge("SELECT count(*) FROM site_status WHERE site = 'shop' AND outcome = 'up'").await
+                == 1
+        },
+    )
+    .await;
 
     // Without `wait`: 202 and a Location that later holds the result.
     let (code, body, location) = api

@@ -390,3 +390,63 @@ async fn the_servers_http_version_is_recorded_not_ours() {
     assert_eq!(out.outcome, Outcome::Up, "{out:?}");
     assert_eq!(out.http_version.as_deref(), Some("HTTP/1.0"));
 }
+
+/// A raw HTTP/1.1 server on a free port that answers every request with
+/// `reply` and keeps each request head it received.
+async fn recording_server(reply: String) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let heads = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = heads.clone();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let mut buf = vec![0u8; 8192];
+            let n = s.read(&mut buf).await.unwrap_or(0);
+            kept.lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&buf[..n]).to_ascii_lowercase());
+            let _ = s.write_all(reply.as_bytes()).await;
+        }
+    });
+    (port, heads)
+}
+
+/// After a redirect to another origin, only `checker.cross_origin_headers`
+/// go on: a site's secret headers (any custom one) stay with its origin.
+#[tokio::test]
+async fn secret_headers_are_not_sent_to_another_origin() {
+    let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok".to_owned();
+    let (other, seen_there) = recording_server(ok).await;
+    let redirect = format!(
+        "HTTP/1.1 302 Found\r\nLocation: http://127.0.0.1:{other}/\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    );
+    let (first, seen_first) = recording_server(redirect).await;
+    let mut req = request(
+        "secrets",
+        chrono::Utc::now(),
+        &format!("http://127.0.0.1:{first}/"),
+    );
+    req.timeout_ms = 2000;
+    for (k, v) in [
+        ("X-Api-Key", "key-123"),
+        ("Authorization", "Bearer tok-456"),
+        ("Cookie", "session=789"),
+        ("Accept", "text/html"),
+    ] {
+        req.headers.insert(k.to_owned(), v.to_owned());
+    }
+    let out = checker(Vec::new()).check(&req).await;
+    assert_eq!(out.outcome, Outcome::Up, "{out:?}");
+    let first_head = seen_first.lock().unwrap().concat();
+    assert!(first_head.contains("x-api-key: key-123"), "{first_head}");
+    let there = seen_there.lock().unwrap().concat();
+    for secret in ["key-123", "tok-456", "session=789"] {
+        assert!(
+            !there.contains(secret),
+            "{secret} sent to the other origin: {there}"
+        );
+    }
+    assert!(there.contains("accept: text/html"), "{there}");
+    assert!(there.contains("user-agent: sitewatch"), "{there}");
+}

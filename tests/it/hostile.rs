@@ -137,7 +137,7 @@ async fn misbehave(mut s: TcpStream, bombs: std::sync::Arc<(Vec<u8>, Vec<u8>)>) 
 }
 
 /// Resident memory of a process, from /proc.
-fn rss_mb(pid: u32) -> f64 {
+pub fn rss_mb(pid: u32) -> f64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     status
         .lines()

@@ -12,6 +12,7 @@ mod faults;
 mod grafana;
 mod hostile;
 mod incidents;
+mod limits;
 mod ops;
 mod pipeline;
 mod recovery;

@@ -1,0 +1,82 @@
+//! Serving a router on a TCP listener within [`ConnectionLimits`]: at most
+//! `max` connections held (one more is accepted and closed at once), a
+//! deadline for each request head (hyper's `header_read_timeout`), and a
+//! connection closed once nothing has arrived on it for `idle_timeout`
+//! (`tokio-io-timeout`). Both the public API and the admin listener serve
+//! through here, so neither can be made to hold the process's file
+//! descriptors: the checks need them.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio_io_timeout::TimeoutStream;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::ConnectionLimits;
+use crate::telemetry::metrics as m;
+
+/// How long requests in progress may take to finish at shutdown.
+const DRAIN: Duration = Duration::from_secs(5);
+
+/// Serves `app` on `listener` until `shutdown`, then lets the requests in
+/// progress finish (up to 5 s). `name` labels the metrics (`api`, `admin`).
+/// Errors accepting a connection (the process out of descriptors, say) are
+/// logged and retried, never returned: the listener outlives them.
+pub async fn serve(
+    listener: TcpListener,
+    app: Router,
+    limits: ConnectionLimits,
+    name: &'static str,
+    shutdown: CancellationToken,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max));
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    loop {
+        let stream = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(listener = name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+        };
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            metrics::counter!(m::LISTENER_REFUSED, "listener" => name).increment(1);
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let mut timed = TimeoutStream::new(stream);
+        timed.set_read_timeout(Some(limits.idle_timeout));
+        let io = TokioIo::new(Box::pin(timed));
+        let conn = http
+            .serve_connection(io, TowerToHyperService::new(app.clone()))
+            .with_upgrades();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let mut conn = std::pin::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = tokio::time::timeout(DRAIN, conn).await;
+                }
+            }
+            drop(permit);
+        });
+    }
+    // Every permit back means every connection closed.
+    let _ = tokio::time::timeout(DRAIN, slots.acquire_many(limits.max as u32)).await;
+}
