@@ -1,13 +1,15 @@
 //! Who may call the API and how much: bearer tokens (compared in constant
-//! time), a per-token rate limit (requests per minute, fixed window) and a
+//! time; 10 failed attempts a minute per client address, then 429), a
+//! per-token rate limit (requests per minute, fixed window) and a
 //! per-token limit on requests in progress (an open WebSocket is one). Refusals
 //! are 401 and 429, the latter with `Retry-After` (RFC 9110 section 10.2.3).
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -21,7 +23,16 @@ pub struct Guard {
     per_minute: u32,
     in_flight: usize,
     state: Arc<Mutex<HashMap<usize, Usage>>>,
+    /// Failed authentications per client address, this minute.
+    guesses: Arc<Mutex<HashMap<IpAddr, (Instant, u32)>>>,
 }
+
+/// Failed authentications a client address may make per minute; past that
+/// its requests get 429 without any token being compared, so a token cannot
+/// be guessed at the speed of the network.
+const GUESSES_PER_MINUTE: u32 = 10;
+/// Addresses remembered at most; the oldest windows go first past this.
+const GUESSERS_KEPT: usize = 10_000;
 
 struct Usage {
     window: Instant,
@@ -36,7 +47,32 @@ impl Guard {
             per_minute,
             in_flight,
             state: Arc::default(),
+            guesses: Arc::default(),
         }
+    }
+
+    /// Seconds until `ip` may try again, when it has used up its guesses.
+    fn guessing(&self, ip: IpAddr) -> Option<u64> {
+        let guesses = self.guesses.lock().expect("guesses lock");
+        let (since, n) = guesses.get(&ip)?;
+        let left = Duration::from_secs(60).checked_sub(since.elapsed())?;
+        (*n >= GUESSES_PER_MINUTE).then(|| left.as_secs().max(1))
+    }
+
+    /// Counts a failed authentication from `ip`.
+    fn guessed(&self, ip: IpAddr) {
+        let mut guesses = self.guesses.lock().expect("guesses lock");
+        if guesses.len() >= GUESSERS_KEPT && !guesses.contains_key(&ip) {
+            guesses.retain(|_, (since, _)| since.elapsed() < Duration::from_secs(60));
+            if guesses.len() >= GUESSERS_KEPT {
+                guesses.clear();
+            }
+        }
+        let entry = guesses.entry(ip).or_insert((Instant::now(), 0));
+        if entry.0.elapsed() >= Duration::from_secs(60) {
+            *entry = (Instant::now(), 0);
+        }
+        entry.1 += 1;
     }
 
     fn token_index(&self, given: &str) -> Option<usize> {
@@ -79,12 +115,28 @@ fn refuse(code: StatusCode, message: &str) -> Response {
 
 /// The middleware: authenticates, then counts against the token's limits.
 pub async fn check(State(guard): State<Guard>, mut request: Request, next: Next) -> Response {
+    let ip = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    if let Some(retry) = ip.and_then(|ip| guard.guessing(ip)) {
+        let mut r = refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed authentications from this address",
+        );
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from(retry));
+        return r;
+    }
     let given = request
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(bearer_credentials);
     let Some(who) = given.and_then(|g| guard.token_index(g)) else {
+        if let Some(ip) = ip {
+            guard.guessed(ip);
+        }
         let mut r = refuse(StatusCode::UNAUTHORIZED, "a valid bearer token is required");
         r.headers_mut().insert(
             header::WWW_AUTHENTICATE,

@@ -9,7 +9,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
+use axum::extract::ConnectInfo;
+use axum::{Extension, Router};
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
@@ -41,10 +42,10 @@ pub async fn serve(
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true);
     loop {
-        let stream = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => stream,
+                Ok(accepted) => accepted,
                 Err(e) => {
                     tracing::warn!(listener = name, error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -61,8 +62,11 @@ pub async fn serve(
         let mut timed = TimeoutStream::new(stream);
         timed.set_read_timeout(Some(limits.idle_timeout));
         let io = TokioIo::new(Box::pin(timed));
+        // The peer's address, for handlers that need it (the API's limit on
+        // failed authentications), as axum's `ConnectInfo`.
+        let service = app.clone().layer(Extension(ConnectInfo(peer)));
         let conn = http
-            .serve_connection(io, TowerToHyperService::new(app.clone()))
+            .serve_connection(io, TowerToHyperService::new(service))
             .with_upgrades();
         let stop = shutdown.clone();
         tokio::spawn(async move {

@@ -94,6 +94,11 @@ impl IntoResponse for Rejection {
 pub(super) async fn queue(api: &PublicApi, body: &Value) -> Result<CheckRequest, Rejection> {
     let site =
         config::parse_on_demand(body, &api.settings.site_defaults).map_err(Rejection::Invalid)?;
+    let a = &api.settings.api;
+    let refused = config::refuse_by_policy(&site, &a.allowed_methods, &a.allowed_ports);
+    if !refused.is_empty() {
+        return Err(Rejection::Invalid(refused));
+    }
     if !api.settings.api.allow_private_targets {
         targets::refuse_private(&site.url)
             .await

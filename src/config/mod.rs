@@ -20,7 +20,9 @@ use std::sync::Arc;
 pub use connections::ConnectionLimits;
 pub use duration::{parse as parse_duration, show as show_duration};
 pub use normalize::normalize_url;
-pub use on_demand::{parse_on_demand, FieldError, MAX_ON_DEMAND_TIMEOUT};
+pub use on_demand::{
+    parse_on_demand, refuse_by_policy, FieldError, PortRange, MAX_ON_DEMAND_TIMEOUT,
+};
 pub use problem::{ConfigErrors, Problem, SiteRef};
 pub use secret::Secret;
 pub use settings::{

@@ -72,6 +72,64 @@ pub fn parse_on_demand(
     Ok(site)
 }
 
+/// A port or an inclusive range of ports, written `"443"` or `"1024-65535"`
+/// (`api.allowed_ports`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(try_from = "String")]
+pub struct PortRange(pub std::ops::RangeInclusive<u16>);
+
+impl TryFrom<String> for PortRange {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        let port = |p: &str| {
+            p.trim()
+                .parse::<u16>()
+                .ok()
+                .filter(|p| *p > 0)
+                .ok_or_else(|| format!("{s:?} is not a port (1-65535) or a range \"low-high\""))
+        };
+        let (low, high) = match s.split_once('-') {
+            Some((a, b)) => (port(a)?, port(b)?),
+            None => (port(&s)?, port(&s)?),
+        };
+        if low > high {
+            return Err(format!("{s:?}: the range is empty"));
+        }
+        Ok(PortRange(low..=high))
+    }
+}
+
+/// What the API lets an on-demand check do (`api.allowed_methods`,
+/// `api.allowed_ports`), so that sitewatch cannot be used as a relay for
+/// arbitrary requests (CONNECT, TRACE, a mail or database port). Returns
+/// the refused fields; empty when the check may run.
+pub fn refuse_by_policy(site: &Site, methods: &[String], ports: &[PortRange]) -> Vec<FieldError> {
+    let mut out = Vec::new();
+    if !methods
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case(site.method.as_str()))
+    {
+        out.push(FieldError {
+            field: "method".into(),
+            message: format!(
+                "{} is not allowed for an on-demand check (api.allowed_methods: {})",
+                site.method,
+                methods.join(", ")
+            ),
+        });
+    }
+    let port = site.url.port_or_known_default().unwrap_or(0);
+    if !ports.iter().any(|r| r.0.contains(&port)) {
+        out.push(FieldError {
+            field: "url".into(),
+            message: format!(
+                "port {port} is not allowed for an on-demand check (api.allowed_ports)"
+            ),
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -151,5 +209,39 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e[0].field, "reuse_connection");
+    }
+
+    #[test]
+    fn methods_and_ports_outside_the_policy_are_refused() {
+        let methods: Vec<String> = ["GET", "HEAD", "POST"].map(String::from).to_vec();
+        let ports: Vec<PortRange> = ["80", "443", "1024-65535"]
+            .iter()
+            .map(|p| PortRange::try_from(p.to_string()).unwrap())
+            .collect();
+        let check = |body: serde_json::Value| {
+            let site = parse_on_demand(&body, &defaults()).unwrap();
+            refuse_by_policy(&site, &methods, &ports)
+                .into_iter()
+                .map(|e| e.field)
+                .collect::<Vec<_>>()
+        };
+        assert!(check(json!({"url": "https://x.example/"})).is_empty());
+        assert!(check(json!({"url": "http://x.example:8080/", "method": "head"})).is_empty());
+        assert_eq!(
+            check(json!({"url": "http://x.example/", "method": "TRACE"})),
+            ["method"]
+        );
+        assert_eq!(
+            check(json!({"url": "http://x.example/", "method": "CONNECT"})),
+            ["method"]
+        );
+        assert_eq!(check(json!({"url": "http://x.example:25/"})), ["url"]);
+        assert_eq!(
+            check(json!({"url": "http://x.example:6379/", "method": "PUT"})),
+            ["method"]
+        );
+        assert!(PortRange::try_from("0".to_string()).is_err());
+        assert!(PortRange::try_from("9-3".to_string()).is_err());
+        assert!(PortRange::try_from("http".to_string()).is_err());
     }
 }

@@ -659,6 +659,22 @@ pub struct ApiSettings {
     /// WebSocket subscriptions (site names) one socket may hold.
     #[serde(default = "default_max_subscriptions")]
     pub max_subscriptions: usize,
+    /// Methods an on-demand check may use (case-insensitive).
+    #[serde(default = "default_allowed_methods")]
+    pub allowed_methods: Vec<String>,
+    /// Ports an on-demand check may reach: `"443"` or `"1024-65535"`.
+    #[serde(default = "default_allowed_ports")]
+    pub allowed_ports: Vec<super::on_demand::PortRange>,
+}
+
+fn default_allowed_methods() -> Vec<String> {
+    ["GET", "HEAD", "POST"].map(String::from).to_vec()
+}
+fn default_allowed_ports() -> Vec<super::on_demand::PortRange> {
+    ["80", "443", "1024-65535"]
+        .iter()
+        .map(|p| super::on_demand::PortRange::try_from(p.to_string()).expect("valid default"))
+        .collect()
 }
 
 fn default_max_subscriptions() -> usize {

@@ -336,3 +336,61 @@ async fn websockets_count_against_the_tokens_limits() {
 fn json_check(url: &str) -> String {
     serde_json::json!({ "check": { "url": url } }).to_string()
 }
+
+/// Guessing tokens is throttled per client address, and on-demand checks
+/// may not be used as a relay (methods and ports outside the policy).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_guesses_are_throttled_and_relay_requests_refused() {
+    const TOKEN: &str = "guess-me-if-you-can-0123";
+    let db = TestDb::create().await;
+    let cfg = TestConfig::new(&db, "");
+    let mut settings = cfg.load();
+    settings.api.enabled = true;
+    settings.api.listen = free_addr();
+    settings.api.allow_private_targets = true;
+    settings.api_tokens = vec![Secret::new(TOKEN)];
+    let api = settings.api.listen;
+    let stop = CancellationToken::new();
+    let running = tokio::spawn(daemon::run(settings, &[], stop.clone(), no_reloads()));
+    wait_for("the API up", Duration::from_secs(60), || async {
+        TcpStream::connect(api).await.is_ok()
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let post = |body: serde_json::Value, token: &'static str| {
+        http.post(format!("http://{api}/v1/checks"))
+            .bearer_auth(token)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .send()
+    };
+    for (body, field) in [
+        (
+            serde_json::json!({"url": "http://127.0.0.1:8080/", "method": "TRACE"}),
+            "method",
+        ),
+        (
+            serde_json::json!({"url": "http://127.0.0.1:8080/", "method": "CONNECT"}),
+            "method",
+        ),
+        (serde_json::json!({"url": "http://127.0.0.1:25/"}), "url"),
+    ] {
+        let r = post(body.clone(), TOKEN).await.unwrap();
+        assert_eq!(r.status(), 400, "{body}");
+        let errors: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+        assert_eq!(errors["errors"][0]["field"], field, "{body}: {errors}");
+    }
+    for _ in 0..10 {
+        let r = post(serde_json::json!({}), "a-wrong-guess").await.unwrap();
+        assert_eq!(r.status(), 401);
+    }
+    // The 11th attempt is refused before any token is compared: even the
+    // right one.
+    let r = post(serde_json::json!({"url": "http://127.0.0.1:8080/"}), TOKEN)
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429);
+    assert!(r.headers().contains_key("retry-after"));
+    stop.cancel();
+    running.await.unwrap().unwrap();
+}
