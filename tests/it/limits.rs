@@ -16,6 +16,17 @@ use tokio_util::sync::CancellationToken;
 use crate::support::{free_addr, no_reloads, wait_for, TestConfig, TestDb};
 use crate::target::Target;
 
+/// `cfg`'s settings with the API on a free port, private targets allowed
+/// (the targets are local) and `token` its one token.
+fn api_on(cfg: &TestConfig, token: &str) -> sitewatch::config::Settings {
+    let mut settings = cfg.load();
+    settings.api.enabled = true;
+    settings.api.listen = free_addr();
+    settings.api.allow_private_targets = true;
+    settings.api_tokens = vec![Secret::new(token)];
+    settings
+}
+
 /// True once the server has closed `s` (EOF or reset), within `limit`.
 async fn closed_within(s: &mut TcpStream, limit: Duration) -> bool {
     let mut buf = [0u8; 256];
@@ -250,11 +261,7 @@ async fn websockets_count_against_the_tokens_limits() {
     let target = Target::start().await;
     let db = TestDb::create().await;
     let cfg = TestConfig::new(&db, "");
-    let mut settings = cfg.load();
-    settings.api.enabled = true;
-    settings.api.listen = free_addr();
-    settings.api.allow_private_targets = true;
-    settings.api_tokens = vec![Secret::new(TOKEN)];
+    let mut settings = api_on(&cfg, TOKEN);
     settings.api.max_in_flight = 3;
     settings.api.requests_per_minute = 6;
     settings.api.max_body_bytes = 4096;
@@ -344,11 +351,7 @@ async fn token_guesses_are_throttled_and_relay_requests_refused() {
     const TOKEN: &str = "guess-me-if-you-can-0123";
     let db = TestDb::create().await;
     let cfg = TestConfig::new(&db, "");
-    let mut settings = cfg.load();
-    settings.api.enabled = true;
-    settings.api.listen = free_addr();
-    settings.api.allow_private_targets = true;
-    settings.api_tokens = vec![Secret::new(TOKEN)];
+    let settings = api_on(&cfg, TOKEN);
     let api = settings.api.listen;
     let stop = CancellationToken::new();
     let running = tokio::spawn(daemon::run(settings, &[], stop.clone(), no_reloads()));
