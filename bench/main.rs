@@ -265,7 +265,8 @@ async fn probe(
         v: SCHEMA_VERSION,
         check_id: uuid::Uuid::new_v4(),
         site: format!("b{i}"),
-        origin: Origin::OnDemand,
+        // As a scheduled check: its regex is compiled once and shared.
+        origin: Origin::Scheduled,
         scheduled_at: now,
         deadline: now + chrono::Duration::hours(1),
         url: t.url(i),
@@ -277,6 +278,7 @@ async fn probe(
         reuse_connection: false,
         public_only: false,
         options: None,
+        requested_by: None,
     };
     // Warm-up: regex cache, DNS-free URLs, page cache.
     for i in 0..concurrency {

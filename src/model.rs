@@ -88,6 +88,11 @@ pub struct CheckRequest {
     /// Absent when every option has its default (and in older messages).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub options: Option<CheckOptions>,
+    /// The fingerprint of the API token that asked for an on-demand check
+    /// (`api::guard::token_id`, 16 hex digits): only that token may read its
+    /// result. `None` for scheduled checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
 }
 
 /// Which addresses a check may connect to, in which order.
@@ -206,6 +211,7 @@ impl CheckRequest {
             reuse_connection: site.reuse_connection,
             public_only: false,
             options: site.options.as_deref().cloned(),
+            requested_by: None,
         }
     }
 }
@@ -367,6 +373,9 @@ pub struct CheckOutcome {
     /// `HTTP/1.1` or `HTTP/2` (the last hop's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_version: Option<String>,
+    /// The request's `requested_by`, carried to the row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
 }
 
 /// The phases of a check in milliseconds, each summed over the redirect
@@ -444,6 +453,7 @@ impl CheckOutcome {
             failures: Vec::new(),
             remote_addr: None,
             http_version: None,
+            requested_by: req.requested_by.clone(),
         }
     }
 }
@@ -524,6 +534,7 @@ mod tests {
             reuse_connection: false,
             public_only: false,
             options: None,
+            requested_by: None,
         }
     }
 

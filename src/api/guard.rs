@@ -1,5 +1,5 @@
-//! Who may call the API and how much: bearer tokens (compared in constant
-//! time; 10 failed attempts a minute per client address, then 429), a
+//! Who may call the API and how much: bearer tokens (kept as SHA-256
+//! digests and compared in constant time; 10 failed attempts a minute per client address, then 429), a
 //! per-token rate limit (requests per minute, fixed window) and a
 //! per-token limit on requests in progress (an open WebSocket is one). Refusals
 //! are 401 and 429, the latter with `Retry-After` (RFC 9110 section 10.2.3).
@@ -15,11 +15,16 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use tokio::sync::Semaphore;
 
+use sha2::{Digest, Sha256};
+
 use crate::config::Secret;
 
 #[derive(Clone)]
 pub struct Guard {
-    tokens: Arc<Vec<Secret>>,
+    /// SHA-256 of each token: the tokens themselves are not kept.
+    tokens: Arc<Vec<[u8; 32]>>,
+    /// [`token_id`] of each token, by the same index.
+    ids: Arc<Vec<String>>,
     per_minute: u32,
     in_flight: usize,
     state: Arc<Mutex<HashMap<usize, Usage>>>,
@@ -43,7 +48,13 @@ struct Usage {
 impl Guard {
     pub fn new(tokens: Vec<Secret>, per_minute: u32, in_flight: usize) -> Self {
         Guard {
-            tokens: Arc::new(tokens),
+            ids: Arc::new(tokens.iter().map(|t| token_id(t.expose())).collect()),
+            tokens: Arc::new(
+                tokens
+                    .iter()
+                    .map(|t| Sha256::digest(t.expose().as_bytes()).into())
+                    .collect(),
+            ),
             per_minute,
             in_flight,
             state: Arc::default(),
@@ -81,16 +92,27 @@ impl Guard {
         if given.trim().is_empty() {
             return None;
         }
-        // Every token is compared in full, whatever matches, so timing does
-        // not tell how much of a guess was right.
+        // Digests of equal length, every one compared in full whatever
+        // matches: timing tells neither the tokens' lengths nor how much of
+        // a guess was right.
+        let given: [u8; 32] = Sha256::digest(given.as_bytes()).into();
         let mut found = None;
         for (i, t) in self.tokens.iter().enumerate() {
-            if constant_time_eq(t.expose().as_bytes(), given.as_bytes()) {
+            if constant_time_eq(t, &given) {
                 found = Some(i);
             }
         }
         found
     }
+}
+
+/// A token's public name: 16 hex digits of SHA-256 over a domain prefix and
+/// the token. It is stored with the token's on-demand results (never the
+/// token), so only that token reads them; it reveals nothing usable of a
+/// long random token.
+pub fn token_id(token: &str) -> String {
+    let digest = Sha256::digest(format!("sitewatch-token-id:{token}").as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -223,6 +245,11 @@ impl Caller {
         }
         usage.count += 1;
         Ok(())
+    }
+
+    /// The caller's [`token_id`].
+    pub fn token_id(&self) -> &str {
+        &self.guard.ids[self.who]
     }
 
     /// The token's `max_in_flight`.

@@ -18,13 +18,13 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{middleware, Json, Router};
+use axum::{middleware, Extension, Json, Router};
 use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::guard::{self, Guard};
+use super::guard::{self, Caller, Guard};
 use super::outcomes::Outcomes;
 use crate::bus::Publisher;
 use crate::config::{self, FieldError, Settings};
@@ -91,7 +91,11 @@ impl IntoResponse for Rejection {
 
 /// Validates an on-demand check (config rules, then private targets) and
 /// publishes its request. Subscribe to the outcomes *before* calling.
-pub(super) async fn queue(api: &PublicApi, body: &Value) -> Result<CheckRequest, Rejection> {
+pub(super) async fn queue(
+    api: &PublicApi,
+    body: &Value,
+    caller: &Caller,
+) -> Result<CheckRequest, Rejection> {
     let site =
         config::parse_on_demand(body, &api.settings.site_defaults).map_err(Rejection::Invalid)?;
     let a = &api.settings.api;
@@ -115,6 +119,7 @@ pub(super) async fn queue(api: &PublicApi, body: &Value) -> Result<CheckRequest,
         check_id: uuid::Uuid::new_v4(),
         origin: Origin::OnDemand,
         public_only: !api.settings.api.allow_private_targets,
+        requested_by: Some(caller.token_id().to_owned()),
         site: on_demand_key(&site.url),
         deadline: now
             + chrono::Duration::from_std(site.timeout + QUEUE_ALLOWANCE).unwrap_or_default(),
@@ -159,6 +164,7 @@ struct WaitQuery {
 
 async fn create_check(
     State(api): State<PublicApi>,
+    Extension(caller): Extension<Caller>,
     Query(q): Query<WaitQuery>,
     body: axum::body::Bytes,
 ) -> Response {
@@ -182,7 +188,7 @@ async fn create_check(
     };
     // Listen before publishing, so a fast outcome is not missed.
     let mut outcomes = api.outcomes.subscribe();
-    let req = match queue(&api, &body).await {
+    let req = match queue(&api, &body, &caller).await {
         Ok(r) => r,
         Err(r) => return r.into_response(),
     };
@@ -215,7 +221,13 @@ async fn create_check(
         .into_response()
 }
 
-async fn get_check(State(api): State<PublicApi>, Path(id): Path<String>) -> Response {
+/// A scheduled check's result for any token; an on-demand one only for the
+/// token that asked for it (404 for the others, as if it did not exist).
+async fn get_check(
+    State(api): State<PublicApi>,
+    Extension(caller): Extension<Caller>,
+    Path(id): Path<String>,
+) -> Response {
     let Ok(id) = id.parse::<uuid::Uuid>() else {
         return error(StatusCode::BAD_REQUEST, "not a check id (UUID)");
     };
@@ -225,8 +237,9 @@ async fn get_check(State(api): State<PublicApi>, Path(id): Path<String>) -> Resp
     };
     match client
         .query_opt(
-            "SELECT to_jsonb(r) FROM check_results r WHERE check_id = $1",
-            &[&id],
+            "SELECT to_jsonb(r) - 'requested_by' FROM check_results r
+             WHERE check_id = $1 AND (origin = 'scheduled' OR requested_by = $2)",
+            &[&id, &caller.token_id()],
         )
         .await
     {
@@ -277,7 +290,8 @@ async fn site_results(
         &api.pool,
         "SELECT coalesce(jsonb_agg(to_jsonb(r) ORDER BY r.scheduled_at DESC), '[]') FROM (
              SELECT * FROM check_results
-             WHERE site = $1 AND ($2::timestamptz IS NULL OR scheduled_at >= $2)
+             WHERE site = $1 AND origin = 'scheduled'
+               AND ($2::timestamptz IS NULL OR scheduled_at >= $2)
                AND ($3::timestamptz IS NULL OR scheduled_at < $3)
              ORDER BY scheduled_at DESC LIMIT $4) r",
         &[&name, &p.since, &p.until, &limit],

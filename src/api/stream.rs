@@ -78,7 +78,7 @@ async fn serve_stream(api: PublicApi, caller: Caller, mut socket: WebSocket) {
                     } else if let Err(retry_after) = caller.take() {
                         json!({ "error": "rate limit reached for this token", "retry_after": retry_after })
                     } else {
-                        match queue(&api, spec).await {
+                        match queue(&api, spec, &caller).await {
                             Ok(req) => {
                                 waiting.insert(req.check_id);
                                 json!({ "queued": { "check_id": req.check_id } })

@@ -120,6 +120,7 @@ impl HttpChecker {
             failures: Vec::new(),
             remote_addr: None,
             http_version: None,
+            requested_by: req.requested_by.clone(),
         };
         let prepared = match self.prepare(req) {
             Ok(p) => p,

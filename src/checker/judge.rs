@@ -257,6 +257,7 @@ mod tests {
             failures: Vec::new(),
             remote_addr: None,
             http_version: None,
+            requested_by: None,
         }
     }
 

@@ -344,14 +344,18 @@ fn json_check(url: &str) -> String {
     serde_json::json!({ "check": { "url": url } }).to_string()
 }
 
-/// Guessing tokens is throttled per client address, and on-demand checks
-/// may not be used as a relay (methods and ports outside the policy).
+/// Guessing tokens is throttled per client address, on-demand checks may
+/// not be used as a relay (methods and ports outside the policy), and one
+/// token cannot read another's on-demand results.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn token_guesses_are_throttled_and_relay_requests_refused() {
+async fn token_guesses_throttled_relays_refused_and_results_private() {
     const TOKEN: &str = "guess-me-if-you-can-0123";
+    const OTHER: &str = "another-token-4567890123";
+    let target = Target::start().await;
     let db = TestDb::create().await;
     let cfg = TestConfig::new(&db, "");
-    let settings = api_on(&cfg, TOKEN);
+    let mut settings = api_on(&cfg, TOKEN);
+    settings.api_tokens.push(Secret::new(OTHER));
     let api = settings.api.listen;
     let stop = CancellationToken::new();
     let running = tokio::spawn(daemon::run(settings, &[], stop.clone(), no_reloads()));
@@ -383,6 +387,39 @@ async fn token_guesses_are_throttled_and_relay_requests_refused() {
         let errors: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
         assert_eq!(errors["errors"][0]["field"], field, "{body}: {errors}");
     }
+    // An on-demand result is the asking token's only.
+    let r = http
+        .post(format!("http://{api}/v1/checks?wait=20s"))
+        .bearer_auth(TOKEN)
+        .header("content-type", "application/json")
+        .body(serde_json::json!({"url": target.url("/ok?mine")}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let done: serde_json::Value = serde_json::from_str(&r.text().await.unwrap()).unwrap();
+    let id = done["check_id"].as_str().unwrap().to_owned();
+    let fetch = |token: &'static str| {
+        let (http, id) = (&http, &id);
+        async move {
+            let r = http
+                .get(format!("http://{api}/v1/checks/{id}"))
+                .bearer_auth(token)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    wait_for("the result persisted", Duration::from_secs(30), || async {
+        fetch(TOKEN).await.0 == 200
+    })
+    .await;
+    let (code, mine) = fetch(TOKEN).await;
+    assert_eq!(code, 200);
+    assert!(!mine.contains("requested_by"), "{mine}");
+    assert_eq!(fetch(OTHER).await.0, 404, "another token read the result");
+
     for _ in 0..10 {
         let r = post(serde_json::json!({}), "a-wrong-guess").await.unwrap();
         assert_eq!(r.status(), 401);

@@ -216,6 +216,7 @@ pub fn request(
         reuse_connection: false,
         public_only: false,
         options: None,
+        requested_by: None,
     }
 }
 
