@@ -16,6 +16,7 @@ mod limits;
 mod ops;
 mod pipeline;
 mod recovery;
+mod stack;
 mod store;
 mod support;
 mod target;
