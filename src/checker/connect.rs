@@ -23,11 +23,13 @@ use super::tls::{self, Tls};
 use crate::model::{ErrorKind, IpFamily, Timing, TlsDetails};
 use crate::net;
 
-/// Largest response head accepted (status line and headers). A server that
-/// sends more is answered with a `protocol` failure, not with memory.
-pub const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// Response headers accepted at most.
-const MAX_HEADERS: usize = 256;
+/// Largest response head accepted (status line and headers): Chromium's
+/// limit (`net::HttpStreamParser`, 256 KiB). A server that sends more is
+/// answered with a `protocol` failure, not with memory.
+pub const MAX_HEAD_BYTES: usize = 256 * 1024;
+/// Response header fields accepted at most: far past what browsers meet
+/// (hyper's default of 100 refused real sites), still bounded.
+pub const MAX_HEADERS: usize = 1024;
 /// Idle pooled connections kept per origin (`reuse_connection` sites).
 const POOL_PER_ORIGIN: usize = 4;
 /// A pooled connection idle longer than this is not reused: servers close
@@ -258,17 +260,19 @@ impl Connector {
         let started = Instant::now();
         let shake = self.tls.handshake(tcp, &route.host, route.verify_tls).await;
         Trace::add(&mut trace.timing.tls_ms, started);
-        let mut cert = shake
-            .leaf
-            .as_ref()
-            .and_then(|der| tls::details(der, Utc::now()));
+        let mut cert = tls::expires_first(&shake.chain, Utc::now());
         let stream = match shake.result {
             Ok(s) => s,
             Err(e) => {
                 trace.saw_cert(cert);
+                let why = chain(&e);
                 return Err(Fail::new(
                     ErrorKind::Tls,
-                    format!("TLS handshake with {}: {}", route.host, chain(&e)),
+                    format!(
+                        "TLS handshake with {}: {why}{}",
+                        route.host,
+                        tls::hint(&why)
+                    ),
                 ));
             }
         };
@@ -279,7 +283,7 @@ impl Connector {
         let h2 = tls::negotiated_h2(&stream);
         let version = if h2 { "HTTP/2" } else { "HTTP/1.1" };
         trace.http_version = Some(version);
-        let conn = start_http(TokioIo::new(stream), h2).await?;
+        let conn = start_http(TokioIo::new(LenientEof(stream)), h2).await?;
         Ok(conn.finish(route, remote, version, cert))
     }
 }
@@ -403,6 +407,53 @@ where
             task: drive(conn),
         }
     })
+}
+
+/// A TLS stream whose peer may close TCP without a `close_notify` alert:
+/// that ends the stream like a clean close instead of failing the read, as
+/// curl and browsers accept it from legacy servers (RFC 8446 section 6.1
+/// requires the alert, but HTTP/1.1 close-delimited bodies predate it). A
+/// body whose length was announced (Content-Length, chunked) and cut short
+/// still fails: hyper sees the message incomplete.
+struct LenientEof<S>(S);
+
+impl<S: AsyncRead + Unpin> AsyncRead for LenientEof<S> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        match std::pin::Pin::new(&mut self.0).poll_read(cx, buf) {
+            std::task::Poll::Ready(Err(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                std::task::Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for LenientEof<S> {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        data: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, data)
+    }
+
+    fn poll_flush(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+
+    fn poll_shutdown(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
 }
 
 /// Runs a connection in a task of its own, aborted when the check lets go.

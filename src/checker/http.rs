@@ -9,7 +9,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use chrono::Utc;
-use http::header::{HeaderMap, HeaderName, HeaderValue, HOST, LOCATION, USER_AGENT};
+use http::header::{
+    HeaderMap, HeaderName, HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, COOKIE, HOST, LOCATION,
+    SET_COOKIE, USER_AGENT,
+};
 use http::Method;
 use http_body_util::{BodyExt, Full};
 use hyper::body::Body as _;
@@ -17,6 +20,7 @@ use url::Url;
 
 use super::connect::{chain, Conn, Connector, Fail, Phase, Route, Sender, Trace};
 use super::judge::{self, HeaderCheck, Response, Rules};
+use super::redirects;
 use super::tls::{Tls, TlsSetupError};
 use crate::config::CheckerSettings;
 use crate::model::{
@@ -178,6 +182,14 @@ impl HttpChecker {
             value.set_sensitive(true);
             headers.append(name, value);
         }
+        // As browsers do: the server may compress, and the checker decodes
+        // (see `decode`). A site that sets its own header keeps it.
+        if !headers.contains_key(ACCEPT_ENCODING) {
+            headers.insert(
+                ACCEPT_ENCODING,
+                HeaderValue::from_static("gzip, deflate, br"),
+            );
+        }
         if !headers.contains_key(USER_AGENT) {
             headers.insert(USER_AGENT, self.user_agent.clone());
         }
@@ -253,7 +265,12 @@ impl HttpChecker {
         let mut method = p.method.clone();
         let mut headers = p.headers.clone();
         let mut body = p.body.clone();
+        // Cookies set along this check's own redirect chain, by RFC 6265's
+        // domain and path rules; never shared with another check.
+        let mut jar = cookie_store::CookieStore::default();
+        let mut configured_cookie = headers.get(COOKIE).cloned();
         loop {
+            redirects::with_cookies(&mut headers, configured_cookie.as_ref(), &jar, &url);
             let route = Route::of(&url, p.verify_tls, p.ip_family, p.public_only);
             let pooled = if p.reuse {
                 self.connector.pooled(&route, trace)
@@ -288,6 +305,13 @@ impl HttpChecker {
             // HTTP/1.0 to our HTTP/1.1), not what was sent.
             trace.http_version = Some(version_name(response.version()));
 
+            let set = response
+                .headers()
+                .get_all(SET_COOKIE)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .filter_map(|v| cookie_store::RawCookie::parse(v.to_owned()).ok());
+            jar.store_response_cookies(set, &url);
             let location = response.headers().get(LOCATION).cloned();
             if p.follow && matches!(status, 301 | 302 | 303 | 307 | 308) {
                 if let Some(location) = location {
@@ -301,10 +325,9 @@ impl HttpChecker {
                             ),
                         ));
                     }
-                    let next = location
-                        .to_str()
+                    let next = url
+                        .join(&redirects::location_text(location.as_bytes()))
                         .ok()
-                        .and_then(|l| url.join(l).ok())
                         .filter(|u| matches!(u.scheme(), "http" | "https"))
                         .ok_or_else(|| {
                             Fail::new(
@@ -331,6 +354,9 @@ impl HttpChecker {
                             .filter(|(name, _)| self.cross_origin.contains(name))
                             .map(|(n, v)| (n.clone(), v.clone()))
                             .collect();
+                        // Configured cookies are for the first origin only;
+                        // the jar's go wherever their domain rules say.
+                        configured_cookie = None;
                     }
                     trace.timing.redirects += 1;
                     url = next;
@@ -379,8 +405,13 @@ impl HttpChecker {
             Ok::<(), Fail>(())
         };
         let read = read.await;
-        Trace::add(&mut trace.timing.transfer_ms, started);
         read?;
+        if let Some(coding) = parts.headers.get(CONTENT_ENCODING) {
+            let (decoded, more) = super::codings::decode(coding.as_bytes(), &data, cap)?;
+            data = decoded;
+            truncated |= more;
+        }
+        Trace::add(&mut trace.timing.transfer_ms, started);
         let closing = parts
             .headers
             .get(http::header::CONNECTION)
@@ -496,11 +527,13 @@ fn version_name(v: http::Version) -> &'static str {
 fn exchange_failure(e: hyper::Error) -> Fail {
     let message = chain(&e);
     let kind = if e.is_parse_too_large() {
+        // hyper does not say which of the two limits it was.
         return Fail::new(
             ErrorKind::Protocol,
             format!(
-                "response head larger than {} KiB: {message}",
-                super::connect::MAX_HEAD_BYTES / 1024
+                "response head over the limits (more than {} KiB, or more than {} header fields): {message}",
+                super::connect::MAX_HEAD_BYTES / 1024,
+                super::connect::MAX_HEADERS
             ),
         );
     } else if e.is_parse() || e.is_parse_status() || e.is_user() {

@@ -8,10 +8,12 @@
 //! with checks completing out of order. A request received after its
 //! deadline is not checked late: it is published as `skipped`.
 
+mod codings;
 mod connect;
 mod hosts;
 mod http;
 mod judge;
+mod redirects;
 mod tls;
 
 pub use connect::chain as error_chain;

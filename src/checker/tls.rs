@@ -34,11 +34,13 @@ pub struct Tls {
     verifier: Arc<WebPkiServerVerifier>,
 }
 
-/// A finished handshake, or why it failed, with the certificate either way
-/// when the server got as far as sending one.
+/// A finished handshake, or why it failed, with the certificates either way
+/// when the server got as far as sending them.
 pub struct Handshake {
     pub result: std::io::Result<TlsStream<TcpStream>>,
-    pub leaf: Option<CertificateDer<'static>>,
+    /// The chain the server presented: the leaf first, then the
+    /// intermediates it sent.
+    pub chain: Vec<CertificateDer<'static>>,
 }
 
 impl Tls {
@@ -70,15 +72,19 @@ impl Tls {
         Ok(Tls { provider, verifier })
     }
 
-    /// Runs a handshake over `tcp` for `host`, offering HTTP/2 and HTTP/1.1.
-    /// With `verify` off any certificate is accepted (its details are still
-    /// recorded); the handshake's signatures are checked either way.
+    /// Runs a handshake over `tcp` for `host` (a name, or an IP literal with
+    /// or without the URL's brackets: then the certificate must name that
+    /// IP), offering HTTP/2 and HTTP/1.1. With `verify` off any certificate
+    /// and key is accepted, however weak (an old appliance's 1024-bit RSA),
+    /// as curl's `--insecure` does; its details are still recorded.
     pub async fn handshake(&self, tcp: TcpStream, host: &str, verify: bool) -> Handshake {
         let capture = Arc::new(Capture {
             verifier: verify.then(|| self.verifier.clone()),
             provider: self.provider.clone(),
-            leaf: Mutex::new(None),
+            chain: Mutex::new(Vec::new()),
         });
+        // `[::1]` in a URL is the IP ::1 to TLS.
+        let host = host.trim_start_matches('[').trim_end_matches(']');
         let config = rustls::ClientConfig::builder_with_provider(self.provider.clone())
             .with_safe_default_protocol_versions()
             .map(|b| {
@@ -96,18 +102,18 @@ impl Tls {
                     .await
             }
         };
-        let leaf = capture.leaf.lock().expect("leaf lock").take();
-        Handshake { result, leaf }
+        let chain = std::mem::take(&mut *capture.chain.lock().expect("chain lock"));
+        Handshake { result, chain }
     }
 }
 
-/// Records the leaf certificate, then verifies it (or not).
+/// Records the presented chain, then verifies it (or not).
 #[derive(Debug)]
 struct Capture {
     /// `None`: accept any certificate (`verify_tls = false`).
     verifier: Option<Arc<WebPkiServerVerifier>>,
     provider: Arc<CryptoProvider>,
-    leaf: Mutex<Option<CertificateDer<'static>>>,
+    chain: Mutex<Vec<CertificateDer<'static>>>,
 }
 
 impl ServerCertVerifier for Capture {
@@ -119,7 +125,10 @@ impl ServerCertVerifier for Capture {
         ocsp_response: &[u8],
         now: UnixTime,
     ) -> Result<ServerCertVerified, rustls::Error> {
-        *self.leaf.lock().expect("leaf lock") = Some(end_entity.clone().into_owned());
+        *self.chain.lock().expect("chain lock") = std::iter::once(end_entity)
+            .chain(intermediates)
+            .map(|c| c.clone().into_owned())
+            .collect();
         match &self.verifier {
             Some(v) => {
                 v.verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
@@ -134,6 +143,12 @@ impl ServerCertVerifier for Capture {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        if self.verifier.is_none() {
+            // Insecure: a key too weak for webpki (RSA under 2048 bits) is
+            // accepted like any certificate. Nothing is proven without
+            // verification anyway.
+            return Ok(HandshakeSignatureValid::assertion());
+        }
         rustls::crypto::verify_tls12_signature(
             message,
             cert,
@@ -148,6 +163,9 @@ impl ServerCertVerifier for Capture {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        if self.verifier.is_none() {
+            return Ok(HandshakeSignatureValid::assertion());
+        }
         rustls::crypto::verify_tls13_signature(
             message,
             cert,
@@ -174,6 +192,35 @@ pub fn details(der: &[u8], now: DateTime<Utc>) -> Option<TlsDetails> {
         issuer: cert.issuer().to_string(),
         version: None,
     })
+}
+
+/// The certificate of `chain` (leaf first) that expires first, as of `now`:
+/// the one `min_cert_days` judges, since the site breaks when any of them
+/// expires. Certificates that do not parse are skipped.
+pub fn expires_first(chain: &[CertificateDer<'_>], now: DateTime<Utc>) -> Option<TlsDetails> {
+    chain
+        .iter()
+        .filter_map(|der| details(der, now))
+        .min_by_key(|d| d.not_after)
+}
+
+/// What a handshake failure most likely means, for the message: a server
+/// that refuses every suite and version rustls offers is one that speaks
+/// only what rustls does not implement (CBC-mode suites, TLS 1.0/1.1, RSA
+/// key exchange). sitewatch does not fall back to those: rustls does not
+/// implement them, and a browser refuses most of them too.
+pub fn hint(error: &str) -> &'static str {
+    if error.contains("HandshakeFailure")
+        || error.contains("ProtocolVersion")
+        || error.contains("InsufficientSecurity")
+        || error.contains("PeerIncompatible")
+    {
+        " (the server offers no cipher suite or TLS version in common: it may speak only \
+         CBC-mode suites, TLS 1.0/1.1 or RSA key exchange, which rustls and modern browsers \
+         do not)"
+    } else {
+        ""
+    }
 }
 
 /// `TLSv1.3` / `TLSv1.2` of an established connection.

@@ -3,6 +3,7 @@
 //! names so they run in parallel and leave each other alone.
 
 mod api;
+mod browserlike;
 mod bus;
 mod checks;
 mod cli;
