@@ -556,3 +556,41 @@ async fn a_server_with_only_suites_rustls_lacks_is_named_as_such() {
         );
     }
 }
+
+/// The other side of the leniency: a body whose length was announced and
+/// that ends early without `close_notify` is still a failure (truncation).
+#[tokio::test]
+async fn an_announced_body_cut_short_without_close_notify_still_fails() {
+    let (certs, key, root) = chain(300, 300);
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca.path(), root).unwrap();
+    let port = tls_server(
+        certs,
+        key,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b",
+        true,
+    )
+    .await;
+    let out = check_with(
+        &format!("https://127.0.0.1:{port}/"),
+        CheckOptions::default(),
+        vec![ca.path().to_path_buf()],
+    )
+    .await;
+    assert_eq!(out.outcome, Outcome::Down, "{out:?}");
+    assert_eq!(out.error_kind.map(|k| k.as_str()), Some("body"), "{out:?}");
+}
+
+/// Header values with obsolete bytes (Latin-1, RFC 9110's obs-text) and odd
+/// but harmless spacing are read as browsers read them.
+#[tokio::test]
+async fn odd_bytes_in_header_values_are_accepted() {
+    let (port, _) = raw_server(|_| {
+        let mut r = b"HTTP/1.1 200 OK\r\nX-Place: caf".to_vec();
+        r.push(0xe9);
+        r.extend_from_slice(b"\r\nX-Spaced:    padded value   \r\nContent-Length: 7\r\nConnection: close\r\n\r\nodd ok!");
+        r
+    })
+    .await;
+    up(&check_regex(&format!("http://127.0.0.1:{port}/"), "odd ok").await);
+}
