@@ -288,6 +288,18 @@ async fn tls_server_on(
     port
 }
 
+/// [`tls_server`] with a fresh chain for 127.0.0.1, valid 300 days, and
+/// the root's PEM in a file for `checker.ca_files`.
+async fn trusted_tls_server(
+    response: &'static [u8],
+    abrupt: bool,
+) -> (u16, tempfile::NamedTempFile) {
+    let (certs, key, root) = chain(300, 300);
+    let ca = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca.path(), root).unwrap();
+    (tls_server(certs, key, response, abrupt).await, ca)
+}
+
 /// A chain as a server presents it (leaf first), the leaf's key, and the
 /// root's PEM for the checker to trust.
 type Chain = (
@@ -385,13 +397,8 @@ async fn min_cert_days_judges_the_chain_the_server_presents() {
 
 #[tokio::test]
 async fn a_close_delimited_body_without_close_notify_is_accepted() {
-    let (certs, key, root) = chain(300, 300);
-    let ca = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(ca.path(), root).unwrap();
     // No Content-Length: the body ends when the connection does.
-    let port = tls_server(
-        certs,
-        key,
+    let (port, ca) = trusted_tls_server(
         b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nlegacy tls body ok",
         true,
     )
@@ -561,12 +568,7 @@ async fn a_server_with_only_suites_rustls_lacks_is_named_as_such() {
 /// that ends early without `close_notify` is still a failure (truncation).
 #[tokio::test]
 async fn an_announced_body_cut_short_without_close_notify_still_fails() {
-    let (certs, key, root) = chain(300, 300);
-    let ca = tempfile::NamedTempFile::new().unwrap();
-    std::fs::write(ca.path(), root).unwrap();
-    let port = tls_server(
-        certs,
-        key,
+    let (port, ca) = trusted_tls_server(
         b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nonly ten b",
         true,
     )
