@@ -17,6 +17,7 @@
 //!   offsets, topics, dead letters.
 //! * [`store`]: Postgres: pool, embedded migrations, sites, results, progress.
 //! * [`daemon`]: start-up and the stages as tasks, by role.
+//! * [`cli`]: the `sitewatch` command line, one module per command.
 //! * [`incidents`]: results to per-site state and incidents (one evaluator
 //!   at a time across instances); [`alerts`]: their webhook notifications.
 //! * [`shutdown`]: signals to cancellation.
@@ -30,6 +31,7 @@ pub mod alerts;
 pub mod api;
 pub mod bus;
 pub mod checker;
+pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod incidents;

@@ -1,0 +1,198 @@
+//! `sitewatch check URL | --site NAME`: one check now, printed with its
+//! timing breakdown and certificate; no Kafka, no Postgres.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use super::{load, DEFAULT_CONFIG, EXIT_CONFIG};
+use crate::checker::HttpChecker;
+use crate::config;
+use crate::daemon;
+use crate::model::{CheckRequest, Origin, Outcome};
+
+#[derive(clap::Args)]
+pub struct CheckArgs {
+    /// The URL to check (or use --site).
+    #[arg(required_unless_present = "site")]
+    url: Option<String>,
+    /// Check this site of the config file instead, with all its assertions.
+    #[arg(long, conflicts_with = "url")]
+    site: Option<String>,
+    /// The config file for --site (default /etc/sitewatch/sitewatch.toml
+    /// then; also for checker settings such as ca_files and max_body_bytes).
+    #[arg(long = "config", env = "SITEWATCH_CONFIG")]
+    config: Option<PathBuf>,
+    /// Regex the body must match.
+    #[arg(long)]
+    regex: Option<String>,
+    /// Regex the body must not match.
+    #[arg(long)]
+    forbidden_regex: Option<String>,
+    #[arg(long, default_value = "10s")]
+    timeout: String,
+    #[arg(long)]
+    method: Option<String>,
+    /// Request header `Name: value` (repeatable).
+    #[arg(long = "header")]
+    headers: Vec<String>,
+    /// Request body.
+    #[arg(long)]
+    body: Option<String>,
+    /// Healthy status codes, e.g. "200-399" or "200,301-302".
+    #[arg(long)]
+    expect_status: Option<String>,
+    /// Response header assertion: `name` (present), `name=REGEX` (present
+    /// and matching) or `!name` (absent). Repeatable.
+    #[arg(long = "expect-header")]
+    expect_headers: Vec<String>,
+    /// A correct response slower than this is degraded, e.g. "500ms".
+    #[arg(long)]
+    degraded_after: Option<String>,
+    #[arg(long)]
+    body_min_bytes: Option<u64>,
+    #[arg(long)]
+    body_max_bytes: Option<u64>,
+    /// Fail when the certificate has fewer days left.
+    #[arg(long)]
+    min_cert_days: Option<u32>,
+    /// Judge a redirect as the response instead of following it.
+    #[arg(long)]
+    no_follow: bool,
+    #[arg(long)]
+    max_redirects: Option<u32>,
+    /// Accept any certificate (its expiry is still shown).
+    #[arg(long)]
+    insecure: bool,
+    /// any, prefer_ipv4, prefer_ipv6, ipv4 or ipv6.
+    #[arg(long)]
+    ip_family: Option<String>,
+    /// Body bytes read (and matched) at most; default as checker.max_body_bytes.
+    #[arg(long)]
+    max_body_bytes: Option<u64>,
+    /// Print the outcome as JSON (the message the checker publishes).
+    #[arg(long)]
+    json: bool,
+}
+
+impl CheckArgs {
+    /// The check as an on-demand request body, validated by the same rules
+    /// as the API and the config file.
+    fn as_request(&self) -> serde_json::Value {
+        let mut body = serde_json::json!({ "url": self.url, "timeout": self.timeout });
+        let mut set = |key: &str, value: serde_json::Value| {
+            if !value.is_null() {
+                body[key] = value;
+            }
+        };
+        set("regex", self.regex.clone().into());
+        set("forbidden_regex", self.forbidden_regex.clone().into());
+        set("method", self.method.clone().into());
+        set("body", self.body.clone().into());
+        set("expect_status", self.expect_status.clone().into());
+        set("degraded_after", self.degraded_after.clone().into());
+        set("body_min_bytes", self.body_min_bytes.into());
+        set("body_max_bytes", self.body_max_bytes.into());
+        set("min_cert_days", self.min_cert_days.into());
+        set("max_redirects", self.max_redirects.into());
+        set("ip_family", self.ip_family.clone().into());
+        if self.no_follow {
+            set("follow_redirects", false.into());
+        }
+        if self.insecure {
+            set("verify_tls", false.into());
+        }
+        if !self.headers.is_empty() {
+            let mut map = serde_json::Map::new();
+            for h in &self.headers {
+                let (k, v) = h.split_once(':').unwrap_or((h, ""));
+                map.insert(k.trim().to_owned(), v.trim().into());
+            }
+            set("headers", map.into());
+        }
+        if !self.expect_headers.is_empty() {
+            let rules: Vec<serde_json::Value> = self
+                .expect_headers
+                .iter()
+                .map(|h| match (h.strip_prefix('!'), h.split_once('=')) {
+                    (Some(name), _) => serde_json::json!({"name": name, "absent": true}),
+                    (None, Some((name, re))) => serde_json::json!({"name": name, "matches": re}),
+                    (None, None) => serde_json::json!({"name": h}),
+                })
+                .collect();
+            set("expect_headers", rules.into());
+        }
+        body
+    }
+}
+
+/// `sitewatch check`: the same check the daemon runs, printed.
+pub async fn check(a: CheckArgs) -> ExitCode {
+    // A site comes from a config file: the one given, or the default the
+    // other commands read. A bare URL needs none.
+    let config = a
+        .config
+        .clone()
+        .or_else(|| a.site.as_ref().map(|_| PathBuf::from(DEFAULT_CONFIG)));
+    let settings = match &config {
+        Some(path) => match load(path) {
+            Ok(s) => Some(s),
+            Err(code) => return code,
+        },
+        None => None,
+    };
+    let mut checker_settings = settings
+        .as_ref()
+        .map(|s| s.checker.clone())
+        .unwrap_or_default();
+    if let Some(n) = a.max_body_bytes {
+        checker_settings.max_body_bytes = n;
+    }
+    let site = match (&a.site, &settings) {
+        (Some(name), Some(s)) => match s.sites.iter().find(|site| &site.name == name) {
+            Some(site) => site.clone(),
+            None => {
+                eprintln!("error: no site named {name:?} in the config");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+        (Some(_), None) => {
+            eprintln!("error: --site needs --config (or SITEWATCH_CONFIG)");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+        (None, _) => {
+            let defaults = settings
+                .as_ref()
+                .map(|s| s.site_defaults.clone())
+                .unwrap_or_default();
+            match config::parse_on_demand(&a.as_request(), &defaults) {
+                Ok(site) => site,
+                Err(errors) => {
+                    for e in errors {
+                        eprintln!("error: {}: {}", e.field, e.message);
+                    }
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            }
+        }
+    };
+    let http = match HttpChecker::new(&checker_settings, &daemon::instance_name()) {
+        Ok(h) => h,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut req = CheckRequest::for_slot(&site, chrono::Utc::now());
+    req.origin = Origin::OnDemand;
+    req.check_id = uuid::Uuid::new_v4();
+    let out = http.check(&req).await;
+    if a.json {
+        println!("{}", String::from_utf8_lossy(&crate::model::encode(&out)));
+    } else {
+        print!("{}", crate::checker::report(&out));
+    }
+    match out.outcome {
+        Outcome::Up | Outcome::Degraded => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
+}
