@@ -15,8 +15,8 @@ use serde_json::json;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::api::Beat;
 use crate::config::{AlertFormat, Settings};
+use crate::liveness::Beat;
 use crate::store::StoreError;
 
 /// Notifications claimed per round; the claim is held while they are sent.

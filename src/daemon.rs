@@ -45,14 +45,7 @@ pub enum DaemonError {
     Stage(&'static str, String),
 }
 
-/// This instance's name in outcomes and logs: the host name.
-pub fn instance_name() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|h| h.trim().to_owned())
-        .ok()
-        .filter(|h| !h.is_empty())
-        .unwrap_or_else(|| "sitewatch".to_owned())
-}
+pub use crate::instance::instance_name;
 
 type Stages = JoinSet<(&'static str, Result<(), String>)>;
 

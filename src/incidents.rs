@@ -22,9 +22,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::api::Beat;
 use crate::config::Settings;
-use crate::scheduler::SiteList;
+use crate::config::SiteList;
+use crate::liveness::Beat;
 use crate::store::StoreError;
 
 const EVERY: Duration = Duration::from_secs(1);

@@ -22,8 +22,10 @@
 //!   at a time across instances); [`alerts`]: their webhook notifications.
 //! * [`shutdown`]: signals to cancellation.
 //! * [`net`]: which addresses are public (server-side request forgery).
-//! * [`api`]: the admin listener (`/healthz`, `/readyz`, `/metrics`) and
-//!   the stages' liveness beats.
+//! * [`api`]: the public API and the admin listener (`/healthz`, `/readyz`,
+//!   `/metrics`).
+//! * [`liveness`]: the stages' beats, read by the admin listener and the
+//!   systemd watchdog; [`instance`]: this process's name.
 //! * [`systemd`]: `sd_notify` readiness, reload, stopping and the watchdog.
 //! * [`telemetry`]: logging set-up (plain or JSON) and metric names.
 
@@ -35,6 +37,8 @@ pub mod cli;
 pub mod config;
 pub mod daemon;
 pub mod incidents;
+pub mod instance;
+pub mod liveness;
 pub mod model;
 pub mod net;
 pub mod persister;

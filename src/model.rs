@@ -186,36 +186,6 @@ impl Default for CheckOptions {
     }
 }
 
-impl CheckRequest {
-    /// The request for `site`'s slot: everything a checker needs, so
-    /// checkers hold no site state.
-    pub fn for_slot(site: &crate::config::Site, slot: DateTime<Utc>) -> CheckRequest {
-        CheckRequest {
-            v: SCHEMA_VERSION,
-            check_id: scheduled_check_id(&site.name, slot),
-            site: site.name.clone(),
-            origin: Origin::Scheduled,
-            scheduled_at: slot,
-            // A request older than one interval is superseded by the next slot.
-            deadline: slot + chrono::Duration::milliseconds(site.interval.as_millis() as i64),
-            url: site.url.to_string(),
-            method: site.method.to_string(),
-            headers: site
-                .headers
-                .iter()
-                .filter_map(|(k, v)| Some((k.to_string(), v.to_str().ok()?.to_owned())))
-                .collect(),
-            timeout_ms: site.timeout.as_millis() as u64,
-            regex: site.regex.as_ref().map(|r| r.as_str().to_owned()),
-            expect_status: site.expect_status.to_string(),
-            reuse_connection: site.reuse_connection,
-            public_only: false,
-            options: site.options.as_deref().cloned(),
-            requested_by: None,
-        }
-    }
-}
-
 fn default_method() -> String {
     "GET".to_owned()
 }

@@ -20,9 +20,9 @@ use rdkafka::consumer::CommitMode;
 use rdkafka::Message;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::Beat;
 use crate::bus::{BusError, DeadLetter, MessageRef, Publisher, TrackedConsumer};
 use crate::config::Settings;
+use crate::liveness::Beat;
 use crate::model::{self, CheckOutcome};
 use crate::store::{self, StoreError};
 use crate::telemetry::metrics as m;

@@ -5,13 +5,12 @@
 //! (Prometheus text format). Loopback by default (`admin.listen`).
 
 pub mod guard;
-pub mod health;
 pub mod listener;
 pub mod outcomes;
 pub mod public;
 mod stream;
 
-pub use health::{Beat, Health, StageReport};
+pub use crate::liveness::{Beat, Health, StageReport};
 pub use public::PublicApi;
 
 use std::net::SocketAddr;

@@ -123,7 +123,7 @@ pub(super) async fn queue(
         site: on_demand_key(&site.url),
         deadline: now
             + chrono::Duration::from_std(site.timeout + QUEUE_ALLOWANCE).unwrap_or_default(),
-        ..CheckRequest::for_slot(&site, now)
+        ..site.request(now)
     };
     api.publisher
         .send(

@@ -169,7 +169,7 @@ pub fn static_member_id(settings: &Settings, group: &str) -> Option<String> {
     let instance = match &settings.kafka.instance_id {
         Some(id) if id.trim().is_empty() => return None,
         Some(id) => id.clone(),
-        None => crate::daemon::instance_name(),
+        None => crate::instance::instance_name(),
     };
     Some(format!("{instance}-{group}"))
 }

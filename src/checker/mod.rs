@@ -30,9 +30,9 @@ use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::Beat;
 use crate::bus::{BusError, DeadLetter, MessageRef, Publisher, TrackedConsumer};
 use crate::config::Settings;
+use crate::liveness::Beat;
 use crate::model::{self, CheckOutcome, CheckRequest, ErrorKind};
 use crate::telemetry::metrics as m;
 

@@ -7,8 +7,7 @@ use std::process::ExitCode;
 use super::{load, DEFAULT_CONFIG, EXIT_CONFIG};
 use crate::checker::HttpChecker;
 use crate::config;
-use crate::daemon;
-use crate::model::{CheckRequest, Origin, Outcome};
+use crate::model::{Origin, Outcome};
 
 #[derive(clap::Args)]
 pub struct CheckArgs {
@@ -175,14 +174,14 @@ pub async fn check(a: CheckArgs) -> ExitCode {
             }
         }
     };
-    let http = match HttpChecker::new(&checker_settings, &daemon::instance_name()) {
+    let http = match HttpChecker::new(&checker_settings, &crate::instance::instance_name()) {
         Ok(h) => h,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
-    let mut req = CheckRequest::for_slot(&site, chrono::Utc::now());
+    let mut req = site.request(chrono::Utc::now());
     req.origin = Origin::OnDemand;
     req.check_id = uuid::Uuid::new_v4();
     let out = http.check(&req).await;

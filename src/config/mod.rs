@@ -9,6 +9,7 @@ pub mod maintenance;
 mod normalize;
 mod on_demand;
 mod problem;
+mod request;
 mod secret;
 mod settings;
 mod site;
@@ -32,6 +33,10 @@ pub use settings::{
     TopicNames,
 };
 pub use site::{Site, StatusSet};
+
+/// The configured sites as the stages share them: one allocation per site,
+/// swapped whole on a reload (through a `watch` channel).
+pub type SiteList = Arc<Vec<Arc<Site>>>;
 
 use settings::RawSettings;
 

@@ -43,10 +43,10 @@ use rdkafka::error::KafkaError;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::api::Beat;
 use crate::bus::{BusError, Publisher};
 use crate::config::{Coordination, Settings, Site};
-use crate::model::{self, CheckRequest, ErrorKind};
+use crate::liveness::Beat;
+use crate::model::{self, ErrorKind};
 use crate::store::SkippedSlot;
 use crate::telemetry::metrics as m;
 
@@ -65,7 +65,7 @@ pub enum SchedulerError {
 
 /// The configured sites, as the daemon publishes them (again on reload).
 /// Entries share the `Arc<Site>`s: one copy of each site in the process.
-pub type SiteList = Arc<Vec<Arc<Site>>>;
+pub use crate::config::SiteList;
 
 pub struct Scheduler {
     settings: Arc<Settings>,
@@ -407,7 +407,7 @@ impl Scheduler {
         site: &Site,
         slot: DateTime<Utc>,
     ) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
-        let req = CheckRequest::for_slot(site, slot);
+        let req = site.request(slot);
         self.publisher
             .enqueue(
                 &self.settings.kafka.topics.created,
@@ -438,7 +438,7 @@ impl Scheduler {
                 // Debug: while the broker is away this fires for every
                 // slot; the slot's final fate is logged as a warning.
                 tracing::debug!(site = %site.name, %slot, error = %err, "publish failed; retrying");
-                let request = CheckRequest::for_slot(&site, slot);
+                let request = site.request(slot);
                 let (publisher, topic) = (
                     self.publisher.clone(),
                     self.settings.kafka.topics.created.clone(),

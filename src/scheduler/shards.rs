@@ -127,7 +127,7 @@ impl Ownership {
 pub fn member_id() -> String {
     format!(
         "{}-{}-{}",
-        crate::daemon::instance_name(),
+        crate::instance::instance_name(),
         std::process::id(),
         &uuid::Uuid::new_v4().simple().to_string()[..8]
     )
