@@ -5,6 +5,8 @@
 
 mod connections;
 mod duration;
+mod kafka;
+mod listeners;
 pub mod maintenance;
 mod normalize;
 mod on_demand;
@@ -13,6 +15,7 @@ mod request;
 mod secret;
 mod settings;
 mod site;
+mod validate;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -20,6 +23,8 @@ use std::sync::Arc;
 
 pub use connections::ConnectionLimits;
 pub use duration::{parse as parse_duration, show as show_duration};
+pub use kafka::{Compression, KafkaSasl, KafkaSettings, KafkaTls, TopicNames};
+pub use listeners::{AdminSettings, ApiSettings};
 pub use normalize::normalize_url;
 pub use on_demand::{
     parse_on_demand, refuse_by_policy, FieldError, PortRange, MAX_ON_DEMAND_TIMEOUT,
@@ -27,10 +32,9 @@ pub use on_demand::{
 pub use problem::{ConfigErrors, Problem, SiteRef};
 pub use secret::Secret;
 pub use settings::{
-    AdminSettings, AlertFormat, AlertSettings, ApiSettings, CheckerSettings, Coordination,
-    IncidentSettings, KafkaSasl, KafkaSettings, KafkaTls, LogFormat, LogSettings,
-    PersisterSettings, PostgresSettings, RetentionSettings, SchedulerSettings, SiteDefaults,
-    TopicNames,
+    AlertFormat, AlertSettings, CheckerSettings, Coordination, IncidentSettings, LogFormat,
+    LogSettings, PersisterSettings, PostgresSettings, RetentionSettings, SchedulerSettings,
+    SiteDefaults,
 };
 pub use site::{Site, StatusSet};
 

@@ -185,7 +185,7 @@ fn producer_batching_is_configurable_and_bounded() {
     let site = "[[sites]]\nname = \"a\"\nurl = \"https://a.example\"\n";
     let main = write(dir.path(), "ok.toml", site);
     let s = load_with_env(&main, HashMap::new()).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(s.kafka.compression, settings::Compression::Lz4);
+    assert_eq!(s.kafka.compression, super::kafka::Compression::Lz4);
     assert_eq!(s.kafka.linger, std::time::Duration::from_millis(25));
     let tuned = format!("[kafka]\ncompression = \"none\"\nlinger = \"100ms\"\n{site}");
     let main = write(dir.path(), "tuned.toml", &tuned);

@@ -1,0 +1,124 @@
+//! `[admin]` and `[api]`: the two HTTP listeners, their connection limits
+//! and the API's token, rate and on-demand policies.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use super::connections::ConnectionLimits;
+use super::duration;
+use super::secret::Secret;
+
+/// The admin listener: `/healthz`, `/readyz`, `/metrics`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSettings {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    /// Loopback by default: health and metrics are for the local agent or
+    /// the platform's probes, not the internet.
+    #[serde(default = "default_admin_listen")]
+    pub listen: std::net::SocketAddr,
+    #[serde(default = "admin_connections")]
+    pub connections: ConnectionLimits,
+}
+
+fn admin_connections() -> ConnectionLimits {
+    ConnectionLimits::ADMIN
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_admin_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 9750))
+}
+
+impl Default for AdminSettings {
+    fn default() -> Self {
+        AdminSettings {
+            enabled: true,
+            listen: default_admin_listen(),
+            connections: ConnectionLimits::ADMIN,
+        }
+    }
+}
+
+/// The public API: on-demand checks, results, sites.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiSettings {
+    #[serde(default)]
+    pub enabled: bool,
+    #[serde(default = "default_api_listen")]
+    pub listen: std::net::SocketAddr,
+    /// Bearer tokens; every request needs one of them.
+    #[serde(default)]
+    pub tokens: Vec<Secret>,
+    /// A file with more tokens, one per line.
+    pub tokens_file: Option<PathBuf>,
+    /// On-demand checks of loopback, private, link-local and cloud-metadata
+    /// addresses are refused unless this is set (server-side request forgery).
+    #[serde(default)]
+    pub allow_private_targets: bool,
+    /// The longest `?wait=` a client may ask for.
+    #[serde(default = "default_max_wait", deserialize_with = "duration::de")]
+    pub max_wait: Duration,
+    /// Requests per minute per token.
+    #[serde(default = "default_rate")]
+    pub requests_per_minute: u32,
+    /// Requests in progress at once per token.
+    #[serde(default = "default_in_flight")]
+    pub max_in_flight: usize,
+    /// Largest request body accepted.
+    #[serde(default = "default_api_body")]
+    pub max_body_bytes: usize,
+    #[serde(default)]
+    pub connections: ConnectionLimits,
+    /// WebSocket subscriptions (site names) one socket may hold.
+    #[serde(default = "default_max_subscriptions")]
+    pub max_subscriptions: usize,
+    /// Methods an on-demand check may use (case-insensitive).
+    #[serde(default = "default_allowed_methods")]
+    pub allowed_methods: Vec<String>,
+    /// Ports an on-demand check may reach: `"443"` or `"1024-65535"`.
+    #[serde(default = "default_allowed_ports")]
+    pub allowed_ports: Vec<super::on_demand::PortRange>,
+}
+
+fn default_allowed_methods() -> Vec<String> {
+    ["GET", "HEAD", "POST"].map(String::from).to_vec()
+}
+fn default_allowed_ports() -> Vec<super::on_demand::PortRange> {
+    ["80", "443", "1024-65535"]
+        .iter()
+        .map(|p| super::on_demand::PortRange::try_from(p.to_string()).expect("valid default"))
+        .collect()
+}
+
+fn default_max_subscriptions() -> usize {
+    1000
+}
+
+fn default_api_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([127, 0, 0, 1], 8080))
+}
+fn default_max_wait() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_rate() -> u32 {
+    120
+}
+fn default_in_flight() -> usize {
+    16
+}
+fn default_api_body() -> usize {
+    16 * 1024
+}
+
+impl Default for ApiSettings {
+    fn default() -> Self {
+        toml::from_str("").expect("empty api settings deserialize to defaults")
+    }
+}

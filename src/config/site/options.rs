@@ -1,0 +1,150 @@
+//! A site's rich assertions and request options (`CheckOptions`): each key
+//! read and checked on its own, so every problem is named.
+
+use std::time::Duration;
+
+use http::HeaderName;
+use url::Url;
+
+use super::super::duration;
+use super::patterns::{compile, Patterns};
+use super::{Reader, MAX_BODY_BOUND, MAX_REDIRECTS};
+use crate::model::{CheckOptions, HeaderRule, IpFamily};
+
+/// The rich assertions and request options of a site.
+pub(super) fn parse_options(
+    r: &mut Reader<'_>,
+    url: Option<&Url>,
+    timeout: Option<Duration>,
+) -> CheckOptions {
+    let mut o = CheckOptions {
+        forbidden_regex: r.regex("forbidden_regex").map(|re| re.as_str().to_owned()),
+        ..CheckOptions::default()
+    };
+    if let Some(d) = r.duration("degraded_after") {
+        if d.is_zero() {
+            r.bad("degraded_after", "must be greater than 0");
+        } else if timeout.is_some_and(|t| d >= t) {
+            r.bad(
+                "degraded_after",
+                format!(
+                    "{} must be shorter than the timeout {}",
+                    duration::show(d),
+                    duration::show(timeout.unwrap_or_default())
+                ),
+            );
+        } else {
+            o.degraded_after_ms = Some(d.as_millis() as u64);
+        }
+    }
+    match r.take("expect_headers") {
+        None => {}
+        Some(toml::Value::Array(items)) => {
+            for (i, item) in items.into_iter().enumerate() {
+                let field = format!("expect_headers[{i}]");
+                match header_rule(item) {
+                    Ok(rule) => o.expect_headers.push(rule),
+                    Err(e) => r.bad(&field, e),
+                }
+            }
+        }
+        Some(other) => r.bad(
+            "expect_headers",
+            format!(
+                "expected a list of {{ name = \"...\", matches = \"regex\" }} or \
+                 {{ name = \"...\", absent = true }}, found {}",
+                other.type_str()
+            ),
+        ),
+    }
+    o.body_min_bytes = r
+        .integer("body_min_bytes", 0..=MAX_BODY_BOUND)
+        .map(|n| n as u64);
+    o.body_max_bytes = r
+        .integer("body_max_bytes", 0..=MAX_BODY_BOUND)
+        .map(|n| n as u64);
+    if let (Some(min), Some(max)) = (o.body_min_bytes, o.body_max_bytes) {
+        if min > max {
+            r.bad(
+                "body_min_bytes",
+                format!("{min} is above body_max_bytes {max}"),
+            );
+        }
+    }
+    o.min_cert_days = r.integer("min_cert_days", 0..=3650).map(|n| n as u32);
+    if o.min_cert_days.is_some() && url.is_some_and(|u| u.scheme() != "https") {
+        r.bad("min_cert_days", "needs an https:// url");
+    }
+    o.follow_redirects = r.boolean("follow_redirects", true);
+    o.max_redirects = r
+        .integer("max_redirects", 0..=MAX_REDIRECTS)
+        .map(|n| n as u32);
+    o.body = r.string("body");
+    o.verify_tls = r.boolean("verify_tls", true);
+    if let Some(family) = r.string("ip_family") {
+        let all = [
+            IpFamily::Any,
+            IpFamily::PreferIpv4,
+            IpFamily::PreferIpv6,
+            IpFamily::Ipv4,
+            IpFamily::Ipv6,
+        ];
+        match all.into_iter().find(|f| f.as_str() == family) {
+            Some(f) => o.ip_family = f,
+            None => r.bad(
+                "ip_family",
+                format!("{family:?} is not one of {:?}", all.map(IpFamily::as_str)),
+            ),
+        }
+    }
+    o
+}
+
+/// One `expect_headers` entry: `{ name, matches }` or `{ name, absent = true }`.
+fn header_rule(item: toml::Value) -> Result<HeaderRule, String> {
+    let toml::Value::Table(mut t) = item else {
+        return Err(format!("expected a table, found {}", item.type_str()));
+    };
+    let name = match t.remove("name") {
+        Some(toml::Value::String(n)) if HeaderName::from_bytes(n.as_bytes()).is_ok() => {
+            n.to_ascii_lowercase()
+        }
+        Some(toml::Value::String(n)) => return Err(format!("{n:?} is not a header name")),
+        _ => return Err("`name` (a string) is required".into()),
+    };
+    let matches = match t.remove("matches") {
+        None => None,
+        // Only checked here (the checker compiles what it matches with).
+        Some(toml::Value::String(p)) => match compile(&p, Patterns::OneOff) {
+            Ok(_) => Some(p),
+            Err(e) => return Err(format!("`matches`: invalid regex: {e}")),
+        },
+        Some(other) => {
+            return Err(format!(
+                "`matches`: expected a string, found {}",
+                other.type_str()
+            ))
+        }
+    };
+    let absent = match t.remove("absent") {
+        None => false,
+        Some(toml::Value::Boolean(b)) => b,
+        Some(other) => {
+            return Err(format!(
+                "`absent`: expected true or false, found {}",
+                other.type_str()
+            ))
+        }
+    };
+    if let Some(k) = t.keys().next() {
+        return Err(format!("unknown key {k:?} (known: name, matches, absent)"));
+    }
+    if absent && matches.is_some() {
+        return Err("`absent = true` and `matches` contradict each other".into());
+    }
+    Ok(HeaderRule {
+        name,
+        matches,
+        absent,
+    })
+}
