@@ -30,12 +30,12 @@ pub struct Guard {
     state: Arc<Mutex<HashMap<usize, Usage>>>,
     /// Failed authentications per client address, this minute.
     guesses: Arc<Mutex<HashMap<IpAddr, (Instant, u32)>>>,
+    /// `api.failed_auth_per_minute`: past it, a client address's requests
+    /// get 429 without any token being compared, so a token cannot be
+    /// guessed at the speed of the network. 0: no limit.
+    guesses_per_minute: u32,
 }
 
-/// Failed authentications a client address may make per minute; past that
-/// its requests get 429 without any token being compared, so a token cannot
-/// be guessed at the speed of the network.
-const GUESSES_PER_MINUTE: u32 = 10;
 /// Addresses remembered at most; the oldest windows go first past this.
 const GUESSERS_KEPT: usize = 10_000;
 
@@ -46,7 +46,7 @@ struct Usage {
 }
 
 impl Guard {
-    pub fn new(tokens: Vec<Secret>, per_minute: u32, in_flight: usize) -> Self {
+    pub fn new(tokens: Vec<Secret>, per_minute: u32, in_flight: usize, guesses: u32) -> Self {
         Guard {
             ids: Arc::new(tokens.iter().map(|t| token_id(t.expose())).collect()),
             tokens: Arc::new(
@@ -59,6 +59,7 @@ impl Guard {
             in_flight,
             state: Arc::default(),
             guesses: Arc::default(),
+            guesses_per_minute: guesses,
         }
     }
 
@@ -67,7 +68,8 @@ impl Guard {
         let guesses = self.guesses.lock().expect("guesses lock");
         let (since, n) = guesses.get(&ip)?;
         let left = Duration::from_secs(60).checked_sub(since.elapsed())?;
-        (*n >= GUESSES_PER_MINUTE).then(|| left.as_secs().max(1))
+        (self.guesses_per_minute > 0 && *n >= self.guesses_per_minute)
+            .then(|| left.as_secs().max(1))
     }
 
     /// Counts a failed authentication from `ip`.
@@ -275,7 +277,7 @@ mod tests {
 
     #[test]
     fn an_empty_token_never_matches_missing_credentials() {
-        let guard = Guard::new(vec![Secret::new(""), Secret::new("tok")], 10, 1);
+        let guard = Guard::new(vec![Secret::new(""), Secret::new("tok")], 10, 1, 10);
         assert_eq!(guard.token_index(""), None);
         assert_eq!(guard.token_index("  "), None);
         assert_eq!(guard.token_index("tok"), Some(1));

@@ -48,6 +48,7 @@ impl PublicApi {
             self.settings.api_tokens.clone(),
             self.settings.api.requests_per_minute,
             self.settings.api.max_in_flight,
+            self.settings.api.failed_auth_per_minute,
         );
         let limit = self.settings.api.max_body_bytes;
         Router::new()
@@ -99,7 +100,8 @@ pub(super) async fn queue(
     let site =
         config::parse_on_demand(body, &api.settings.site_defaults).map_err(Rejection::Invalid)?;
     let a = &api.settings.api;
-    let refused = config::refuse_by_policy(&site, &a.allowed_methods, &a.allowed_ports);
+    let refused =
+        config::refuse_by_policy(&site, &a.allowed_methods, &a.allowed_ports, &a.denied_ports);
     if !refused.is_empty() {
         return Err(Rejection::Invalid(refused));
     }

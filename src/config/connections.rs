@@ -16,6 +16,10 @@ pub struct ConnectionLimits {
     /// Connections held at once; one more is accepted and closed at once
     /// (and counted in `sitewatch_listener_refused_total`).
     pub max: usize,
+    /// Connections one client address may hold, so one client cannot take
+    /// every slot (a flood from one address leaves room for the platform's
+    /// probes and the scraper).
+    pub max_per_address: usize,
     /// A connection on which nothing arrives for this long is closed
     /// (keep-alive between requests included; a WebSocket is pinged more
     /// often than this, so a live client answers in time).
@@ -29,16 +33,19 @@ pub struct ConnectionLimits {
 }
 
 impl ConnectionLimits {
-    /// The API's defaults: 256 connections, 60 s idle, 10 s for a head.
+    /// The API's defaults: 256 connections, 32 per address, 60 s idle, 10 s
+    /// for a head.
     pub const API: ConnectionLimits = ConnectionLimits {
         max: 256,
+        max_per_address: 32,
         idle_timeout: Duration::from_secs(60),
         header_timeout: Duration::from_secs(10),
     };
     /// The admin listener's defaults: 64 connections (probes and one
-    /// scraper), 30 s idle, 5 s for a head.
+    /// scraper), 8 per address, 30 s idle, 5 s for a head.
     pub const ADMIN: ConnectionLimits = ConnectionLimits {
         max: 64,
+        max_per_address: 8,
         idle_timeout: Duration::from_secs(30),
         header_timeout: Duration::from_secs(5),
     };
@@ -48,6 +55,12 @@ impl ConnectionLimits {
         let mut out = Vec::new();
         if self.max == 0 {
             out.push(("connections.max", "must be at least 1".to_owned()));
+        }
+        if self.max_per_address == 0 || self.max_per_address > self.max {
+            out.push((
+                "connections.max_per_address",
+                "must be between 1 and connections.max".to_owned(),
+            ));
         }
         for (field, d) in [
             ("connections.idle_timeout", self.idle_timeout),

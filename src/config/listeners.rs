@@ -85,6 +85,59 @@ pub struct ApiSettings {
     /// Ports an on-demand check may reach: `"443"` or `"1024-65535"`.
     #[serde(default = "default_allowed_ports")]
     pub allowed_ports: Vec<super::on_demand::PortRange>,
+    /// Ports refused even inside `allowed_ports`: by default the Fetch
+    /// standard's "bad ports" above 1023 (https://fetch.spec.whatwg.org/#bad-port)
+    /// and the default ports of common databases, caches, brokers and
+    /// cluster APIs, whose protocols a POST body could speak to.
+    #[serde(default = "default_denied_ports")]
+    pub denied_ports: Vec<super::on_demand::PortRange>,
+    /// Failed authentications one client address may make per minute before
+    /// its requests get 429 without any token being compared; 0 turns the
+    /// limit off (clients behind one NAT share it).
+    #[serde(default = "default_failed_auth")]
+    pub failed_auth_per_minute: u32,
+}
+
+fn default_failed_auth() -> u32 {
+    10
+}
+fn default_denied_ports() -> Vec<super::on_demand::PortRange> {
+    [
+        // Fetch "bad ports" >= 1024.
+        "1719-1720",
+        "1723",
+        "2049",
+        "3659",
+        "4045",
+        "4190",
+        "5060-5061",
+        "6000",
+        "6566",
+        "6665-6669",
+        "6679",
+        "6697",
+        "10080",
+        // Databases, caches, brokers, cluster and container APIs.
+        "1433-1434",
+        "1521",
+        "2375-2376",
+        "2379-2380",
+        "3306",
+        "5432",
+        "5672",
+        "5984",
+        "6379",
+        "7000-7001",
+        "9042",
+        "9092",
+        "9200",
+        "9300",
+        "11211",
+        "27017-27019",
+    ]
+    .iter()
+    .map(|p| super::on_demand::PortRange::try_from(p.to_string()).expect("valid default"))
+    .collect()
 }
 
 fn default_allowed_methods() -> Vec<String> {

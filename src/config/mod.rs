@@ -44,6 +44,9 @@ pub type SiteList = Arc<Vec<Arc<Site>>>;
 
 use settings::RawSettings;
 
+/// The shortest API token accepted: shorter ones can be guessed.
+pub const MIN_TOKEN_CHARS: usize = 16;
+
 /// The prefix of environment overrides: `SITEWATCH__POSTGRES__URL` sets
 /// `postgres.url`.
 pub const ENV_PREFIX: &str = "SITEWATCH";
@@ -259,9 +262,34 @@ fn parse(path: &Path, env: HashMap<String, String>) -> Result<Settings, ConfigEr
         }
     }
 
-    // An empty token would match a request without credentials: refuse it
-    // wherever it came from (a trailing comma in SITEWATCH__API__TOKENS, an
-    // empty string in the file's list).
+    // An empty token would match a request without credentials, and a short
+    // one is guessable: refuse them wherever they came from (a trailing
+    // comma in SITEWATCH__API__TOKENS, an empty string in the file's list).
+    let short = api_tokens
+        .iter()
+        .filter(|t| {
+            let n = t.expose().trim().chars().count();
+            n > 0 && n < MIN_TOKEN_CHARS
+        })
+        .count();
+    if short > 0 {
+        problems.push(Problem::field(
+            path,
+            "api.tokens",
+            format!(
+                "{short} token(s) shorter than {MIN_TOKEN_CHARS} characters: use long random \
+                 strings (e.g. `openssl rand -hex 32`)"
+            ),
+        ));
+    }
+    if raw.api.enabled && api_tokens.is_empty() && raw.api.tokens_file.is_some() {
+        problems.push(Problem::field(
+            path,
+            "api.tokens_file",
+            "no token in the file (blank lines and # comments only): the API would let nobody in"
+                .to_owned(),
+        ));
+    }
     let empty = api_tokens
         .iter()
         .filter(|t| t.expose().trim().is_empty())

@@ -103,7 +103,12 @@ impl TryFrom<String> for PortRange {
 /// `api.allowed_ports`), so that sitewatch cannot be used as a relay for
 /// arbitrary requests (CONNECT, TRACE, a mail or database port). Returns
 /// the refused fields; empty when the check may run.
-pub fn refuse_by_policy(site: &Site, methods: &[String], ports: &[PortRange]) -> Vec<FieldError> {
+pub fn refuse_by_policy(
+    site: &Site,
+    methods: &[String],
+    ports: &[PortRange],
+    denied: &[PortRange],
+) -> Vec<FieldError> {
     let mut out = Vec::new();
     if !methods
         .iter()
@@ -119,11 +124,11 @@ pub fn refuse_by_policy(site: &Site, methods: &[String], ports: &[PortRange]) ->
         });
     }
     let port = site.url.port_or_known_default().unwrap_or(0);
-    if !ports.iter().any(|r| r.0.contains(&port)) {
+    if !ports.iter().any(|r| r.0.contains(&port)) || denied.iter().any(|r| r.0.contains(&port)) {
         out.push(FieldError {
             field: "url".into(),
             message: format!(
-                "port {port} is not allowed for an on-demand check (api.allowed_ports)"
+                "port {port} is not allowed for an on-demand check (api.allowed_ports, api.denied_ports)"
             ),
         });
     }
@@ -218,9 +223,10 @@ mod tests {
             .iter()
             .map(|p| PortRange::try_from(p.to_string()).unwrap())
             .collect();
+        let denied = vec![PortRange::try_from("6379".to_string()).unwrap()];
         let check = |body: serde_json::Value| {
             let site = parse_on_demand(&body, &defaults()).unwrap();
-            refuse_by_policy(&site, &methods, &ports)
+            refuse_by_policy(&site, &methods, &ports, &denied)
                 .into_iter()
                 .map(|e| e.field)
                 .collect::<Vec<_>>()
@@ -238,8 +244,9 @@ mod tests {
         assert_eq!(check(json!({"url": "http://x.example:25/"})), ["url"]);
         assert_eq!(
             check(json!({"url": "http://x.example:6379/", "method": "PUT"})),
-            ["method"]
+            ["method", "url"]
         );
+        assert!(check(json!({"url": "http://x.example:6380/"})).is_empty());
         assert!(PortRange::try_from("0".to_string()).is_err());
         assert!(PortRange::try_from("9-3".to_string()).is_err());
         assert!(PortRange::try_from("http".to_string()).is_err());

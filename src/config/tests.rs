@@ -230,7 +230,7 @@ fn api_tokens_come_from_the_environment_as_a_list() {
     let env = HashMap::from([
         (
             "SITEWATCH__API__TOKENS".to_owned(),
-            "first-token,second-token".to_owned(),
+            "first-token-0123456789,second-token-0123456789".to_owned(),
         ),
         // Other values with commas stay strings.
         (
@@ -240,7 +240,10 @@ fn api_tokens_come_from_the_environment_as_a_list() {
     ]);
     let s = super::load_with_env(&path, env).unwrap();
     let tokens: Vec<&str> = s.api_tokens.iter().map(|t| t.expose()).collect();
-    assert_eq!(tokens, ["first-token", "second-token"]);
+    assert_eq!(
+        tokens,
+        ["first-token-0123456789", "second-token-0123456789"]
+    );
     assert_eq!(s.kafka.brokers, "h1:9092,h2:9092");
     let e = super::load_with_env(&path, Default::default()).unwrap_err();
     assert!(e.to_string().contains("api.tokens"), "{e}");
@@ -250,21 +253,49 @@ fn api_tokens_come_from_the_environment_as_a_list() {
 fn empty_or_blank_api_tokens_are_refused_wherever_they_come_from() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.toml");
-    std::fs::write(&path, "[api]\nenabled = true\ntokens = [\"ok\", \" \"]\n").unwrap();
+    std::fs::write(
+        &path,
+        "[api]\nenabled = true\ntokens = [\"ok-0123456789abcdef\", \" \"]\n",
+    )
+    .unwrap();
     let e = super::load_with_env(&path, HashMap::new()).unwrap_err();
     assert!(e.to_string().contains("api.tokens"), "{e}");
     assert!(e.to_string().contains("empty or blank"), "{e}");
 
     std::fs::write(&path, "[api]\nenabled = true\n").unwrap();
-    for value in ["", "tok,", ",tok", "tok, ,other"] {
-        let env = HashMap::from([("SITEWATCH__API__TOKENS".to_owned(), value.to_owned())]);
+    let long = "tok-0123456789abcdef";
+    for value in [
+        String::new(),
+        format!("{long},"),
+        format!(",{long}"),
+        format!("{long}, ,{long}x"),
+        // Too short to be a secret.
+        "tok".to_owned(),
+    ] {
+        let env = HashMap::from([("SITEWATCH__API__TOKENS".to_owned(), value.clone())]);
         let e = super::load_with_env(&path, env).unwrap_err();
         assert!(
             e.to_string().contains("api.tokens"),
             "{value:?} was accepted: {e}"
         );
     }
-    let env = HashMap::from([("SITEWATCH__API__TOKENS".to_owned(), "a,b".to_owned())]);
+    // A tokens file with no token in it (blank lines, a no-break space):
+    // the API would start with no way in.
+    let file = dir.path().join("tokens");
+    std::fs::write(&file, "\n \u{a0}\n\n").unwrap();
+    std::fs::write(
+        &path,
+        format!("[api]\nenabled = true\ntokens_file = {:?}\n", file),
+    )
+    .unwrap();
+    let e = super::load_with_env(&path, HashMap::new()).unwrap_err();
+    assert!(e.to_string().contains("no token"), "{e}");
+
+    std::fs::write(&path, "[api]\nenabled = true\n").unwrap();
+    let env = HashMap::from([(
+        "SITEWATCH__API__TOKENS".to_owned(),
+        format!("{long}a,{long}b"),
+    )]);
     assert_eq!(
         super::load_with_env(&path, env).unwrap().api_tokens.len(),
         2

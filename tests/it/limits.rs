@@ -57,6 +57,7 @@ async fn idle_and_slow_connections_are_capped_and_closed_while_checks_go_on() {
     settings.api_tokens = vec![Secret::new("a-token-of-some-length")];
     settings.api.connections = ConnectionLimits {
         max: MAX,
+        max_per_address: MAX,
         idle_timeout: Duration::from_secs(3),
         header_timeout: Duration::from_secs(2),
     };
