@@ -285,7 +285,10 @@ async fn daemon_sigkill_and_restart_loses_and_duplicates_nothing() {
     let log = crate::support::log_path(&db);
 
     let started = Utc::now();
-    let first = spawn(&cfg.path, &[], &log);
+    // The example config's session timeout, not the tests' shorter one:
+    // static membership must make it irrelevant to a restart.
+    let example = [("SITEWATCH__KAFKA__SESSION_TIMEOUT", "10s".to_owned())];
+    let first = spawn_with(&cfg.path, &[], &log, &example);
     // Load before the kill: at least 12 slots' worth of checks of every site
     // (a run of at least 30 s in all).
     wait_checked(&db, started, n as i64 * 12, "12 s worth of checks").await;
@@ -296,7 +299,7 @@ async fn daemon_sigkill_and_restart_loses_and_duplicates_nothing() {
     // Restarted 5 s later, as systemd's RestartSec=5 would.
     outage(5).await;
     let restarted_at = Utc::now();
-    let second = spawn(&cfg.path, &[], &log);
+    let second = spawn_with(&cfg.path, &[], &log, &example);
     let recovery = recovered(&db, killed_at, n, 20, "a round of checks after the restart").await;
     terminate(second);
     // Static group membership gives the restarted process its partitions
