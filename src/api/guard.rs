@@ -117,11 +117,11 @@ pub fn token_id(token: &str) -> String {
     digest[..8].iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Equal digests, compared in constant time (`subtle`, the RustCrypto
+/// crate for it; both sides are 32-byte SHA-256 digests).
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    use subtle::ConstantTimeEq;
+    a.ct_eq(b).into()
 }
 
 /// The credentials of an `Authorization: Bearer <token>` value, or `None`
