@@ -46,6 +46,9 @@ fn parse_since(text: &str) -> Result<chrono::DateTime<chrono::Utc>, String> {
     Ok(chrono::Utc::now() - chrono::Duration::from_std(ago).map_err(|e| e.to_string())?)
 }
 
+/// Runs `action` against the dead-letter topic of `settings`: reads it whole
+/// (30 s at most, no group joined, nothing committed), then lists or
+/// replays. `Err` when Kafka cannot be read or a replay cannot be published.
 pub async fn dlq(settings: &Settings, action: DlqAction) -> anyhow::Result<()> {
     let topic = &settings.kafka.topics.dlq;
     let letters = crate::bus::read_dead_letters(settings, topic, Duration::from_secs(30))
