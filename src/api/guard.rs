@@ -45,6 +45,23 @@ struct Usage {
     slots: Arc<Semaphore>,
 }
 
+impl Usage {
+    /// Counts one request in this minute's window (a new window once a
+    /// minute has passed); `Err` holds the seconds until the window resets
+    /// when `per_minute` are used up.
+    fn take(&mut self, per_minute: u32) -> Result<(), u64> {
+        if self.window.elapsed() >= Duration::from_secs(60) {
+            self.window = Instant::now();
+            self.count = 0;
+        }
+        if self.count >= per_minute {
+            return Err(60u64.saturating_sub(self.window.elapsed().as_secs()).max(1));
+        }
+        self.count += 1;
+        Ok(())
+    }
+}
+
 impl Guard {
     pub fn new(tokens: Vec<Secret>, per_minute: u32, in_flight: usize, guesses: u32) -> Self {
         Guard {
@@ -133,6 +150,14 @@ fn bearer_credentials(value: &str) -> Option<&str> {
     (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
 }
 
+/// 429 with `Retry-After: retry` seconds (RFC 9110 section 10.2.3).
+fn too_many(message: &str, retry: u64) -> Response {
+    let mut r = refuse(StatusCode::TOO_MANY_REQUESTS, message);
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from(retry));
+    r
+}
+
 fn refuse(code: StatusCode, message: &str) -> Response {
     (code, axum::Json(serde_json::json!({ "error": message }))).into_response()
 }
@@ -144,13 +169,7 @@ pub async fn check(State(guard): State<Guard>, mut request: Request, next: Next)
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
     if let Some(retry) = ip.and_then(|ip| guard.guessing(ip)) {
-        let mut r = refuse(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many failed authentications from this address",
-        );
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from(retry));
-        return r;
+        return too_many("too many failed authentications from this address", retry);
     }
     let given = request
         .headers()
@@ -175,34 +194,12 @@ pub async fn check(State(guard): State<Guard>, mut request: Request, next: Next)
             count: 0,
             slots: Arc::new(Semaphore::new(guard.in_flight)),
         });
-        if usage.window.elapsed() >= Duration::from_secs(60) {
-            usage.window = Instant::now();
-            usage.count = 0;
+        if let Err(retry) = usage.take(guard.per_minute) {
+            return too_many("rate limit reached for this token", retry);
         }
-        if usage.count >= guard.per_minute {
-            let retry = 60u64
-                .saturating_sub(usage.window.elapsed().as_secs())
-                .max(1);
-            let mut r = refuse(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate limit reached for this token",
-            );
-            r.headers_mut()
-                .insert(header::RETRY_AFTER, header::HeaderValue::from(retry));
-            return r;
-        }
-        usage.count += 1;
         match usage.slots.clone().try_acquire_owned() {
             Ok(p) => p,
-            Err(_) => {
-                let mut r = refuse(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too many requests in progress for this token",
-                );
-                r.headers_mut()
-                    .insert(header::RETRY_AFTER, header::HeaderValue::from(1u64));
-                return r;
-            }
+            Err(_) => return too_many("too many requests in progress for this token", 1),
         }
     };
     let permit = Arc::new(permit);
@@ -233,20 +230,10 @@ impl Caller {
     /// window resets when the limit is reached.
     pub fn take(&self) -> Result<(), u64> {
         let mut state = self.guard.state.lock().expect("guard lock");
-        let Some(usage) = state.get_mut(&self.who) else {
-            return Ok(());
-        };
-        if usage.window.elapsed() >= Duration::from_secs(60) {
-            usage.window = Instant::now();
-            usage.count = 0;
+        match state.get_mut(&self.who) {
+            Some(usage) => usage.take(self.guard.per_minute),
+            None => Ok(()),
         }
-        if usage.count >= self.guard.per_minute {
-            return Err(60u64
-                .saturating_sub(usage.window.elapsed().as_secs())
-                .max(1));
-        }
-        usage.count += 1;
-        Ok(())
     }
 
     /// The caller's [`token_id`].

@@ -80,16 +80,7 @@ async fn a_sigkilled_checker_and_persister_hand_their_partitions_to_the_survivor
     .await;
     // From the kills to the persisting of the first real check of the site
     // that waited longest.
-    let back: f64 = client
-        .query_one(
-            "SELECT extract(epoch FROM max(first) - $1)::float8 FROM (
-                 SELECT site, min(persisted_at) AS first FROM check_results
-                 WHERE outcome <> 'skipped' AND scheduled_at > $1 GROUP BY site) f",
-            &[&killed_at],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let back = crate::support::longest_wait(&client, "persisted_at", killed_at).await;
     eprintln!(
         "SIGKILL of 1 of 3 checkers and 1 of 2 persisters: every site checked and persisted \
          again {back:.1} s after the kills (kafka.session_timeout = {} s)",

@@ -218,16 +218,7 @@ async fn three_instances_share_the_sites_and_take_over_from_a_killed_one() {
     .await;
     // Failover: from the kill to the first checked slot of the site that
     // waited longest.
-    let failover: f64 = client
-        .query_one(
-            "SELECT extract(epoch FROM max(first) - $1)::float8 FROM (
-                 SELECT site, min(scheduled_at) AS first FROM check_results
-                 WHERE outcome <> 'skipped' AND scheduled_at > $1 GROUP BY site) f",
-            &[&killed_at],
-        )
-        .await
-        .unwrap()
-        .get(0);
+    let failover = crate::support::longest_wait(&client, "scheduled_at", killed_at).await;
     eprintln!(
         "failover after SIGKILL of 1 of 3 instances: {failover:.1} s (scheduler.failover_timeout = 6 s)"
     );

@@ -268,3 +268,25 @@ pub async fn count(client: &tokio_postgres::Client, sql: &str) -> i64 {
         .map(|r| r.get::<_, i64>(0))
         .unwrap_or(-1)
 }
+
+/// Seconds from `since` to the first real (not skipped) row, by `column`
+/// (`scheduled_at` or `persisted_at`), of the site that waited longest: a
+/// failover or recovery time.
+pub async fn longest_wait(
+    client: &tokio_postgres::Client,
+    column: &str,
+    since: chrono::DateTime<chrono::Utc>,
+) -> f64 {
+    client
+        .query_one(
+            &format!(
+                "SELECT extract(epoch FROM max(first) - $1)::float8 FROM (
+                     SELECT site, min({column}) AS first FROM check_results
+                     WHERE outcome <> 'skipped' AND scheduled_at > $1 GROUP BY site) f"
+            ),
+            &[&since],
+        )
+        .await
+        .unwrap()
+        .get(0)
+}
