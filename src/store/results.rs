@@ -49,23 +49,26 @@ RETURNING c.site, c.scheduled_at, c.outcome, c.response_time_ms,
 /// transaction: a rollup never counts a row that was not written, nor misses
 /// one that was. A row that is not fresh replaced a `skipped` placeholder
 /// (the only update the raw insert makes), so it moves one count from
-/// `skipped` to its outcome.
+/// `skipped` to its outcome. Response times go into a fixed-size sketch
+/// (migration V10), so updating a rollup row costs the same whatever it
+/// already holds.
 fn rollup(name: &str, table: &str, unit: &str) -> String {
     format!(
         "{name} AS (
-    INSERT INTO {table} AS r
+    INSERT INTO {table} AS r (site, bucket, checks, up, degraded, down, skipped, rt_sketch)
     SELECT site, date_trunc('{unit}', scheduled_at),
            count(*) FILTER (WHERE outcome <> 'skipped'),
            count(*) FILTER (WHERE outcome = 'up'),
            count(*) FILTER (WHERE outcome = 'degraded'),
            count(*) FILTER (WHERE outcome = 'down'),
            count(*) FILTER (WHERE outcome = 'skipped' AND fresh) - count(*) FILTER (WHERE NOT fresh),
-           coalesce(array_agg(response_time_ms) FILTER (WHERE response_time_ms IS NOT NULL), '{{}}')
+           sitewatch_sketch_of(array_agg(response_time_ms))
     FROM ins WHERE origin = 'scheduled' GROUP BY 1, 2 ORDER BY 1, 2
     ON CONFLICT (site, bucket) DO UPDATE SET
         checks = r.checks + excluded.checks, up = r.up + excluded.up,
         degraded = r.degraded + excluded.degraded, down = r.down + excluded.down,
-        skipped = r.skipped + excluded.skipped, rt_ms = r.rt_ms || excluded.rt_ms
+        skipped = r.skipped + excluded.skipped,
+        rt_sketch = sitewatch_sketch_merge(r.rt_sketch, excluded.rt_sketch)
 )"
     )
 }

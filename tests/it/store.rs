@@ -22,7 +22,8 @@ async fn migrations_apply_once_and_create_partitions() {
             "V6__incidents",
             "V7__incident_resolution",
             "V8__on_demand_key",
-            "V9__requested_by"
+            "V9__requested_by",
+            "V10__rollup_sketches"
         ]
     );
     // Yesterday through PARTITION_DAYS_AHEAD days ahead.
@@ -246,6 +247,8 @@ async fn minute_and_hour_rollups_equal_the_raw_rows() {
     store::insert_skipped(&client, &backfill).await.unwrap(); // again: nothing new
 
     for (table, unit) in [("rollup_minute", "minute"), ("rollup_hour", "hour")] {
+        // Counts must be equal; percentiles within the sketch's 1 % of the
+        // exact order statistic of rank floor(q * (n - 1)) (migration V10).
         let sql = format!(
             "WITH raw AS (
                  SELECT site, date_trunc('{unit}', scheduled_at) AS bucket,
@@ -254,22 +257,40 @@ async fn minute_and_hour_rollups_equal_the_raw_rows() {
                         count(*) FILTER (WHERE outcome = 'degraded') AS degraded,
                         count(*) FILTER (WHERE outcome = 'down') AS down,
                         count(*) FILTER (WHERE outcome = 'skipped') AS skipped,
-                        percentile_cont(0.5) WITHIN GROUP (ORDER BY response_time_ms) AS p50,
-                        percentile_cont(0.95) WITHIN GROUP (ORDER BY response_time_ms) AS p95,
-                        percentile_cont(0.99) WITHIN GROUP (ORDER BY response_time_ms) AS p99
+                        array_agg(response_time_ms ORDER BY response_time_ms)
+                            FILTER (WHERE response_time_ms IS NOT NULL) AS rt
                  FROM check_results GROUP BY 1, 2),
+             exact AS (
+                 SELECT site, bucket, checks, up, degraded, down, skipped,
+                        rt[floor(0.50 * (cardinality(rt) - 1))::int + 1] AS p50,
+                        rt[floor(0.95 * (cardinality(rt) - 1))::int + 1] AS p95,
+                        rt[floor(0.99 * (cardinality(rt) - 1))::int + 1] AS p99
+                 FROM raw),
              rolled AS (
                  SELECT site, bucket, checks::int8, up::int8, degraded::int8, down::int8,
                         skipped::int8, p.p50, p.p95, p.p99
-                 FROM {table}, sitewatch_percentiles(rt_ms) p)
+                 FROM {table}, sitewatch_percentiles(rt_sketch) p),
+             far AS (
+                 SELECT count(*) AS n FROM exact e JOIN rolled r USING (site, bucket)
+                 WHERE abs(r.p50 - e.p50) > 0.01 * e.p50 OR abs(r.p95 - e.p95) > 0.01 * e.p95
+                    OR abs(r.p99 - e.p99) > 0.01 * e.p99
+                    OR (r.p50 IS NULL) <> (e.p50 IS NULL))
              SELECT (SELECT count(*) FROM raw), (SELECT count(*) FROM rolled),
-                    (SELECT count(*) FROM (SELECT * FROM raw EXCEPT SELECT * FROM rolled) d),
-                    (SELECT count(*) FROM (SELECT * FROM rolled EXCEPT SELECT * FROM raw) d),
-                    (SELECT sum(skipped)::int8 FROM rolled)"
+                    (SELECT count(*) FROM (SELECT site, bucket, checks, up, degraded, down, skipped
+                                           FROM exact EXCEPT
+                                           SELECT site, bucket, checks, up, degraded, down, skipped
+                                           FROM rolled) d),
+                    (SELECT count(*) FROM (SELECT site, bucket, checks, up, degraded, down, skipped
+                                           FROM rolled EXCEPT
+                                           SELECT site, bucket, checks, up, degraded, down, skipped
+                                           FROM exact) d),
+                    (SELECT sum(skipped)::int8 FROM rolled),
+                    (SELECT n FROM far)"
         );
         let r = client.query_one(&sql, &[]).await.unwrap();
-        let (raw, rolled, missing, extra, skipped): (i64, i64, i64, i64, i64) =
-            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4));
+        let (raw, rolled, missing, extra, skipped, far): (i64, i64, i64, i64, i64, i64) =
+            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
+        assert_eq!(far, 0, "{table}: percentiles beyond the sketch's 1 % bound");
         eprintln!("{table}: {rolled} rows, {skipped} skipped slots");
         assert!(raw > 2, "{table}: {raw} windows");
         assert_eq!((rolled, missing, extra), (raw, 0, 0), "{table} vs raw rows");
@@ -364,4 +385,57 @@ async fn retention_drops_exactly_the_expired_partitions() {
         !dropped.iter().any(|p| p == "rollup_hour_202601"),
         "{dropped:?}"
     );
+}
+
+/// The rollups' response-time sketch (migration V10): every quantile within
+/// 1 % of the exact order statistic, over five decades of values; merging
+/// equals sketching the union; its size is bounded by its buckets, not by
+/// how many values it holds.
+#[tokio::test]
+async fn the_latency_sketch_keeps_its_error_bound_and_its_size() {
+    let db = TestDb::create().await;
+    let mut client = db.client().await;
+    store::migrate(&mut client).await.unwrap();
+    let r = client
+        .query_one(
+            "WITH v AS (SELECT (0.5 * power(10, 5 * random()))::float8 AS ms
+                        FROM generate_series(1, 20000)),
+                  a AS (SELECT array_agg(ms ORDER BY ms) AS rt FROM v),
+                  q AS (SELECT q FROM unnest(ARRAY[0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9,
+                                                   0.95, 0.99, 0.999, 1]::float8[]) q),
+                  s AS (SELECT sitewatch_sketch_of(rt) AS sk, rt FROM a)
+             SELECT max(abs(sitewatch_sketch_quantile(sk, q)
+                            - rt[floor(q * (cardinality(rt) - 1))::int + 1])
+                        / rt[floor(q * (cardinality(rt) - 1))::int + 1]),
+                    min(sitewatch_sketch_count(sk)),
+                    min(cardinality(sk)),
+                    bool_and(sitewatch_sketch_merge(sitewatch_sketch_of(rt[1:7000]),
+                                                    sitewatch_sketch_of(rt[7001:]))
+                             = sk)
+             FROM s, q",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (worst, count, buckets, merges): (f64, i64, i32, bool) =
+        (r.get(0), r.get(1), r.get(2), r.get(3));
+    assert!(worst <= 0.01, "worst relative error {worst}");
+    assert_eq!(count, 20_000);
+    // Five decades at 2 % per bucket: ln(1e5) / ln(1.02) = 582 buckets.
+    assert!(buckets <= 583, "{buckets} buckets");
+    assert!(merges, "merge(a, b) = sketch(a ∪ b)");
+    // The aggregate over rows equals the sketch of all values, and a sketch
+    // of many copies of few values stays as small as the few.
+    let r = client
+        .query_one(
+            "SELECT sitewatch_sketch_agg(s) = sitewatch_sketch_of(ARRAY[1, 2, 2, 300]::float8[]),
+                    cardinality(sitewatch_sketch_of(array_fill(42.0::float8, ARRAY[100000])))
+             FROM (VALUES (sitewatch_sketch_of(ARRAY[1, 2]::float8[])),
+                          (sitewatch_sketch_of(ARRAY[2, 300]::float8[]))) AS v(s)",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert!(r.get::<_, bool>(0));
+    assert_eq!(r.get::<_, i32>(1), 1);
 }
