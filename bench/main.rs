@@ -279,6 +279,7 @@ async fn probe(
         public_only: false,
         options: None,
         requested_by: None,
+        late: false,
     };
     // Warm-up: regex cache, DNS-free URLs, page cache.
     for i in 0..concurrency {

@@ -125,6 +125,7 @@ impl HttpChecker {
             remote_addr: None,
             http_version: None,
             requested_by: req.requested_by.clone(),
+            late: req.late,
         };
         let prepared = match self.prepare(req) {
             Ok(p) => p,

@@ -258,6 +258,7 @@ mod tests {
             remote_addr: None,
             http_version: None,
             requested_by: None,
+            late: false,
         }
     }
 

@@ -35,6 +35,7 @@ impl Site {
             public_only: false,
             options: site.options.as_deref().cloned(),
             requested_by: None,
+            late: false,
         }
     }
 }

@@ -12,26 +12,39 @@
 //!   (`missed_slot`): no burst.
 //! * A published slot is *pending* until the broker acknowledges it. If it
 //!   cannot be delivered before its deadline it is recorded as skipped.
-//! * Every second the scheduler saves, per site, `accounted_until`: the time
-//!   before which every slot is delivered or recorded (the earliest pending
-//!   slot, or the next slot not yet due). When an instance takes a site on —
-//!   at start, or when its shard moves here from an instance that stopped or
-//!   died — the slots from the saved `accounted_until` up to the first slot
-//!   it publishes are recorded as skipped (`missed_slot`). A slot that was in
-//!   fact delivered before a crash may get such a row; its real result
-//!   replaces the placeholder when it arrives (see `store::insert_results`).
+//! * Every few seconds the scheduler saves one watermark per shard: the time
+//!   before which every slot of every site in the shard is delivered or
+//!   recorded (the earliest pending slot, or the next slot not yet due, over
+//!   the shard's sites). Writes scale with shards, not with checks.
+//! * When an instance takes a site on (at start, or when its shard moves
+//!   here from an instance that stopped or died) it first reads the site's
+//!   progress: the later of its shard's watermark and the site's own row
+//!   (written once, when a site is first taken on; see migration V11). If
+//!   the latest slot since then is still within its deadline (one interval)
+//!   it is published at once, marked `late`; the slots before it are
+//!   recorded as skipped (`missed_slot`). A slot that was in fact delivered
+//!   before a crash may get such a row; its real result replaces the
+//!   placeholder when it arrives (see `store::insert_results`).
 //! * A site removed from the config (or disabled) loses its saved progress:
 //!   when it comes back, its history restarts at its next slot.
+//!
+//! The clock, the publisher and the progress store are seams ([`seams`]),
+//! so the accounting is unit-tested in paused time (`tests.rs`).
 
+mod book;
 mod flush;
+pub mod seams;
 pub mod shards;
 mod slots;
+#[cfg(test)]
+mod tests;
 
+pub use seams::{Clock, Ledger, RequestSink, Seams};
 pub use shards::{member_id, shard_of, Ownership};
 pub use slots::Cadence;
 
 use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -46,14 +59,18 @@ use tokio_util::sync::CancellationToken;
 use crate::bus::{BusError, Publisher};
 use crate::config::{Coordination, Settings, Site};
 use crate::liveness::Beat;
-use crate::model::{self, ErrorKind};
-use crate::store::SkippedSlot;
+use crate::model::{ErrorKind, LATE_AFTER};
 use crate::telemetry::metrics as m;
+use book::{skipped, Book, Entry, Join, Pending};
+use seams::{KafkaSink, PgLedger, SystemClock};
 
 /// Pause before a failed slot is published again.
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
-/// How often progress and skipped slots are written to Postgres.
+/// How often skipped slots and backfills are written.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// How often shard watermarks are written. Longer means fewer writes, and
+/// after a crash more delivered slots that get a (harmless) placeholder.
+const WATERMARK_EVERY: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
@@ -69,85 +86,19 @@ pub use crate::config::SiteList;
 
 pub struct Scheduler {
     settings: Arc<Settings>,
-    pool: Pool,
-    publisher: Publisher,
+    seams: Seams,
+    /// Where shard leases are held (`coordination = "postgres"`).
+    leases: Option<Pool>,
     /// Proves to the watchdog and `/readyz` that the loop turns.
     beat: Beat,
     sites: watch::Receiver<SiteList>,
     ownership: Ownership,
 }
 
-/// One scheduled site.
-struct Entry {
-    site: Arc<Site>,
-    shard: usize,
-    cadence: Cadence,
-    /// The slot that will be due next (it is in the heap, unless parked).
-    next: DateTime<Utc>,
-    /// Slots published but not acknowledged, or recorded as skipped but not
-    /// yet written.
-    pending: Pending,
-    /// `accounted_until` as last saved.
-    saved: Option<DateTime<Utc>>,
-    /// Set when this instance took the site on: the slots from the saved
-    /// progress up to here were missed, and must be recorded before this
-    /// instance saves progress of its own.
-    backfill_to: Option<DateTime<Utc>>,
-    /// Its shard was revoked: nothing is published until it comes back or
-    /// the entry is released.
-    parked: bool,
-}
-
-impl Entry {
-    fn accounted_until(&self) -> DateTime<Utc> {
-        self.pending.first().unwrap_or(self.next)
-    }
-}
-
-/// A site's pending slots, in order. Almost always zero or one (two while a
-/// slow acknowledgement overlaps the next slot), so they are kept inline: a
-/// `BTreeSet` kept a 144-byte node per site once it had held a slot (14 MB
-/// at 100k sites).
-#[derive(Default)]
-struct Pending(smallvec::SmallVec<[DateTime<Utc>; 2]>);
-
-impl Pending {
-    fn insert(&mut self, slot: DateTime<Utc>) {
-        if let Err(at) = self.0.binary_search(&slot) {
-            self.0.insert(at, slot);
-        }
-    }
-
-    fn remove(&mut self, slot: &DateTime<Utc>) {
-        if let Ok(at) = self.0.binary_search(slot) {
-            self.0.remove(at);
-        }
-    }
-
-    fn first(&self) -> Option<DateTime<Utc>> {
-        self.0.first().copied()
-    }
-}
-
 type Delivery = BoxFuture<'static, (u64, Arc<Site>, DateTime<Utc>, Result<(), KafkaError>)>;
 
-/// The scheduler's state: entries by id, a min-heap of due slots (stale
-/// items are skipped when popped), and what waits to be written.
-#[derive(Default)]
-struct Book {
-    entries: HashMap<u64, Entry>,
-    by_name: HashMap<String, u64>,
-    heap: BinaryHeap<Reverse<(DateTime<Utc>, u64)>>,
-    next_id: u64,
-    /// Slots recorded as skipped, not yet written.
-    missed: Vec<SkippedSlot>,
-    /// Progress of sites handed to another instance, not yet written.
-    released: Vec<(String, DateTime<Utc>)>,
-    /// After a config change: forget the progress of every other site.
-    forget_except: Option<Vec<String>>,
-}
-
 impl Scheduler {
+    /// The daemon's scheduler: the system clock, Kafka and Postgres.
     pub fn new(
         settings: Arc<Settings>,
         pool: Pool,
@@ -156,44 +107,76 @@ impl Scheduler {
         sites: watch::Receiver<SiteList>,
         ownership: Ownership,
     ) -> Self {
+        let seams = Seams {
+            clock: Arc::new(SystemClock),
+            sink: Arc::new(KafkaSink {
+                publisher,
+                topic: settings.kafka.topics.created.clone(),
+            }),
+            ledger: Arc::new(PgLedger(pool.clone())),
+        };
+        let leases = match settings.scheduler.coordination {
+            Coordination::Postgres => Some(pool),
+            Coordination::None => None,
+        };
+        Self::with_seams(settings, seams, leases, beat, sites, ownership)
+    }
+
+    /// A scheduler on the given seams; `leases`: where to hold shard leases
+    /// (`None`: `ownership` is managed by the caller).
+    pub fn with_seams(
+        settings: Arc<Settings>,
+        seams: Seams,
+        leases: Option<Pool>,
+        beat: Beat,
+        sites: watch::Receiver<SiteList>,
+        ownership: Ownership,
+    ) -> Self {
         Scheduler {
             settings,
-            pool,
-            publisher,
+            seams,
+            leases,
             beat,
             sites,
             ownership,
         }
     }
 
+    fn now(&self) -> DateTime<Utc> {
+        self.seams.clock.now()
+    }
+
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), SchedulerError> {
         // The group is left only after the last progress is saved, so the
         // next owner starts where this one stopped.
         let leave = CancellationToken::new();
-        let leases = match self.settings.scheduler.coordination {
-            Coordination::Postgres => Some(tokio::spawn(shards::hold(
-                self.pool.clone(),
+        let leases = self.leases.clone().map(|pool| {
+            tokio::spawn(shards::hold(
+                pool,
                 self.settings.scheduler.failover_timeout,
                 self.ownership.clone(),
                 leave.clone(),
-            ))),
-            Coordination::None => None,
-        };
+            ))
+        });
         let mut owned = self.ownership.subscribe();
         let mut book = Book::default();
         self.reconcile(&mut book, true);
         let mut deliveries: FuturesUnordered<Delivery> = FuturesUnordered::new();
         let mut flush = tokio::time::interval(FLUSH_EVERY);
+        let mut marks_due = tokio::time::Instant::now();
         // The flush being written, if any: one at a time, beside publishing.
         let mut writing: Option<BoxFuture<'static, flush::Done>> = None;
         self.beat.running();
         tracing::info!(shards = self.ownership.shards(), "scheduler started");
 
         let result = loop {
-            let due = book.heap.peek().map(|Reverse((t, _))| *t);
+            let wait = book
+                .heap
+                .peek()
+                .map(|Reverse((t, _))| until(self.now(), *t));
             let sleep = async {
-                match due {
-                    Some(t) => tokio::time::sleep(until(t)).await,
+                match wait {
+                    Some(wait) => tokio::time::sleep(wait).await,
                     None => std::future::pending().await,
                 }
             };
@@ -205,19 +188,21 @@ impl Scheduler {
                     }
                 }
                 Some((id, site, slot, result)) = deliveries.next(), if !deliveries.is_empty() => {
-                    if let Err(e) = self.delivered(&mut book, id, site, slot, result, &mut deliveries).await {
-                        break Err(e);
-                    }
+                    self.delivered(&mut book, id, site, slot, result, &mut deliveries);
                 }
                 _ = flush.tick() => {
                     self.beat.beat();
                     if writing.is_none() {
-                        writing = self.start_flush(&mut book);
+                        let marks = tokio::time::Instant::now() >= marks_due;
+                        writing = self.start_flush(&mut book, marks, false);
+                        if marks {
+                            marks_due = tokio::time::Instant::now() + WATERMARK_EVERY;
+                        }
                     }
                 }
                 done = async { writing.as_mut().expect("guarded").await }, if writing.is_some() => {
                     writing = None;
-                    done.apply(&mut book);
+                    self.apply(done, &mut book);
                 }
                 Ok(()) = self.sites.changed() => self.reconcile(&mut book, true),
                 Ok(()) = owned.changed() => {
@@ -238,10 +223,12 @@ impl Scheduler {
         })
         .await;
         if let Some(w) = writing.take() {
-            w.await.apply(&mut book);
+            let done = w.await;
+            self.apply(done, &mut book);
         }
-        if let Some(w) = self.start_flush(&mut book) {
-            w.await.apply(&mut book);
+        if let Some(w) = self.start_flush(&mut book, true, true) {
+            let done = w.await;
+            self.apply(done, &mut book);
         }
         leave.cancel();
         if let Some(task) = leases {
@@ -254,9 +241,25 @@ impl Scheduler {
     }
 
     /// Takes a flush from the book; its write runs beside publishing.
-    fn start_flush(&self, book: &mut Book) -> Option<BoxFuture<'static, flush::Done>> {
-        let job = flush::take(book, self.settings.scheduler.backfill_limit)?;
-        Some(Box::pin(job.write(self.pool.clone())))
+    fn start_flush(
+        &self,
+        book: &mut Book,
+        watermarks: bool,
+        last: bool,
+    ) -> Option<BoxFuture<'static, flush::Done>> {
+        let job = flush::take(
+            book,
+            self.settings.scheduler.backfill_limit,
+            self.ownership.shards(),
+            watermarks,
+            last,
+        )?;
+        Some(Box::pin(job.run(Arc::clone(&self.seams.ledger))))
+    }
+
+    fn apply(&self, done: flush::Done, book: &mut Book) {
+        let now = self.now();
+        done.apply(book, |cadence, from| first_slot(cadence, from, now));
     }
 
     /// Brings the entries in line with the configured sites and the owned
@@ -264,7 +267,7 @@ impl Scheduler {
     /// removed, applies changed definitions from their next slot.
     fn reconcile(&mut self, book: &mut Book, config_changed: bool) {
         let config = self.sites.borrow_and_update().clone();
-        let now = Utc::now();
+        let now = self.now();
         let wanted: HashMap<&str, &Arc<Site>> = config
             .iter()
             .filter(|s| s.enabled)
@@ -277,37 +280,30 @@ impl Scheduler {
         let ids: Vec<u64> = book.entries.keys().copied().collect();
         for id in ids {
             let e = book.entries.get_mut(&id).expect("listed id");
-            let name = e.site.name.clone();
-            match wanted.get(name.as_str()) {
+            match wanted.get(e.site.name.as_str()) {
                 Some(site) if self.ownership.owns(e.shard) => {
+                    let loaded = e.join != Join::Loading;
+                    let mut resume = e.parked && loaded;
                     if site.interval != e.site.interval {
                         // From the next slot on the new cadence; slots are
                         // accounted by time, so nothing falls in between.
-                        e.cadence = Cadence::new(&name, site.interval);
+                        e.cadence = Cadence::new(&site.name, site.interval);
                         e.next = e.cadence.first_at_or_after(e.next.max(now));
-                        book.heap.push(Reverse((e.next, id)));
-                        e.parked = false;
+                        resume |= loaded;
                     }
                     e.site = Arc::clone(site);
-                    if e.parked {
-                        e.parked = false;
-                        book.heap.push(Reverse((e.next, id)));
+                    e.parked = false;
+                    if resume {
+                        book.schedule(id);
                     }
                 }
+                // The shard moved away: its progress is handed over.
                 Some(_) => {
-                    // The shard moved away: hand over our progress, unless
-                    // we never got to record the backfill (then the stored
-                    // progress is the right starting point for the next owner).
-                    if e.backfill_to.is_none() {
-                        book.released.push((name.clone(), e.accounted_until()));
-                    }
-                    book.entries.remove(&id);
-                    book.by_name.remove(&name);
+                    book.release(id, true);
                     released += 1;
                 }
                 None => {
-                    book.entries.remove(&id);
-                    book.by_name.remove(&name);
+                    book.release(id, false);
                     released += 1;
                 }
             }
@@ -317,8 +313,6 @@ impl Scheduler {
             if book.by_name.contains_key(name) || !self.ownership.owns(shard) {
                 continue;
             }
-            let cadence = Cadence::new(name, site.interval);
-            let next = cadence.first_at_or_after(now);
             let id = book.next_id;
             book.next_id += 1;
             book.entries.insert(
@@ -326,16 +320,14 @@ impl Scheduler {
                 Entry {
                     site: Arc::clone(site),
                     shard,
-                    cadence,
-                    next,
+                    cadence: Cadence::new(name, site.interval),
+                    next: now,
                     pending: Pending::default(),
-                    saved: None,
-                    backfill_to: Some(next),
+                    join: Join::Loading,
                     parked: false,
                 },
             );
             book.by_name.insert(name.to_owned(), id);
-            book.heap.push(Reverse((next, id)));
             adopted += 1;
         }
         metrics::gauge!(m::SCHEDULED_SITES).set(book.entries.len() as f64);
@@ -355,7 +347,7 @@ impl Scheduler {
         book: &mut Book,
         deliveries: &mut FuturesUnordered<Delivery>,
     ) -> Result<(), SchedulerError> {
-        let now = Utc::now();
+        let now = self.now();
         while let Some(&Reverse((slot, id))) = book.heap.peek() {
             if slot > now {
                 break;
@@ -378,47 +370,30 @@ impl Scheduler {
             e.pending.insert(slot);
             if next <= now {
                 // A later slot is due too: publish only the latest.
-                book.missed
-                    .push(skipped(&e.site, slot, "scheduler was behind"));
+                book.missed.push(skipped(
+                    &e.site,
+                    slot,
+                    ErrorKind::MissedSlot,
+                    "scheduler was behind",
+                ));
                 metrics::counter!(m::SLOTS_SKIPPED, "reason" => "behind").increment(1);
                 continue;
             }
             // Read at the publish itself: a slot late because earlier ones
             // in this pass took their time counts as late.
-            metrics::histogram!(m::LATENESS).record(
-                (Utc::now() - slot)
-                    .to_std()
-                    .unwrap_or_default()
-                    .as_secs_f64(),
-            );
+            let lateness = (self.now() - slot).to_std().unwrap_or_default();
+            metrics::histogram!(m::LATENESS).record(lateness.as_secs_f64());
             let site = e.site.clone();
-            let delivery = self.publish(&site, slot).await?;
+            let mut request = site.request(slot);
+            request.late = lateness >= LATE_AFTER;
+            let ack = self.seams.sink.send(&request).await?;
             metrics::counter!(m::SLOTS_PUBLISHED).increment(1);
-            let publisher = self.publisher.clone();
-            deliveries.push(Box::pin(async move {
-                (id, site, slot, publisher.confirm(delivery).await)
-            }));
+            deliveries.push(Box::pin(async move { (id, site, slot, ack.await) }));
         }
         Ok(())
     }
 
-    async fn publish(
-        &self,
-        site: &Site,
-        slot: DateTime<Utc>,
-    ) -> Result<rdkafka::producer::DeliveryFuture, KafkaError> {
-        let req = site.request(slot);
-        self.publisher
-            .enqueue(
-                &self.settings.kafka.topics.created,
-                site.name.as_bytes(),
-                &model::encode(&req),
-                None,
-            )
-            .await
-    }
-
-    async fn delivered(
+    fn delivered(
         &self,
         book: &mut Book,
         id: u64,
@@ -426,32 +401,27 @@ impl Scheduler {
         slot: DateTime<Utc>,
         result: Result<(), KafkaError>,
         deliveries: &mut FuturesUnordered<Delivery>,
-    ) -> Result<(), SchedulerError> {
-        let deadline = at_ms(slot.timestamp_millis() + site.interval.as_millis() as i64);
+    ) {
+        let deadline = slot + chrono::Duration::milliseconds(site.interval.as_millis() as i64);
         match result {
             Ok(()) => {
                 if let Some(e) = book.entries.get_mut(&id) {
                     e.pending.remove(&slot);
                 }
             }
-            Err(err) if Utc::now() < deadline && book.entries.contains_key(&id) => {
+            Err(err) if self.now() < deadline && book.entries.contains_key(&id) => {
                 // Debug: while the broker is away this fires for every
                 // slot; the slot's final fate is logged as a warning.
                 tracing::debug!(site = %site.name, %slot, error = %err, "publish failed; retrying");
-                let request = site.request(slot);
-                let (publisher, topic) = (
-                    self.publisher.clone(),
-                    self.settings.kafka.topics.created.clone(),
-                );
+                let mut request = site.request(slot);
+                request.late = true;
+                let sink = Arc::clone(&self.seams.sink);
                 deliveries.push(Box::pin(async move {
                     // A pause first, so a broker that refuses at once is not
                     // asked again in a tight loop.
                     tokio::time::sleep(RETRY_PAUSE).await;
-                    let sent = match publisher
-                        .enqueue(&topic, site.name.as_bytes(), &model::encode(&request), None)
-                        .await
-                    {
-                        Ok(delivery) => publisher.confirm(delivery).await,
+                    let sent = match sink.send(&request).await {
+                        Ok(ack) => ack.await,
                         Err(e) => Err(e),
                     };
                     (id, site, slot, sent)
@@ -464,22 +434,28 @@ impl Scheduler {
                 book.missed.push(skipped(
                     &site,
                     slot,
+                    ErrorKind::MissedSlot,
                     &format!("not delivered to Kafka: {err}"),
                 ));
             }
         }
-        Ok(())
     }
 }
 
-fn skipped(site: &Site, slot: DateTime<Utc>, why: &str) -> SkippedSlot {
-    SkippedSlot {
-        check_id: model::scheduled_check_id(&site.name, slot),
-        site: site.name.clone(),
-        url: site.url.to_string(),
-        scheduled_at: slot,
-        kind: ErrorKind::MissedSlot.as_str(),
-        message: why.to_owned(),
+/// The first slot an instance publishes for a site taken on, given where
+/// the site's unaccounted slots begin (`None`: a new site). The latest slot
+/// due since then is still checked while within its deadline (one
+/// interval, as in the request); otherwise the next slot to come.
+fn first_slot(cadence: &Cadence, from: Option<DateTime<Utc>>, now: DateTime<Utc>) -> DateTime<Utc> {
+    let next = cadence.first_at_or_after(now);
+    let Some(from) = from else { return next };
+    let latest = cadence.last_at_or_before(now);
+    if latest >= from && cadence.next(latest) > now {
+        latest
+    } else {
+        // Never before `from`: those slots are someone else's (a clock
+        // ahead of ours published them).
+        next.max(cadence.first_at_or_after(from))
     }
 }
 
@@ -489,29 +465,7 @@ fn at_ms(ms: i64) -> DateTime<Utc> {
         .expect("time within range")
 }
 
-/// Time from now until `t` (zero if past).
-fn until(t: DateTime<Utc>) -> Duration {
-    (t - Utc::now()).to_std().unwrap_or(Duration::ZERO)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn pending_slots_stay_ordered_and_unique() {
-        let t = |s: i64| at_ms(s * 1000);
-        let mut p = Pending::default();
-        assert_eq!(p.first(), None);
-        for s in [30, 10, 20, 10] {
-            p.insert(t(s));
-        }
-        assert_eq!(p.0.as_slice(), &[t(10), t(20), t(30)]);
-        p.remove(&t(10));
-        p.remove(&t(99)); // not there: nothing happens
-        assert_eq!(p.first(), Some(t(20)));
-        p.remove(&t(20));
-        p.remove(&t(30));
-        assert_eq!(p.first(), None);
-    }
+/// Time from `now` until `t` (zero if past).
+fn until(now: DateTime<Utc>, t: DateTime<Utc>) -> Duration {
+    (t - now).to_std().unwrap_or(Duration::ZERO)
 }

@@ -96,7 +96,7 @@ impl Ownership {
     }
 
     /// Owns exactly `shards` until `until` (`None`: forever).
-    fn replace(&self, shards: &[usize], until: Option<Instant>) {
+    pub(super) fn replace(&self, shards: &[usize], until: Option<Instant>) {
         let until_ms = until.map_or(u64::MAX, |t| {
             t.saturating_duration_since(self.epoch).as_millis() as u64
         });

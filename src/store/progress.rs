@@ -1,5 +1,6 @@
-//! The scheduler's durable progress: per site, the time before which every
-//! slot is accounted for (delivered to Kafka or recorded as skipped).
+//! The scheduler's durable progress (migration V11): per shard, and per site
+//! when the site was taken on, the time before which every slot is accounted
+//! for (delivered to Kafka or recorded as skipped).
 
 use std::collections::HashMap;
 
@@ -8,13 +9,49 @@ use tokio_postgres::GenericClient;
 
 use super::StoreError;
 
-pub async fn load_progress(
+/// Every shard watermark on record: `(shards, shard, accounted_until)`,
+/// under each shard count that was ever used.
+pub async fn load_watermarks(
     client: &impl GenericClient,
-) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+) -> Result<Vec<(usize, usize, DateTime<Utc>)>, StoreError> {
     let rows = client
-        .query("SELECT site, accounted_until FROM schedule_progress", &[])
+        .query(
+            "SELECT shards, shard, accounted_until FROM schedule_watermarks",
+            &[],
+        )
         .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let (shards, shard): (i32, i32) = (r.get(0), r.get(1));
+            (shards as usize, shard as usize, r.get(2))
+        })
+        .collect())
+}
+
+/// Upserts shard watermarks under `shards` shards (one statement); they
+/// never move backwards.
+pub async fn save_watermarks(
+    client: &impl GenericClient,
+    shards: usize,
+    watermarks: &[(usize, DateTime<Utc>)],
+) -> Result<(), StoreError> {
+    if watermarks.is_empty() {
+        return Ok(());
+    }
+    let shard: Vec<i32> = watermarks.iter().map(|(s, _)| *s as i32).collect();
+    let at: Vec<DateTime<Utc>> = watermarks.iter().map(|(_, t)| *t).collect();
+    client
+        .execute(
+            "INSERT INTO schedule_watermarks AS w (shards, shard, accounted_until)
+             SELECT $1, * FROM unnest($2::int4[], $3::timestamptz[])
+             ON CONFLICT (shards, shard) DO UPDATE SET
+                 accounted_until = greatest(w.accounted_until, excluded.accounted_until),
+                 updated_at = now()",
+            &[&(shards as i32), &shard, &at],
+        )
+        .await?;
+    Ok(())
 }
 
 /// Upserts progress for the given sites (one statement). Progress never

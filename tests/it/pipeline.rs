@@ -4,9 +4,10 @@
 use std::time::Duration;
 
 use sitewatch::daemon;
+use sitewatch::scheduler::Cadence;
 use tokio_util::sync::CancellationToken;
 
-use crate::support::{no_reloads, wait_for, TestConfig, TestDb};
+use crate::support::{count, no_reloads, wait_for, TestConfig, TestDb};
 use crate::target::{closed_port, Target};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -199,4 +200,69 @@ expect_headers = [{{ name = "x-debug", absent = true }}]
         rich.get::<_, Option<String>>(10),
         Some(target.addr.to_string())
     );
+}
+
+/// A site checked every hour whose daemon was down when its slot came, and
+/// back 5 s later, gets that slot checked (marked late), not recorded as
+/// missed: the latest missed slot is still checked while within its
+/// deadline (one interval).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_hourly_slot_due_while_the_daemon_restarts_is_checked_late() {
+    let target = Target::start().await;
+    let db = TestDb::create().await;
+    let hour = Duration::from_secs(3600);
+    // A name whose hourly slot comes 20-35 s from now.
+    let now = chrono::Utc::now();
+    let (name, slot) = (0..)
+        .map(|k| format!("hourly-{k}"))
+        .map(|n| {
+            let s = Cadence::new(&n, hour).first_at_or_after(now);
+            (n, s)
+        })
+        .find(|(_, s)| (20_000..35_000).contains(&(*s - now).num_milliseconds()))
+        .unwrap();
+    let sites = format!(
+        "[[sites]]\nname = \"{name}\"\nurl = \"{}\"\ninterval = \"1h\"\ntimeout = \"2s\"\n",
+        target.url("/ok")
+    );
+    let cfg = TestConfig::new(&db, &sites);
+    let client = db.client().await;
+
+    // First run: the site is taken on (its history starts at `slot`), and
+    // the daemon stops before the slot is due.
+    let stop = CancellationToken::new();
+    let daemon = tokio::spawn(daemon::run(cfg.load(), &[], stop.clone(), no_reloads()));
+    wait_for("the site taken on", Duration::from_secs(30), || async {
+        count(&client, "SELECT count(*) FROM schedule_progress").await == 1
+    })
+    .await;
+    stop.cancel();
+    daemon.await.unwrap().unwrap();
+    assert!(chrono::Utc::now() < slot, "stopped before the slot");
+
+    // Down while the slot falls due; back 5 s after it.
+    let back = slot + chrono::Duration::seconds(5);
+    tokio::time::sleep((back - chrono::Utc::now()).to_std().unwrap_or_default()).await;
+    let stop = CancellationToken::new();
+    let daemon = tokio::spawn(daemon::run(cfg.load(), &[], stop.clone(), no_reloads()));
+    wait_for("the slot's row", Duration::from_secs(60), || async {
+        count(&client, "SELECT count(*) FROM check_results").await >= 1
+    })
+    .await;
+    stop.cancel();
+    daemon.await.unwrap().unwrap();
+
+    let rows = client
+        .query(
+            "SELECT scheduled_at, outcome, late FROM check_results ORDER BY scheduled_at",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1, "one row, no missed_slot placeholder");
+    let (at, outcome, late): (chrono::DateTime<chrono::Utc>, String, bool) =
+        (rows[0].get(0), rows[0].get(1), rows[0].get(2));
+    assert_eq!(at, slot);
+    assert_eq!(outcome, "up");
+    assert!(late, "marked late");
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sitewatch::bus::{self, Publisher};
 use sitewatch::daemon;
+use sitewatch::scheduler::seams::Stored;
 use sitewatch::scheduler::Cadence;
 use tokio_util::sync::CancellationToken;
 
@@ -96,21 +97,41 @@ pub fn terminate(mut child: Daemon) {
     );
 }
 
-/// Per site: the first slot with a row and `accounted_until`.
+/// Per site: the first slot with a row and its progress (the later of its
+/// own row and its shard's watermarks, as the scheduler reads it).
 async fn accounted(
     client: &tokio_postgres::Client,
 ) -> HashMap<String, (DateTime<Utc>, DateTime<Utc>)> {
-    client
-        .query(
-            "SELECT p.site, min(r.scheduled_at), p.accounted_until
-             FROM schedule_progress p JOIN check_results r ON r.site = p.site
-             GROUP BY p.site, p.accounted_until",
-            &[],
-        )
+    let q = |sql: &'static str| client.query(sql, &[]);
+    let stored = Stored {
+        sites: q("SELECT site, accounted_until FROM schedule_progress")
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect(),
+        watermarks: q("SELECT shards, shard, accounted_until FROM schedule_watermarks")
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<_, i32>(0) as usize,
+                    r.get::<_, i32>(1) as usize,
+                    r.get(2),
+                )
+            })
+            .collect(),
+    };
+    q("SELECT site, min(scheduled_at) FROM check_results GROUP BY site")
         .await
         .unwrap()
         .iter()
-        .map(|r| (r.get(0), (r.get(1), r.get(2))))
+        .filter_map(|r| {
+            let site: String = r.get(0);
+            let until = stored.progress_of(&site)?;
+            Some((site, (r.get(1), until)))
+        })
         .collect()
 }
 
@@ -138,11 +159,14 @@ pub async fn drain_and_check(db: &TestDb, cfg: &TestConfig, n_sites: usize) -> (
         Duration::from_secs(90),
         || async {
             let acc = accounted(&client).await;
+            let (sites, until): (Vec<&str>, Vec<DateTime<Utc>>) =
+                acc.iter().map(|(s, (_, t))| (s.as_str(), *t)).unzip();
             let rows: i64 = client
                 .query_one(
-                    "SELECT count(*) FROM check_results r JOIN schedule_progress p USING (site)
-                 WHERE r.scheduled_at < p.accounted_until",
-                    &[],
+                    "SELECT count(*) FROM check_results r
+                     JOIN unnest($1::text[], $2::timestamptz[]) AS p(site, until) USING (site)
+                     WHERE r.scheduled_at < p.until",
+                    &[&sites, &until],
                 )
                 .await
                 .unwrap()

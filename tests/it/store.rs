@@ -23,7 +23,8 @@ async fn migrations_apply_once_and_create_partitions() {
             "V7__incident_resolution",
             "V8__on_demand_key",
             "V9__requested_by",
-            "V10__rollup_sketches"
+            "V10__rollup_sketches",
+            "V11__shard_watermarks"
         ]
     );
     // Yesterday through PARTITION_DAYS_AHEAD days ahead.

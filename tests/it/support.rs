@@ -217,6 +217,7 @@ pub fn request(
         public_only: false,
         options: None,
         requested_by: None,
+        late: false,
     }
 }
 

@@ -1,0 +1,220 @@
+//! The messages stages exchange through Kafka, version 1.
+//!
+//! Every payload is JSON with a `v` field. Decoders tolerate unknown fields
+//! (so a newer producer can add some) and refuse an unknown version, which
+//! sends the message to the dead-letter topic instead of guessing. The key of
+//! every message is the site name, so one site's checks stay ordered on one
+//! partition.
+//!
+//! * `status_request_created` carries a [`CheckRequest`]: everything a checker
+//!   needs, so checkers hold no site state.
+//! * `status_request_succeeded` and `status_request_failed` carry a
+//!   [`CheckOutcome`]: succeeded when an HTTP response came back (whatever its
+//!   status), failed when none did, or when the check was skipped.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+mod outcome;
+mod request;
+
+pub use outcome::{CheckOutcome, ErrorKind, Failure, Outcome, Timing, TlsDetails};
+pub use request::{CheckOptions, CheckRequest, HeaderRule, IpFamily, LATE_AFTER};
+/// The message schema version this build writes and reads.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Namespace of the UUIDv5 check ids of scheduled checks.
+const CHECK_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5174_e3a7_c8d4_4b7e_9a1f_0c2d_6e8b_4f31);
+
+/// The id of the scheduled check of `site` at `slot`: the same slot always
+/// gives the same id, so a re-emitted slot is the same check and persists as
+/// the same row.
+pub fn scheduled_check_id(site: &str, slot: DateTime<Utc>) -> Uuid {
+    let name = format!("{site}\n{}", slot.timestamp_millis());
+    Uuid::new_v5(&CHECK_ID_NAMESPACE, name.as_bytes())
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Origin {
+    /// Emitted by the scheduler for a slot.
+    Scheduled,
+    /// Asked for by a user (API, `sitewatch check`).
+    OnDemand,
+}
+
+impl Origin {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Origin::Scheduled => "scheduled",
+            Origin::OnDemand => "on_demand",
+        }
+    }
+}
+
+/// Why a message could not be decoded (it goes to the dead-letter topic).
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    #[error("payload missing")]
+    Empty,
+    #[error("not valid JSON for this topic: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("unsupported schema version {0} (this build reads {SCHEMA_VERSION})")]
+    Version(u32),
+    #[error("invalid message: {0}")]
+    Invalid(String),
+}
+
+#[derive(Deserialize)]
+struct VersionOnly {
+    v: u32,
+}
+
+fn check_version(payload: Option<&[u8]>) -> Result<&[u8], DecodeError> {
+    let bytes = payload
+        .filter(|b| !b.is_empty())
+        .ok_or(DecodeError::Empty)?;
+    let VersionOnly { v } = serde_json::from_slice(bytes)?;
+    if v != SCHEMA_VERSION {
+        return Err(DecodeError::Version(v));
+    }
+    Ok(bytes)
+}
+
+pub fn decode_request(payload: Option<&[u8]>) -> Result<CheckRequest, DecodeError> {
+    let req: CheckRequest = serde_json::from_slice(check_version(payload)?)?;
+    if req.site.is_empty() {
+        return Err(DecodeError::Invalid("empty site".into()));
+    }
+    if req.timeout_ms == 0 {
+        return Err(DecodeError::Invalid("timeout_ms is 0".into()));
+    }
+    Ok(req)
+}
+
+pub fn decode_outcome(payload: Option<&[u8]>) -> Result<CheckOutcome, DecodeError> {
+    let out: CheckOutcome = serde_json::from_slice(check_version(payload)?)?;
+    if out.site.is_empty() {
+        return Err(DecodeError::Invalid("empty site".into()));
+    }
+    Ok(out)
+}
+
+pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
+    serde_json::to_vec(msg).expect("message types always serialise")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn request() -> CheckRequest {
+        let slot = DateTime::parse_from_rfc3339("2026-01-01T00:00:05Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        CheckRequest {
+            v: 1,
+            check_id: scheduled_check_id("a", slot),
+            site: "a".into(),
+            origin: Origin::Scheduled,
+            scheduled_at: slot,
+            deadline: slot + chrono::Duration::seconds(30),
+            url: "https://a.example/".into(),
+            method: "GET".into(),
+            headers: BTreeMap::new(),
+            timeout_ms: 5000,
+            regex: Some("ok".into()),
+            expect_status: "200-399".into(),
+            reuse_connection: false,
+            public_only: false,
+            options: None,
+            requested_by: None,
+            late: false,
+        }
+    }
+
+    #[test]
+    fn check_id_depends_only_on_site_and_slot() {
+        let r = request();
+        assert_eq!(r.check_id, scheduled_check_id("a", r.scheduled_at));
+        assert_ne!(r.check_id, scheduled_check_id("b", r.scheduled_at));
+        let later = r.scheduled_at + chrono::Duration::milliseconds(1);
+        assert_ne!(r.check_id, scheduled_check_id("a", later));
+    }
+
+    #[test]
+    fn round_trip_and_unknown_fields_tolerated() {
+        let r = request();
+        let mut json: serde_json::Value = serde_json::from_slice(&encode(&r)).unwrap();
+        json["added_in_a_later_build"] = serde_json::json!(true);
+        let back = decode_request(Some(&serde_json::to_vec(&json).unwrap())).unwrap();
+        assert_eq!(back, r);
+    }
+
+    /// Mutated messages never panic the decoders; whatever decodes
+    /// re-encodes to something that decodes to the same value.
+    #[test]
+    fn fuzzed_payloads_decode_or_fail_cleanly() {
+        let mut rng = crate::fuzz::Rng::new(0x5174);
+        let mut req = request();
+        req.options = Some(CheckOptions {
+            forbidden_regex: Some("err".into()),
+            expect_headers: vec![HeaderRule {
+                name: "x".into(),
+                matches: Some("y".into()),
+                absent: false,
+            }],
+            ..CheckOptions::default()
+        });
+        let mut out = CheckOutcome::skipped(&req, ErrorKind::MissedSlot, "m".into(), "c");
+        out.timing = Some(Timing::default());
+        out.failures = vec![Failure {
+            assertion: "a".into(),
+            expected: "e".into(),
+            observed: "o".into(),
+        }];
+        let seeds = [encode(&req), encode(&out)];
+        let (mut ok, mut refused) = (0, 0);
+        for _ in 0..crate::fuzz::iterations() {
+            for seed in &seeds {
+                let bytes = crate::fuzz::mutate(&mut rng, seed);
+                match decode_request(Some(&bytes)) {
+                    Ok(r) => {
+                        ok += 1;
+                        assert_eq!(decode_request(Some(&encode(&r))).unwrap(), r);
+                    }
+                    Err(_) => refused += 1,
+                }
+                match decode_outcome(Some(&bytes)) {
+                    Ok(o) => {
+                        ok += 1;
+                        assert_eq!(decode_outcome(Some(&encode(&o))).unwrap(), o);
+                    }
+                    Err(_) => refused += 1,
+                }
+            }
+        }
+        assert!(ok > 0 && refused > 0, "ok {ok}, refused {refused}");
+    }
+
+    #[test]
+    fn bad_payloads_say_why() {
+        assert!(matches!(decode_request(None), Err(DecodeError::Empty)));
+        assert!(matches!(
+            decode_request(Some(b"not json")),
+            Err(DecodeError::Json(_))
+        ));
+        let mut json: serde_json::Value = serde_json::from_slice(&encode(&request())).unwrap();
+        json["v"] = serde_json::json!(2);
+        assert!(matches!(
+            decode_request(Some(&serde_json::to_vec(&json).unwrap())),
+            Err(DecodeError::Version(2))
+        ));
+        assert!(matches!(
+            decode_outcome(Some(br#"{"v":1,"site":"a"}"#)),
+            Err(DecodeError::Json(_))
+        ));
+    }
+}

@@ -1,0 +1,249 @@
+//! The outcome message: what a check saw (topics `status_request_succeeded`
+//! and `status_request_failed`).
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{CheckRequest, Origin, SCHEMA_VERSION};
+
+/// What a check concluded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// Expected status and (if configured) the regex matched.
+    Up,
+    /// Every assertion held, but slower than `degraded_after`.
+    Degraded,
+    /// An assertion failed (status, regex, headers, body size, certificate),
+    /// or no response came back.
+    Down,
+    /// Not checked: the slot was missed or the request arrived too late.
+    Skipped,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Up => "up",
+            Outcome::Degraded => "degraded",
+            Outcome::Down => "down",
+            Outcome::Skipped => "skipped",
+        }
+    }
+}
+
+/// Why no (healthy) response came back, or why a check was skipped.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorKind {
+    /// The name did not resolve.
+    Dns,
+    /// TCP connect refused, reset or unreachable.
+    Connect,
+    /// TLS handshake or certificate failure.
+    Tls,
+    /// No complete answer within the site's timeout.
+    Timeout,
+    /// More redirects than `checker.max_redirects`.
+    RedirectLoop,
+    /// The connection failed while the body was read.
+    Body,
+    /// The server answered with something that is not HTTP.
+    Protocol,
+    /// A response came back with a status outside `expect_status`.
+    UnexpectedStatus,
+    /// A response came back and its body does not match the regex.
+    RegexMismatch,
+    /// The body matches `forbidden_regex`.
+    ForbiddenMatch,
+    /// A header assertion failed.
+    HeaderMismatch,
+    /// The body is smaller or larger than its bounds.
+    BodySize,
+    /// The certificate has fewer days left than `min_cert_days`.
+    CertExpiring,
+    /// Degraded: correct but slower than `degraded_after`.
+    Slow,
+    /// The request could not be built (bad URL or header in the request).
+    InvalidRequest,
+    /// Skipped: the scheduler did not emit the slot (it was down or behind).
+    MissedSlot,
+    /// Skipped: the request reached a checker after its deadline.
+    DeadlineExceeded,
+    /// Skipped: the site's host already had `checker.max_per_host` checks
+    /// running and as many waiting.
+    HostBusy,
+    /// Anything else, described in `error_message`.
+    Other,
+}
+
+impl ErrorKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorKind::Dns => "dns",
+            ErrorKind::Connect => "connect",
+            ErrorKind::Tls => "tls",
+            ErrorKind::Timeout => "timeout",
+            ErrorKind::RedirectLoop => "redirect_loop",
+            ErrorKind::Body => "body",
+            ErrorKind::Protocol => "protocol",
+            ErrorKind::UnexpectedStatus => "unexpected_status",
+            ErrorKind::RegexMismatch => "regex_mismatch",
+            ErrorKind::ForbiddenMatch => "forbidden_match",
+            ErrorKind::HeaderMismatch => "header_mismatch",
+            ErrorKind::BodySize => "body_size",
+            ErrorKind::CertExpiring => "cert_expiring",
+            ErrorKind::Slow => "slow",
+            ErrorKind::InvalidRequest => "invalid_request",
+            ErrorKind::MissedSlot => "missed_slot",
+            ErrorKind::DeadlineExceeded => "deadline_exceeded",
+            ErrorKind::HostBusy => "host_busy",
+            ErrorKind::Other => "other",
+        }
+    }
+}
+
+impl fmt::Display for ErrorKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The result of one check. Topics `status_request_succeeded` (a response
+/// came back) and `status_request_failed` (none did, or skipped); key = site.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckOutcome {
+    pub v: u32,
+    pub check_id: Uuid,
+    pub site: String,
+    pub url: String,
+    pub origin: Origin,
+    pub scheduled_at: DateTime<Utc>,
+    #[serde(default)]
+    pub started_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub finished_at: Option<DateTime<Utc>>,
+    pub outcome: Outcome,
+    #[serde(default)]
+    pub status_code: Option<u16>,
+    /// From sending the request to the end of the (capped) body.
+    #[serde(default)]
+    pub response_time_ms: Option<f64>,
+    /// `None`: no regex configured, or no body read.
+    #[serde(default)]
+    pub regex_matched: Option<bool>,
+    #[serde(default)]
+    pub body_bytes: Option<u64>,
+    #[serde(default)]
+    pub error_kind: Option<ErrorKind>,
+    #[serde(default)]
+    pub error_message: Option<String>,
+    /// The checker instance that ran it.
+    #[serde(default)]
+    pub checker: Option<String>,
+    /// Where the time went; absent when nothing was attempted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<Timing>,
+    /// The server's certificate (HTTPS), even when it failed verification.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsDetails>,
+    /// Every assertion that failed, with what was seen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failures: Vec<Failure>,
+    /// The address connected to (the last hop's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote_addr: Option<String>,
+    /// `HTTP/1.1` or `HTTP/2` (the last hop's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_version: Option<String>,
+    /// The request's `requested_by`, carried to the row.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+    /// The request's `late`, carried to the row.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub late: bool,
+}
+
+/// The phases of a check in milliseconds, each summed over the redirect
+/// hops. A phase that did not happen is `None`: no DNS for an IP literal, no
+/// DNS, connect or TLS on a reused connection, no TLS over plain HTTP. The
+/// phases add up to `response_time_ms` but for a little bookkeeping.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Timing {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dns_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub connect_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_ms: Option<f64>,
+    /// From writing the request to the response head.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ttfb_ms: Option<f64>,
+    /// From the response head to the end of the (capped) body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub transfer_ms: Option<f64>,
+    /// Redirects followed.
+    pub redirects: u32,
+}
+
+/// The leaf certificate the server presented.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TlsDetails {
+    pub not_after: DateTime<Utc>,
+    /// At the time of the check; negative once expired.
+    pub days_left: f64,
+    pub subject: String,
+    pub issuer: String,
+    /// `TLSv1.3` or `TLSv1.2`; absent when the handshake failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+}
+
+/// One failed assertion: which, what it wanted, what came.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Failure {
+    pub assertion: String,
+    pub expected: String,
+    pub observed: String,
+}
+
+impl CheckOutcome {
+    /// True when an HTTP response came back: the outcome belongs on the
+    /// succeeded topic, whatever its status code.
+    pub fn got_response(&self) -> bool {
+        self.status_code.is_some()
+    }
+
+    /// A `skipped` outcome for `req` (nothing was started).
+    pub fn skipped(req: &CheckRequest, kind: ErrorKind, message: String, checker: &str) -> Self {
+        CheckOutcome {
+            v: SCHEMA_VERSION,
+            check_id: req.check_id,
+            site: req.site.clone(),
+            url: req.url.clone(),
+            origin: req.origin,
+            scheduled_at: req.scheduled_at,
+            started_at: None,
+            finished_at: None,
+            outcome: Outcome::Skipped,
+            status_code: None,
+            response_time_ms: None,
+            regex_matched: None,
+            body_bytes: None,
+            error_kind: Some(kind),
+            error_message: Some(message),
+            checker: Some(checker.to_owned()),
+            timing: None,
+            tls: None,
+            failures: Vec::new(),
+            remote_addr: None,
+            http_version: None,
+            requested_by: req.requested_by.clone(),
+            late: req.late,
+        }
+    }
+}

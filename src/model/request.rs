@@ -1,0 +1,160 @@
+//! The request message: one check to run (topic `status_request_created`).
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::Origin;
+
+/// One check to run. Topic `status_request_created`, key = site.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CheckRequest {
+    pub v: u32,
+    pub check_id: Uuid,
+    pub site: String,
+    pub origin: Origin,
+    /// The slot (scheduled checks) or the time the check was asked for.
+    pub scheduled_at: DateTime<Utc>,
+    /// A checker that receives the request after this time does not check
+    /// late: it publishes a `skipped` outcome (`deadline_exceeded`).
+    pub deadline: DateTime<Utc>,
+    pub url: String,
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Sent as given. Values may be credentials: protect the topic
+    /// (Kafka TLS + ACLs) as you protect the config.
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    pub timeout_ms: u64,
+    /// Matched against the body (bytes, capped), if set.
+    #[serde(default)]
+    pub regex: Option<String>,
+    /// Healthy status codes, e.g. `200-399` or `200,301-302`.
+    #[serde(default = "default_expect_status")]
+    pub expect_status: String,
+    /// Reuse pooled connections (hides DNS/connect/TLS failures).
+    #[serde(default)]
+    pub reuse_connection: bool,
+    /// Connect only to public addresses, also after redirects (on-demand
+    /// checks from the API; see `net`). Absent in older messages: false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub public_only: bool,
+    /// Assertions beyond status and regex, and how to make the request.
+    /// Absent when every option has its default (and in older messages).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<CheckOptions>,
+    /// The fingerprint of the API token that asked for an on-demand check
+    /// (`api::guard::token_id`, 16 hex digits): only that token may read its
+    /// result. `None` for scheduled checks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requested_by: Option<String>,
+    /// Published more than [`LATE_AFTER`] after its slot: a slot caught up
+    /// after a restart, a shard takeover or a pause, or one that waited for
+    /// a busy scheduler. Absent (false) in older messages.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub late: bool,
+}
+
+/// How long after its slot a request may be published and still count as
+/// on time (see [`CheckRequest::late`]).
+pub const LATE_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Which addresses a check may connect to, in which order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum IpFamily {
+    /// In the order the resolver gives.
+    #[default]
+    Any,
+    /// IPv4 addresses first, IPv6 if none answers.
+    PreferIpv4,
+    PreferIpv6,
+    /// IPv4 only.
+    Ipv4,
+    Ipv6,
+}
+
+impl IpFamily {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            IpFamily::Any => "any",
+            IpFamily::PreferIpv4 => "prefer_ipv4",
+            IpFamily::PreferIpv6 => "prefer_ipv6",
+            IpFamily::Ipv4 => "ipv4",
+            IpFamily::Ipv6 => "ipv6",
+        }
+    }
+}
+
+/// A header the response must carry with a value matching `matches` (any
+/// value when `matches` is unset), or must not carry at all (`absent`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderRule {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matches: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub absent: bool,
+}
+
+/// The rich part of a check: more assertions, and how to make the request.
+/// Every field has a default, so a site that sets none carries none.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CheckOptions {
+    /// A regex the body must not match (an error page served with 200).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forbidden_regex: Option<String>,
+    /// A correct response slower than this is `degraded`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub degraded_after_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expect_headers: Vec<HeaderRule>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_min_bytes: Option<u64>,
+    /// The checker reads one byte past this (even beyond its
+    /// `max_body_bytes`) to tell a body that is too large.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body_max_bytes: Option<u64>,
+    /// Fewer days left on the TLS certificate than this is a failure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub min_cert_days: Option<u32>,
+    /// Off: a redirect is the response, judged like any other.
+    pub follow_redirects: bool,
+    /// Hops followed at most; default `checker.max_redirects`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_redirects: Option<u32>,
+    /// Sent as the request body.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+    /// Off: any certificate is accepted (its expiry is still recorded).
+    pub verify_tls: bool,
+    pub ip_family: IpFamily,
+}
+
+impl Default for CheckOptions {
+    fn default() -> Self {
+        CheckOptions {
+            forbidden_regex: None,
+            degraded_after_ms: None,
+            expect_headers: Vec::new(),
+            body_min_bytes: None,
+            body_max_bytes: None,
+            min_cert_days: None,
+            follow_redirects: true,
+            max_redirects: None,
+            body: None,
+            verify_tls: true,
+            ip_family: IpFamily::Any,
+        }
+    }
+}
+
+fn default_method() -> String {
+    "GET".to_owned()
+}
+fn default_expect_status() -> String {
+    "200-399".to_owned()
+}

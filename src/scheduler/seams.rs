@@ -1,0 +1,180 @@
+//! The scheduler's three seams: the [`Clock`] slots are read against, the
+//! [`RequestSink`] requests are published to, and the [`Ledger`] progress is
+//! kept in. The daemon plugs in the system clock, Kafka and Postgres; the
+//! unit tests plug in paused tokio time and in-memory fakes (see `tests.rs`),
+//! so the slot accounting is tested in milliseconds, as getsentry's
+//! uptime-checker tests its scheduler.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use deadpool_postgres::Pool;
+use futures::future::BoxFuture;
+use rdkafka::error::KafkaError;
+
+use super::shards::shard_of;
+use crate::bus::Publisher;
+use crate::model::{self, CheckRequest};
+use crate::store::{self, SkippedSlot, StoreError};
+
+/// Skipped rows written per statement.
+const SKIPPED_CHUNK: usize = 5_000;
+
+/// Wall-clock time, against which slots (absolute times) fall due.
+pub trait Clock: Send + Sync + 'static {
+    fn now(&self) -> DateTime<Utc>;
+}
+
+/// The system's clock.
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now(&self) -> DateTime<Utc> {
+        Utc::now()
+    }
+}
+
+/// Resolves once the broker has acknowledged a request (or failed to).
+pub type Ack = BoxFuture<'static, Result<(), KafkaError>>;
+
+/// Where requests go.
+pub trait RequestSink: Send + Sync + 'static {
+    /// Queues `request` for publishing, waiting while the producer's queue
+    /// is full; the [`Ack`] resolves when the broker has it.
+    fn send(&self, request: &CheckRequest) -> BoxFuture<'static, Result<Ack, KafkaError>>;
+}
+
+/// Kafka's `status_request_created`, keyed by site.
+pub struct KafkaSink {
+    pub publisher: Publisher,
+    pub topic: String,
+}
+
+impl RequestSink for KafkaSink {
+    fn send(&self, request: &CheckRequest) -> BoxFuture<'static, Result<Ack, KafkaError>> {
+        let (publisher, topic) = (self.publisher.clone(), self.topic.clone());
+        let (key, payload) = (request.site.clone(), model::encode(request));
+        Box::pin(async move {
+            let delivery = publisher
+                .enqueue(&topic, key.as_bytes(), &payload, None)
+                .await?;
+            Ok(Box::pin(async move { publisher.confirm(delivery).await }) as Ack)
+        })
+    }
+}
+
+/// A stretch of missed slots too long to record slot by slot.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gap {
+    pub site: String,
+    pub from: DateTime<Utc>,
+    pub to: DateTime<Utc>,
+    pub slots: i64,
+    pub reason: &'static str,
+}
+
+/// What one flush writes, all or nothing.
+#[derive(Debug, Default)]
+pub struct Write {
+    /// After a config change: forget the progress of every other site.
+    pub forget_except: Option<Vec<String>>,
+    pub gaps: Vec<Gap>,
+    pub skipped: Vec<SkippedSlot>,
+    /// Per-site progress: for sites taken on, the first slot this instance
+    /// publishes (every earlier slot is in `skipped`, `gaps` or was
+    /// accounted before); for sites handed over or at a clean stop, their
+    /// own `accounted_until`, so the next owner starts exactly there.
+    pub sites: Vec<(String, DateTime<Utc>)>,
+    /// Shard watermarks under `shards` shards.
+    pub watermarks: Vec<(usize, DateTime<Utc>)>,
+    pub shards: usize,
+}
+
+impl Write {
+    pub fn is_empty(&self) -> bool {
+        self.forget_except.is_none()
+            && self.gaps.is_empty()
+            && self.skipped.is_empty()
+            && self.sites.is_empty()
+            && self.watermarks.is_empty()
+    }
+}
+
+/// Progress on record for some sites: their own rows and every shard
+/// watermark (migration V11 says what each promises).
+#[derive(Debug, Default, Clone)]
+pub struct Stored {
+    pub sites: HashMap<String, DateTime<Utc>>,
+    /// `(shards, shard, accounted_until)`.
+    pub watermarks: Vec<(usize, usize, DateTime<Utc>)>,
+}
+
+impl Stored {
+    /// Where `site`'s unaccounted slots begin: the latest of its own row and
+    /// its shard's watermark under each shard count on record. `None`: no
+    /// row, a new site (its history starts at its first slot).
+    pub fn progress_of(&self, site: &str) -> Option<DateTime<Utc>> {
+        let own = *self.sites.get(site)?;
+        Some(
+            self.watermarks
+                .iter()
+                .filter(|(shards, shard, _)| shard_of(site, *shards) == *shard)
+                .map(|(_, _, t)| *t)
+                .fold(own, DateTime::max),
+        )
+    }
+}
+
+/// Where progress and skipped slots are kept.
+pub trait Ledger: Send + Sync + 'static {
+    /// Progress on record for `sites` (and every watermark).
+    fn load(&self, sites: Vec<String>) -> BoxFuture<'static, Result<Stored, StoreError>>;
+    /// Writes `w` in one transaction. Progress never moves backwards.
+    fn write<'a>(&'a self, w: &'a Write) -> BoxFuture<'a, Result<(), StoreError>>;
+}
+
+/// The ledger in Postgres: `schedule_progress`, `schedule_watermarks`,
+/// `schedule_gaps` and skipped rows in `check_results`.
+pub struct PgLedger(pub Pool);
+
+impl Ledger for PgLedger {
+    fn load(&self, sites: Vec<String>) -> BoxFuture<'static, Result<Stored, StoreError>> {
+        let pool = self.0.clone();
+        Box::pin(async move {
+            let client = pool.get().await?;
+            Ok(Stored {
+                sites: store::load_progress_of(&**client, &sites).await?,
+                watermarks: store::load_watermarks(&**client).await?,
+            })
+        })
+    }
+
+    fn write<'a>(&'a self, w: &'a Write) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            let mut client = self.0.get().await?;
+            let tx = client.transaction().await?;
+            if let Some(names) = &w.forget_except {
+                store::forget_progress_except(&*tx, names).await?;
+            }
+            for g in &w.gaps {
+                store::record_gap(&*tx, &g.site, g.from, g.to, g.slots, g.reason).await?;
+            }
+            for chunk in w.skipped.chunks(SKIPPED_CHUNK) {
+                store::insert_skipped(&*tx, chunk).await?;
+            }
+            store::save_progress(&*tx, &w.sites).await?;
+            store::save_watermarks(&*tx, w.shards, &w.watermarks).await?;
+            tx.commit().await?;
+            Ok(())
+        })
+    }
+}
+
+/// The three seams together.
+#[derive(Clone)]
+pub struct Seams {
+    pub clock: Arc<dyn Clock>,
+    pub sink: Arc<dyn RequestSink>,
+    pub ledger: Arc<dyn Ledger>,
+}

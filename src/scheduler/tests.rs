@@ -1,0 +1,565 @@
+//! The scheduler's slot accounting in paused time, through its seams: a
+//! clock that follows tokio's (and can jump, as after a suspend), a sink
+//! that records requests (and can refuse them), and a ledger in memory.
+//! Every test checks the promise: each slot of each site ends as exactly
+//! one published request or one skipped row (or a gap), none twice.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use futures::future::BoxFuture;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use super::seams::{Ack, Gap, Stored, Write};
+use super::*;
+use crate::model::CheckRequest;
+use crate::store::{SkippedSlot, StoreError};
+
+/// Wall time = a fixed start + tokio's (paused) elapsed time + `jump_ms`.
+struct TestClock {
+    wall0: DateTime<Utc>,
+    mono0: tokio::time::Instant,
+    jump_ms: AtomicI64,
+}
+
+impl Clock for TestClock {
+    fn now(&self) -> DateTime<Utc> {
+        let elapsed = tokio::time::Instant::now() - self.mono0;
+        self.wall0
+            + chrono::Duration::from_std(elapsed).unwrap()
+            + chrono::Duration::milliseconds(self.jump_ms.load(Ordering::SeqCst))
+    }
+}
+
+#[derive(Default)]
+struct TestSink {
+    sent: Mutex<Vec<CheckRequest>>,
+    /// Acknowledgements fail while set (the broker is away).
+    refuse: AtomicBool,
+}
+
+impl RequestSink for TestSink {
+    fn send(&self, request: &CheckRequest) -> BoxFuture<'static, Result<Ack, KafkaError>> {
+        let refused = self.refuse.load(Ordering::SeqCst);
+        if !refused {
+            self.sent.lock().unwrap().push(request.clone());
+        }
+        Box::pin(async move {
+            Ok(Box::pin(async move {
+                if refused {
+                    Err(KafkaError::MessageProduction(
+                        RDKafkaErrorCode::MessageTimedOut,
+                    ))
+                } else {
+                    Ok(())
+                }
+            }) as Ack)
+        })
+    }
+}
+
+#[derive(Default)]
+struct TestLedger {
+    stored: Mutex<Stored>,
+    skipped: Mutex<Vec<SkippedSlot>>,
+    gaps: Mutex<Vec<Gap>>,
+    /// Rows written: per-site progress and shard watermarks.
+    site_rows: AtomicUsize,
+    watermark_rows: AtomicUsize,
+    down: AtomicBool,
+}
+
+impl Ledger for TestLedger {
+    fn load(&self, sites: Vec<String>) -> BoxFuture<'static, Result<Stored, StoreError>> {
+        let all = self.stored.lock().unwrap().clone();
+        let down = self.down.load(Ordering::SeqCst);
+        Box::pin(async move {
+            if down {
+                return Err(StoreError::Config("test: Postgres is down".into()));
+            }
+            Ok(Stored {
+                sites: sites
+                    .iter()
+                    .filter_map(|s| Some((s.clone(), *all.sites.get(s)?)))
+                    .collect(),
+                watermarks: all.watermarks,
+            })
+        })
+    }
+
+    fn write<'a>(&'a self, w: &'a Write) -> BoxFuture<'a, Result<(), StoreError>> {
+        Box::pin(async move {
+            if self.down.load(Ordering::SeqCst) {
+                return Err(StoreError::Config("test: Postgres is down".into()));
+            }
+            let mut stored = self.stored.lock().unwrap();
+            if let Some(keep) = &w.forget_except {
+                stored.sites.retain(|s, _| keep.contains(s));
+            }
+            for (site, t) in &w.sites {
+                let v = stored.sites.entry(site.clone()).or_insert(*t);
+                *v = (*v).max(*t);
+            }
+            for (shard, t) in &w.watermarks {
+                match stored
+                    .watermarks
+                    .iter_mut()
+                    .find(|(n, s, _)| *n == w.shards && s == shard)
+                {
+                    Some(m) => m.2 = m.2.max(*t),
+                    None => stored.watermarks.push((w.shards, *shard, *t)),
+                }
+            }
+            self.site_rows.fetch_add(w.sites.len(), Ordering::SeqCst);
+            self.watermark_rows
+                .fetch_add(w.watermarks.len(), Ordering::SeqCst);
+            self.skipped
+                .lock()
+                .unwrap()
+                .extend(w.skipped.iter().cloned());
+            self.gaps.lock().unwrap().extend(w.gaps.iter().cloned());
+            Ok(())
+        })
+    }
+}
+
+fn wall0() -> DateTime<Utc> {
+    Utc.with_ymd_and_hms(2026, 12, 1, 6, 0, 0).unwrap()
+}
+
+/// Settings with `sites` (name, interval) and `shards` shards.
+fn settings(sites: &[(String, Duration)], shards: usize) -> (Arc<Settings>, SiteList) {
+    let mut toml = format!(
+        "[kafka]\nbrokers = \"127.0.0.1:1\"\n[scheduler]\nshards = {shards}\nbackfill_limit = 50\n\
+         min_interval = \"1s\"\n[site_defaults]\ntimeout = \"500ms\"\n"
+    );
+    for (name, interval) in sites {
+        toml += &format!(
+            "[[sites]]\nname = \"{name}\"\nurl = \"http://{name}.test/\"\ninterval = \"{}ms\"\n",
+            interval.as_millis()
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sitewatch.toml");
+    std::fs::write(&path, toml).unwrap();
+    let s = crate::config::load_with_env(&path, HashMap::new()).unwrap();
+    let list: SiteList = Arc::new(s.sites.iter().cloned().map(Arc::new).collect());
+    (Arc::new(s), list)
+}
+
+fn named(n: usize, interval: Duration) -> Vec<(String, Duration)> {
+    (0..n).map(|i| (format!("site-{i}"), interval)).collect()
+}
+
+/// One scheduler instance on the test seams.
+struct Instance {
+    sink: Arc<TestSink>,
+    ownership: Ownership,
+    stop: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), SchedulerError>>,
+}
+
+fn start(
+    sites: &[(String, Duration)],
+    shards: usize,
+    clock: &Arc<TestClock>,
+    ledger: &Arc<TestLedger>,
+    ownership: Ownership,
+) -> Instance {
+    let (settings, list) = settings(sites, shards);
+    let sink = Arc::new(TestSink::default());
+    let seams = Seams {
+        clock: clock.clone(),
+        sink: sink.clone(),
+        ledger: ledger.clone(),
+    };
+    let (_tx, rx) = watch::channel(list);
+    let beat = crate::liveness::Health::new().stage("scheduler");
+    let s = Scheduler::with_seams(settings, seams, None, beat, rx, ownership.clone());
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(s.run(stop.clone()));
+    Instance {
+        sink,
+        ownership,
+        stop,
+        task,
+    }
+}
+
+impl Instance {
+    async fn stop(self) -> Vec<CheckRequest> {
+        self.stop.cancel();
+        self.task.await.unwrap().unwrap();
+        std::mem::take(&mut *self.sink.sent.lock().unwrap())
+    }
+}
+
+fn clock() -> Arc<TestClock> {
+    Arc::new(TestClock {
+        wall0: wall0(),
+        mono0: tokio::time::Instant::now(),
+        jump_ms: AtomicI64::new(0),
+    })
+}
+
+/// Lets paused time run `d` (every timer due meanwhile fires, in order).
+async fn run_for(d: Duration) {
+    tokio::time::sleep(d).await;
+}
+
+/// How each slot ended: published (how often) and skipped (how often).
+#[derive(Default, Debug)]
+struct Fate {
+    published: usize,
+    late: usize,
+    skipped: usize,
+}
+
+fn fates(sent: &[CheckRequest], ledger: &TestLedger) -> BTreeMap<(String, DateTime<Utc>), Fate> {
+    let mut f: BTreeMap<(String, DateTime<Utc>), Fate> = BTreeMap::new();
+    for r in sent {
+        let e = f.entry((r.site.clone(), r.scheduled_at)).or_default();
+        e.published += 1;
+        e.late += usize::from(r.late);
+        assert_eq!(
+            r.check_id,
+            model::scheduled_check_id(&r.site, r.scheduled_at)
+        );
+    }
+    for s in ledger.skipped.lock().unwrap().iter() {
+        f.entry((s.site.clone(), s.scheduled_at))
+            .or_default()
+            .skipped += 1;
+    }
+    f
+}
+
+use crate::model;
+
+/// Every slot of `site` in `[from, to)` ended exactly once.
+fn assert_each_slot_once(
+    f: &BTreeMap<(String, DateTime<Utc>), Fate>,
+    site: &str,
+    interval: Duration,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) {
+    let c = Cadence::new(site, interval);
+    let mut slot = c.first_at_or_after(from);
+    let mut n = 0;
+    while slot < to {
+        let fate = f.get(&(site.to_owned(), slot));
+        let ended = fate.map_or(0, |x| x.published + x.skipped);
+        assert_eq!(ended, 1, "{site} slot {slot}: {fate:?}");
+        slot = c.next(slot);
+        n += 1;
+    }
+    assert!(n > 0, "no slot of {site} in range");
+}
+
+#[tokio::test(start_paused = true)]
+async fn slots_are_aligned_published_once_and_on_time() {
+    let (clock, ledger) = (clock(), Arc::new(TestLedger::default()));
+    let sites = named(3, Duration::from_secs(10));
+    let i = start(&sites, 4, &clock, &ledger, Ownership::all(4));
+    run_for(Duration::from_secs(60)).await;
+    let end = clock.now();
+    let sent = i.stop().await;
+    let f = fates(&sent, &ledger);
+    for (name, interval) in &sites {
+        // New sites: history starts at the first slot after the start.
+        assert_each_slot_once(
+            &f,
+            name,
+            *interval,
+            wall0(),
+            end - chrono::Duration::seconds(1),
+        );
+        let c = Cadence::new(name, *interval);
+        assert!(f
+            .keys()
+            .filter(|(s, _)| s == name)
+            .all(|(_, t)| c.first_at_or_after(*t) == *t && *t >= wall0()));
+    }
+    assert!(
+        sent.iter().all(|r| !r.late),
+        "nothing late on an idle clock"
+    );
+    assert!(ledger.skipped.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_pause_only_the_latest_slot_is_published_and_marked_late() {
+    let (clock, ledger) = (clock(), Arc::new(TestLedger::default()));
+    let sites = named(1, Duration::from_secs(10));
+    let i = start(&sites, 1, &clock, &ledger, Ownership::all(1));
+    run_for(Duration::from_secs(25)).await;
+    // The machine was suspended for 47 s: the wall clock jumps.
+    clock.jump_ms.store(47_000, Ordering::SeqCst);
+    run_for(Duration::from_secs(30)).await;
+    let end = clock.now();
+    let sent = i.stop().await;
+    let f = fates(&sent, &ledger);
+    assert_each_slot_once(
+        &f,
+        "site-0",
+        Duration::from_secs(10),
+        wall0(),
+        end - chrono::Duration::seconds(1),
+    );
+    let behind = ledger
+        .skipped
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.message == "scheduler was behind")
+        .count();
+    assert!(
+        (3..=5).contains(&behind),
+        "{behind} slots recorded as behind"
+    );
+    assert_eq!(
+        f.values().filter(|x| x.late > 0).count(),
+        1,
+        "the one caught-up slot is late"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_restart_checks_the_latest_missed_slot_late_and_records_the_rest() {
+    let (clock, ledger) = (clock(), Arc::new(TestLedger::default()));
+    let hour = Duration::from_secs(3600);
+    let c = Cadence::new("site-0", hour);
+    // The last run accounted for every slot before `due`, three hours ago;
+    // the daemon comes back 5 s after `due`'s slot of now.
+    let due = c.last_at_or_before(wall0());
+    clock
+        .jump_ms
+        .store((due - wall0()).num_milliseconds() + 5_000, Ordering::SeqCst);
+    let accounted = due - chrono::Duration::hours(3);
+    ledger
+        .stored
+        .lock()
+        .unwrap()
+        .sites
+        .insert("site-0".into(), accounted);
+    let i = start(&named(1, hour), 8, &clock, &ledger, Ownership::all(8));
+    run_for(Duration::from_secs(10)).await;
+    let sent = i.stop().await;
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].scheduled_at, due, "the slot due 5 s ago is checked");
+    assert!(sent[0].late);
+    let skipped: Vec<DateTime<Utc>> = ledger
+        .skipped
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|s| s.scheduled_at)
+        .collect();
+    assert_eq!(
+        skipped,
+        (1..=3)
+            .rev()
+            .map(|h| due - chrono::Duration::hours(h))
+            .collect::<Vec<_>>()
+    );
+    // After a clean stop, the site's progress is its next slot.
+    assert_eq!(ledger.stored.lock().unwrap().sites["site-0"], c.next(due));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_new_site_starts_at_its_next_slot_and_a_known_one_after_its_watermark() {
+    let (clock, ledger) = (clock(), Arc::new(TestLedger::default()));
+    let interval = Duration::from_secs(60);
+    let sites = named(2, interval);
+    // site-1 is known, and its shard's watermark (under another shard count,
+    // as after a change of `scheduler.shards`) is later than its own row.
+    let c1 = Cadence::new("site-1", interval);
+    let mark = c1.last_at_or_before(wall0()) - chrono::Duration::minutes(2);
+    {
+        let mut s = ledger.stored.lock().unwrap();
+        s.sites
+            .insert("site-1".into(), mark - chrono::Duration::days(3));
+        s.watermarks.push((3, shard_of("site-1", 3), mark));
+    }
+    let i = start(&sites, 2, &clock, &ledger, Ownership::all(2));
+    run_for(Duration::from_secs(150)).await;
+    let end = clock.now();
+    let sent = i.stop().await;
+    let f = fates(&sent, &ledger);
+    let c0 = Cadence::new("site-0", interval);
+    assert_eq!(
+        sent.iter()
+            .filter(|r| r.site == "site-0")
+            .map(|r| r.scheduled_at)
+            .min(),
+        Some(c0.first_at_or_after(wall0())),
+        "a new site's history starts at its first slot"
+    );
+    assert_each_slot_once(
+        &f,
+        "site-1",
+        interval,
+        mark,
+        end - chrono::Duration::seconds(1),
+    );
+    assert_eq!(
+        ledger.skipped.lock().unwrap().len(),
+        2,
+        "two slots after the watermark were missed"
+    );
+    assert!(ledger.gaps.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_long_absence_is_one_gap_row_beyond_the_backfill_limit() {
+    let (clock, ledger) = (clock(), Arc::new(TestLedger::default()));
+    let interval = Duration::from_secs(10);
+    let from = wall0() - chrono::Duration::hours(1);
+    ledger
+        .stored
+        .lock()
+        .unwrap()
+        .sites
+        .insert("site-0".into(), from);
+    let i = start(&named(1, interval), 1, &clock, &ledger, Ownership::all(1));
+    run_for(Duration::from_secs(5)).await;
+    let sent = i.stop().await;
+    let gaps = ledger.gaps.lock().unwrap().clone();
+    let skipped = ledger.skipped.lock().unwrap().len() as i64;
+    assert_eq!(skipped, 50, "backfill_limit rows");
+    assert_eq!(gaps.len(), 1);
+    // 360 slots in the hour: the latest is published, the rest recorded.
+    assert_eq!(
+        gaps[0].slots + skipped + sent.len() as i64,
+        360 + i64::from(sent.len() > 1)
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slot_the_broker_never_acknowledges_is_recorded_once_at_its_deadline() {
+    let (clock, ledger) = (clock(), Arc::new(TestLedger::default()));
+    let interval = Duration::from_secs(5);
+    let i = start(&named(1, interval), 1, &clock, &ledger, Ownership::all(1));
+    run_for(Duration::from_secs(12)).await;
+    i.sink.refuse.store(true, Ordering::SeqCst);
+    run_for(Duration::from_secs(21)).await;
+    i.sink.refuse.store(false, Ordering::SeqCst);
+    run_for(Duration::from_secs(12)).await;
+    let end = clock.now();
+    let sent = i.stop().await;
+    let f = fates(&sent, &ledger);
+    assert_each_slot_once(
+        &f,
+        "site-0",
+        interval,
+        wall0(),
+        end - chrono::Duration::seconds(1),
+    );
+    let undelivered = ledger
+        .skipped
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.message.starts_with("not delivered"))
+        .count();
+    assert!(
+        undelivered >= 2,
+        "{undelivered} slots recorded as undelivered"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn skipped_rows_wait_in_memory_while_the_ledger_is_down() {
+    let (clock, ledger) = (clock(), Arc::new(TestLedger::default()));
+    let interval = Duration::from_secs(2);
+    let i = start(&named(1, interval), 1, &clock, &ledger, Ownership::all(1));
+    run_for(Duration::from_secs(5)).await;
+    ledger.down.store(true, Ordering::SeqCst);
+    clock.jump_ms.store(9_000, Ordering::SeqCst); // some slots fall behind
+    run_for(Duration::from_secs(5)).await;
+    assert!(ledger.skipped.lock().unwrap().is_empty());
+    ledger.down.store(false, Ordering::SeqCst);
+    run_for(Duration::from_secs(5)).await;
+    let end = clock.now();
+    let sent = i.stop().await;
+    let f = fates(&sent, &ledger);
+    assert_each_slot_once(
+        &f,
+        "site-0",
+        interval,
+        wall0(),
+        end - chrono::Duration::seconds(1),
+    );
+    assert!(!ledger.skipped.lock().unwrap().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shard_handed_over_loses_no_slot_and_repeats_none() {
+    let (clock, ledger) = (clock(), Arc::new(TestLedger::default()));
+    let interval = Duration::from_secs(3);
+    let sites = named(40, interval);
+    let forever = Some(std::time::Instant::now() + Duration::from_secs(3600));
+    let (a_own, b_own) = (Ownership::new(4), Ownership::new(4));
+    a_own.replace(&[0, 1, 2, 3], forever);
+    let a = start(&sites, 4, &clock, &ledger, a_own);
+    let b = start(&sites, 4, &clock, &ledger, b_own);
+    run_for(Duration::from_secs(20)).await;
+    // Shards 2 and 3 move from a to b: a stops first, as leases promise.
+    a.ownership.replace(&[0, 1], forever);
+    run_for(Duration::from_millis(1500)).await;
+    b.ownership.replace(&[2, 3], forever);
+    run_for(Duration::from_secs(20)).await;
+    let end = clock.now();
+    let mut sent = a.stop().await;
+    sent.extend(b.stop().await);
+    let f = fates(&sent, &ledger);
+    for (name, interval) in &sites {
+        assert_each_slot_once(
+            &f,
+            name,
+            *interval,
+            wall0(),
+            end - chrono::Duration::seconds(1),
+        );
+    }
+    let moved = sites.iter().filter(|(n, _)| shard_of(n, 4) >= 2).count();
+    assert!(moved > 5, "{moved} sites moved");
+}
+
+#[tokio::test(start_paused = true)]
+async fn progress_writes_scale_with_shards_not_checks() {
+    let (clock, ledger) = (clock(), Arc::new(TestLedger::default()));
+    let (n, shards) = (300, 4);
+    let i = start(
+        &named(n, Duration::from_secs(1)),
+        shards,
+        &clock,
+        &ledger,
+        Ownership::all(shards),
+    );
+    run_for(Duration::from_secs(60)).await;
+    let sent = i.stop().await;
+    assert!(sent.len() >= n * 58, "{} checks", sent.len());
+    let (sites, marks) = (
+        ledger.site_rows.load(Ordering::SeqCst),
+        ledger.watermark_rows.load(Ordering::SeqCst),
+    );
+    assert_eq!(
+        sites,
+        2 * n,
+        "one progress row per site taken on, one at the stop"
+    );
+    // Every 5 s, plus the last flush.
+    assert!(marks <= shards * (60 / 5 + 2), "{marks} watermark rows");
+    assert!(
+        marks * 1000 < sent.len() * 5,
+        "progress is {marks} rows for {} checks, not < 0.5 %",
+        sent.len()
+    );
+}
