@@ -143,6 +143,16 @@ pub async fn run(
             Coordination::Postgres => Ownership::new(shards),
             Coordination::None => Ownership::all(shards),
         };
+        let backlog = if settings.scheduler.load_shedding {
+            bus::lag::watch(
+                &settings,
+                &bus::lag::checker_group(&settings),
+                &settings.kafka.topics.created,
+                stop.clone(),
+            )?
+        } else {
+            watch::channel(None).1
+        };
         let s = Scheduler::new(
             settings.clone(),
             pool.clone(),
@@ -150,6 +160,7 @@ pub async fn run(
             health.stage("scheduler"),
             sites_rx,
             ownership,
+            backlog,
         );
         let t = stop.clone();
         stages.spawn(async move { ("scheduler", s.run(t).await.map_err(|e| e.to_string())) });

@@ -4,6 +4,7 @@
 
 mod consumer;
 mod dlq;
+pub mod lag;
 mod offsets;
 mod producer;
 pub mod progress;

@@ -15,7 +15,13 @@ struct Partition {
     next: i64,
     /// Last offset committed (or handed out for commit).
     committed: i64,
+    /// `next` as last reported in a commit's metadata.
+    reported: i64,
 }
+
+/// The prefix of the commit metadata that says how far a consumer took a
+/// partition.
+pub const TAKEN: &str = "taken=";
 
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
@@ -29,6 +35,7 @@ impl OffsetTracker {
             .entry((topic.to_owned(), partition))
             .or_insert_with(|| Partition {
                 committed: offset,
+                reported: offset,
                 ..Partition::default()
             });
         p.pending.insert(offset);
@@ -47,15 +54,23 @@ impl OffsetTracker {
     }
 
     /// The offsets that moved since the last call, ready to commit; `None`
-    /// when nothing moved.
+    /// when nothing moved. Each carries in its metadata how far the consumer
+    /// has *taken* the partition (`taken=<next offset>`), which the
+    /// committed offset (held back by the slowest unfinished message) does
+    /// not tell: the scheduler reads it to measure the real backlog (see
+    /// `bus::lag`).
     pub fn take_committable(&mut self) -> Option<TopicPartitionList> {
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), p) in &mut self.parts {
             let upto = p.pending.first().copied().unwrap_or(p.next);
-            if upto > p.committed {
-                p.committed = upto;
-                tpl.add_partition_offset(topic, *partition, Offset::Offset(upto))
+            if upto > p.committed || p.next > p.reported {
+                p.committed = p.committed.max(upto);
+                p.reported = p.next;
+                tpl.add_partition_offset(topic, *partition, Offset::Offset(p.committed))
                     .expect("valid offset");
+                if let Some(mut e) = tpl.find_partition(topic, *partition) {
+                    e.set_metadata(format!("{TAKEN}{}", p.next));
+                }
             }
         }
         (tpl.count() > 0).then_some(tpl)
@@ -95,7 +110,11 @@ mod tests {
         }
         t.finish("t", 0, 12);
         t.finish("t", 0, 13);
-        assert_eq!(offsets(t.take_committable()), []);
+        // Held at 10, but how far it was taken is reported.
+        let tpl = t.take_committable().unwrap();
+        assert_eq!(tpl.elements()[0].metadata(), "taken=15");
+        assert_eq!(offsets(Some(tpl)), [(0, 10)]);
+        assert_eq!(offsets(t.take_committable()), [], "nothing moved");
         t.finish("t", 0, 10);
         assert_eq!(offsets(t.take_committable()), [(0, 11)]);
         t.finish("t", 0, 11);
@@ -112,7 +131,8 @@ mod tests {
         t.start("t", 0, 0);
         t.start("t", 1, 100);
         t.finish("t", 1, 100);
-        assert_eq!(offsets(t.take_committable()), [(1, 101)]);
+        // Partition 0 reports what it took (offset unchanged).
+        assert_eq!(offsets(t.take_committable()), [(0, 0), (1, 101)]);
         let mut revoked = TopicPartitionList::new();
         revoked.add_partition("t", 0);
         t.revoke(&revoked);

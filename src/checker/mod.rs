@@ -67,7 +67,7 @@ impl Checker {
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), BusError> {
         let topics = &self.settings.kafka.topics;
-        let group = format!("{}-checker", self.settings.kafka.group_prefix);
+        let group = crate::bus::lag::checker_group(&self.settings);
         let consumer = TrackedConsumer::new(&self.settings, &group, &[&topics.created])?;
         let limit = Arc::new(Semaphore::new(self.settings.checker.concurrency));
         let hosts = Arc::new(HostLimits::new(self.settings.checker.max_per_host));

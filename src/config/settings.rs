@@ -122,8 +122,18 @@ pub struct SchedulerSettings {
         deserialize_with = "duration::de"
     )]
     pub failover_timeout: Duration,
+    /// Past the checkers' capacity, hold back slots whose requests would
+    /// wait in Kafka longer than half their deadline, and record them as
+    /// `skipped` (`load_shed`) instead: the checkers then work at capacity
+    /// on requests that are still worth checking. Measured from the checker
+    /// group's backlog on `status_request_created` (see `bus::lag`).
+    #[serde(default = "default_true")]
+    pub load_shedding: bool,
 }
 
+fn default_true() -> bool {
+    true
+}
 fn default_min_interval() -> Duration {
     Duration::from_secs(5)
 }
@@ -153,6 +163,7 @@ impl Default for SchedulerSettings {
             coordination: Coordination::default(),
             shards: default_shards(),
             failover_timeout: default_failover_timeout(),
+            load_shedding: true,
         }
     }
 }

@@ -73,6 +73,9 @@ pub enum ErrorKind {
     MissedSlot,
     /// Skipped: the request reached a checker after its deadline.
     DeadlineExceeded,
+    /// Skipped: the scheduler held the slot back because the checkers'
+    /// backlog would have outlasted its deadline (`scheduler.load_shedding`).
+    LoadShed,
     /// Skipped: the site's host already had `checker.max_per_host` checks
     /// running and as many waiting.
     HostBusy,
@@ -100,6 +103,7 @@ impl ErrorKind {
             ErrorKind::InvalidRequest => "invalid_request",
             ErrorKind::MissedSlot => "missed_slot",
             ErrorKind::DeadlineExceeded => "deadline_exceeded",
+            ErrorKind::LoadShed => "load_shed",
             ErrorKind::HostBusy => "host_busy",
             ErrorKind::Other => "other",
         }

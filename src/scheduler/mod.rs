@@ -56,6 +56,7 @@ use rdkafka::error::KafkaError;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
+use crate::bus::lag::Backlog;
 use crate::bus::{BusError, Publisher};
 use crate::config::{Coordination, Settings, Site};
 use crate::liveness::Beat;
@@ -68,6 +69,12 @@ use seams::{KafkaSink, PgLedger, SystemClock};
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// How often skipped slots and backfills are written.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// Load shedding starts only past this backlog: below it the checkers
+/// drain their queue in well under a second whatever the estimate says.
+const SHED_MIN_BACKLOG: i64 = 1_000;
+/// Added to half a slot's deadline before it is shed: the backlog figure
+/// is up to a commit period (one second) old.
+const SHED_ALLOWANCE: Duration = Duration::from_secs(1);
 /// How often shard watermarks are written. Longer means fewer writes, and
 /// after a crash more delivered slots that get a (harmless) placeholder.
 const WATERMARK_EVERY: Duration = Duration::from_secs(5);
@@ -106,8 +113,10 @@ impl Scheduler {
         beat: Beat,
         sites: watch::Receiver<SiteList>,
         ownership: Ownership,
+        backlog: watch::Receiver<Option<Backlog>>,
     ) -> Self {
         let seams = Seams {
+            backlog,
             clock: Arc::new(SystemClock),
             sink: Arc::new(KafkaSink {
                 publisher,
@@ -379,6 +388,12 @@ impl Scheduler {
                 metrics::counter!(m::SLOTS_SKIPPED, "reason" => "behind").increment(1);
                 continue;
             }
+            if let Some(why) = self.shed(&e.site) {
+                book.missed
+                    .push(skipped(&e.site, slot, ErrorKind::LoadShed, &why));
+                metrics::counter!(m::SLOTS_SKIPPED, "reason" => "load_shed").increment(1);
+                continue;
+            }
             // Read at the publish itself: a slot late because earlier ones
             // in this pass took their time counts as late.
             let lateness = (self.now() - slot).to_std().unwrap_or_default();
@@ -391,6 +406,28 @@ impl Scheduler {
             deliveries.push(Box::pin(async move { (id, site, slot, ack.await) }));
         }
         Ok(())
+    }
+
+    /// Why `site`'s slot due now is shed, if it is: the checkers' backlog
+    /// would hold its request longer than half its deadline (one interval),
+    /// so it would likely expire in Kafka after costing a round trip.
+    fn shed(&self, site: &Site) -> Option<String> {
+        if !self.settings.scheduler.load_shedding {
+            return None;
+        }
+        let backlog = (*self.seams.backlog.borrow())?;
+        let wait = backlog.wait()?;
+        (backlog.messages >= SHED_MIN_BACKLOG && wait > site.interval / 2 + SHED_ALLOWANCE).then(
+            || {
+                format!(
+                    "load shedding: {} requests wait for the checkers (about {:.1} s at {:.0}/s), \
+                 more than half this slot's deadline",
+                    backlog.messages,
+                    wait.min(Duration::from_secs(86_400)).as_secs_f64(),
+                    backlog.rate
+                )
+            },
+        )
     }
 
     fn delivered(

@@ -12,8 +12,10 @@ use chrono::{DateTime, Utc};
 use deadpool_postgres::Pool;
 use futures::future::BoxFuture;
 use rdkafka::error::KafkaError;
+use tokio::sync::watch;
 
 use super::shards::shard_of;
+use crate::bus::lag::Backlog;
 use crate::bus::Publisher;
 use crate::model::{self, CheckRequest};
 use crate::store::{self, SkippedSlot, StoreError};
@@ -171,10 +173,12 @@ impl Ledger for PgLedger {
     }
 }
 
-/// The three seams together.
+/// The seams together.
 #[derive(Clone)]
 pub struct Seams {
     pub clock: Arc<dyn Clock>,
     pub sink: Arc<dyn RequestSink>,
     pub ledger: Arc<dyn Ledger>,
+    /// The checkers' backlog (see `bus::lag`), for load shedding.
+    pub backlog: watch::Receiver<Option<Backlog>>,
 }

@@ -17,6 +17,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::seams::{Ack, Gap, Stored, Write};
 use super::*;
+use crate::bus::lag::Backlog;
 use crate::model::CheckRequest;
 use crate::store::{SkippedSlot, StoreError};
 
@@ -159,6 +160,7 @@ fn named(n: usize, interval: Duration) -> Vec<(String, Duration)> {
 /// One scheduler instance on the test seams.
 struct Instance {
     sink: Arc<TestSink>,
+    backlog: watch::Sender<Option<Backlog>>,
     ownership: Ownership,
     stop: CancellationToken,
     task: tokio::task::JoinHandle<Result<(), SchedulerError>>,
@@ -173,7 +175,9 @@ fn start(
 ) -> Instance {
     let (settings, list) = settings(sites, shards);
     let sink = Arc::new(TestSink::default());
+    let (backlog, backlog_rx) = watch::channel(None);
     let seams = Seams {
+        backlog: backlog_rx,
         clock: clock.clone(),
         sink: sink.clone(),
         ledger: ledger.clone(),
@@ -185,6 +189,7 @@ fn start(
     let task = tokio::spawn(s.run(stop.clone()));
     Instance {
         sink,
+        backlog,
         ownership,
         stop,
         task,
@@ -262,24 +267,32 @@ fn assert_each_slot_once(
     assert!(n > 0, "no slot of {site} in range");
 }
 
+/// Stops `i` and asserts that every slot of `sites` from the start until a
+/// second ago ended exactly once; returns what was published and the fates.
+async fn finish(
+    i: Instance,
+    clock: &TestClock,
+    ledger: &TestLedger,
+    sites: &[(String, Duration)],
+) -> (Vec<CheckRequest>, BTreeMap<(String, DateTime<Utc>), Fate>) {
+    let end = clock.now() - chrono::Duration::seconds(1);
+    let sent = i.stop().await;
+    let f = fates(&sent, ledger);
+    for (name, interval) in sites {
+        assert_each_slot_once(&f, name, *interval, wall0(), end);
+    }
+    (sent, f)
+}
+
 #[tokio::test(start_paused = true)]
 async fn slots_are_aligned_published_once_and_on_time() {
     let (clock, ledger) = (clock(), Arc::new(TestLedger::default()));
     let sites = named(3, Duration::from_secs(10));
     let i = start(&sites, 4, &clock, &ledger, Ownership::all(4));
     run_for(Duration::from_secs(60)).await;
-    let end = clock.now();
-    let sent = i.stop().await;
-    let f = fates(&sent, &ledger);
+    // New sites: history starts at the first slot after the start.
+    let (sent, f) = finish(i, &clock, &ledger, &sites).await;
     for (name, interval) in &sites {
-        // New sites: history starts at the first slot after the start.
-        assert_each_slot_once(
-            &f,
-            name,
-            *interval,
-            wall0(),
-            end - chrono::Duration::seconds(1),
-        );
         let c = Cadence::new(name, *interval);
         assert!(f
             .keys()
@@ -561,5 +574,53 @@ async fn progress_writes_scale_with_shards_not_checks() {
         marks * 1000 < sent.len() * 5,
         "progress is {marks} rows for {} checks, not < 0.5 %",
         sent.len()
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn past_the_checkers_capacity_slots_are_shed_and_recorded_once() {
+    let (clock, ledger) = (clock(), Arc::new(TestLedger::default()));
+    let mut sites = named(20, Duration::from_secs(5));
+    sites.push(("hourly".into(), Duration::from_secs(60)));
+    let i = start(&sites, 2, &clock, &ledger, Ownership::all(2));
+    run_for(Duration::from_secs(10)).await;
+    // 10 s of requests wait: more than half a 5 s deadline (+1 s), less
+    // than half a minute.
+    let overloaded = Backlog {
+        messages: 50_000,
+        rate: 5_000.0,
+    };
+    i.backlog.send_replace(Some(overloaded));
+    let sent_before = i.sink.sent.lock().unwrap().len();
+    run_for(Duration::from_secs(20)).await;
+    let sent_during = i.sink.sent.lock().unwrap().len() - sent_before;
+    i.backlog.send_replace(Some(Backlog {
+        messages: 200,
+        rate: 5_000.0,
+    }));
+    run_for(Duration::from_secs(20)).await;
+    finish(i, &clock, &ledger, &sites).await;
+    let shed: Vec<_> = ledger
+        .skipped
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|s| s.kind == "load_shed")
+        .map(|s| s.site.clone())
+        .collect();
+    assert!(shed.len() >= 20 * 3, "{} slots shed", shed.len());
+    assert!(
+        !shed.contains(&"hourly".to_owned()),
+        "a 60 s slot can wait 10 s"
+    );
+    assert!(
+        sent_during <= 2,
+        "only the 60 s site published while overloaded: {sent_during}"
+    );
+    assert!(
+        ledger.skipped.lock().unwrap()[0]
+            .message
+            .contains("50000 requests wait"),
+        "the reason says so"
     );
 }
