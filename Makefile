@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CONFIG ?= config/sitewatch.example.toml
 CARGO ?= cargo
 
-.PHONY: all install-deps up down run smoke test lint fmt clean-data install uninstall bench bench-probe faults
+.PHONY: all install-deps up down run smoke test lint fmt clean-data install uninstall bench bench-probe soak faults
 
 all: test
 
@@ -41,6 +41,10 @@ bench-probe:
 
 bench: up
 	bench/pipeline.sh
+
+# The write path over an hour: SITES, INTERVAL, MINUTES (default 1500, 1s, 60).
+soak: up
+	bench/soak.sh
 
 lint:
 	$(CARGO) fmt --all -- --check

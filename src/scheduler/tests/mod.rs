@@ -4,285 +4,17 @@
 //! Every test checks the promise: each slot of each site ends as exactly
 //! one published request or one skipped row (or a gap), none twice.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+mod fakes;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, TimeZone, Utc};
-use futures::future::BoxFuture;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use tokio::sync::watch;
-use tokio_util::sync::CancellationToken;
+use chrono::{DateTime, Utc};
 
-use super::seams::{Ack, Gap, Stored, Write};
 use super::*;
 use crate::bus::lag::Backlog;
-use crate::model::CheckRequest;
-use crate::store::{SkippedSlot, StoreError};
-
-/// Wall time = a fixed start + tokio's (paused) elapsed time + `jump_ms`.
-struct TestClock {
-    wall0: DateTime<Utc>,
-    mono0: tokio::time::Instant,
-    jump_ms: AtomicI64,
-}
-
-impl Clock for TestClock {
-    fn now(&self) -> DateTime<Utc> {
-        let elapsed = tokio::time::Instant::now() - self.mono0;
-        self.wall0
-            + chrono::Duration::from_std(elapsed).unwrap()
-            + chrono::Duration::milliseconds(self.jump_ms.load(Ordering::SeqCst))
-    }
-}
-
-#[derive(Default)]
-struct TestSink {
-    sent: Mutex<Vec<CheckRequest>>,
-    /// Acknowledgements fail while set (the broker is away).
-    refuse: AtomicBool,
-}
-
-impl RequestSink for TestSink {
-    fn send(&self, request: &CheckRequest) -> BoxFuture<'static, Result<Ack, KafkaError>> {
-        let refused = self.refuse.load(Ordering::SeqCst);
-        if !refused {
-            self.sent.lock().unwrap().push(request.clone());
-        }
-        Box::pin(async move {
-            Ok(Box::pin(async move {
-                if refused {
-                    Err(KafkaError::MessageProduction(
-                        RDKafkaErrorCode::MessageTimedOut,
-                    ))
-                } else {
-                    Ok(())
-                }
-            }) as Ack)
-        })
-    }
-}
-
-#[derive(Default)]
-struct TestLedger {
-    stored: Mutex<Stored>,
-    skipped: Mutex<Vec<SkippedSlot>>,
-    gaps: Mutex<Vec<Gap>>,
-    /// Rows written: per-site progress and shard watermarks.
-    site_rows: AtomicUsize,
-    watermark_rows: AtomicUsize,
-    down: AtomicBool,
-}
-
-impl Ledger for TestLedger {
-    fn load(&self, sites: Vec<String>) -> BoxFuture<'static, Result<Stored, StoreError>> {
-        let all = self.stored.lock().unwrap().clone();
-        let down = self.down.load(Ordering::SeqCst);
-        Box::pin(async move {
-            if down {
-                return Err(StoreError::Config("test: Postgres is down".into()));
-            }
-            Ok(Stored {
-                sites: sites
-                    .iter()
-                    .filter_map(|s| Some((s.clone(), *all.sites.get(s)?)))
-                    .collect(),
-                watermarks: all.watermarks,
-            })
-        })
-    }
-
-    fn write<'a>(&'a self, w: &'a Write) -> BoxFuture<'a, Result<(), StoreError>> {
-        Box::pin(async move {
-            if self.down.load(Ordering::SeqCst) {
-                return Err(StoreError::Config("test: Postgres is down".into()));
-            }
-            let mut stored = self.stored.lock().unwrap();
-            if let Some(keep) = &w.forget_except {
-                stored.sites.retain(|s, _| keep.contains(s));
-            }
-            for (site, t) in &w.sites {
-                let v = stored.sites.entry(site.clone()).or_insert(*t);
-                *v = (*v).max(*t);
-            }
-            for (shard, t) in &w.watermarks {
-                match stored
-                    .watermarks
-                    .iter_mut()
-                    .find(|(n, s, _)| *n == w.shards && s == shard)
-                {
-                    Some(m) => m.2 = m.2.max(*t),
-                    None => stored.watermarks.push((w.shards, *shard, *t)),
-                }
-            }
-            self.site_rows.fetch_add(w.sites.len(), Ordering::SeqCst);
-            self.watermark_rows
-                .fetch_add(w.watermarks.len(), Ordering::SeqCst);
-            self.skipped
-                .lock()
-                .unwrap()
-                .extend(w.skipped.iter().cloned());
-            self.gaps.lock().unwrap().extend(w.gaps.iter().cloned());
-            Ok(())
-        })
-    }
-}
-
-fn wall0() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2026, 12, 1, 6, 0, 0).unwrap()
-}
-
-/// Settings with `sites` (name, interval) and `shards` shards.
-fn settings(sites: &[(String, Duration)], shards: usize) -> (Arc<Settings>, SiteList) {
-    let mut toml = format!(
-        "[kafka]\nbrokers = \"127.0.0.1:1\"\n[scheduler]\nshards = {shards}\nbackfill_limit = 50\n\
-         min_interval = \"1s\"\n[site_defaults]\ntimeout = \"500ms\"\n"
-    );
-    for (name, interval) in sites {
-        toml += &format!(
-            "[[sites]]\nname = \"{name}\"\nurl = \"http://{name}.test/\"\ninterval = \"{}ms\"\n",
-            interval.as_millis()
-        );
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("sitewatch.toml");
-    std::fs::write(&path, toml).unwrap();
-    let s = crate::config::load_with_env(&path, HashMap::new()).unwrap();
-    let list: SiteList = Arc::new(s.sites.iter().cloned().map(Arc::new).collect());
-    (Arc::new(s), list)
-}
-
-fn named(n: usize, interval: Duration) -> Vec<(String, Duration)> {
-    (0..n).map(|i| (format!("site-{i}"), interval)).collect()
-}
-
-/// One scheduler instance on the test seams.
-struct Instance {
-    sink: Arc<TestSink>,
-    backlog: watch::Sender<Option<Backlog>>,
-    ownership: Ownership,
-    stop: CancellationToken,
-    task: tokio::task::JoinHandle<Result<(), SchedulerError>>,
-}
-
-fn start(
-    sites: &[(String, Duration)],
-    shards: usize,
-    clock: &Arc<TestClock>,
-    ledger: &Arc<TestLedger>,
-    ownership: Ownership,
-) -> Instance {
-    let (settings, list) = settings(sites, shards);
-    let sink = Arc::new(TestSink::default());
-    let (backlog, backlog_rx) = watch::channel(None);
-    let seams = Seams {
-        backlog: backlog_rx,
-        clock: clock.clone(),
-        sink: sink.clone(),
-        ledger: ledger.clone(),
-    };
-    let (_tx, rx) = watch::channel(list);
-    let beat = crate::liveness::Health::new().stage("scheduler");
-    let s = Scheduler::with_seams(settings, seams, None, beat, rx, ownership.clone());
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(s.run(stop.clone()));
-    Instance {
-        sink,
-        backlog,
-        ownership,
-        stop,
-        task,
-    }
-}
-
-impl Instance {
-    async fn stop(self) -> Vec<CheckRequest> {
-        self.stop.cancel();
-        self.task.await.unwrap().unwrap();
-        std::mem::take(&mut *self.sink.sent.lock().unwrap())
-    }
-}
-
-fn clock() -> Arc<TestClock> {
-    Arc::new(TestClock {
-        wall0: wall0(),
-        mono0: tokio::time::Instant::now(),
-        jump_ms: AtomicI64::new(0),
-    })
-}
-
-/// Lets paused time run `d` (every timer due meanwhile fires, in order).
-async fn run_for(d: Duration) {
-    tokio::time::sleep(d).await;
-}
-
-/// How each slot ended: published (how often) and skipped (how often).
-#[derive(Default, Debug)]
-struct Fate {
-    published: usize,
-    late: usize,
-    skipped: usize,
-}
-
-fn fates(sent: &[CheckRequest], ledger: &TestLedger) -> BTreeMap<(String, DateTime<Utc>), Fate> {
-    let mut f: BTreeMap<(String, DateTime<Utc>), Fate> = BTreeMap::new();
-    for r in sent {
-        let e = f.entry((r.site.clone(), r.scheduled_at)).or_default();
-        e.published += 1;
-        e.late += usize::from(r.late);
-        assert_eq!(
-            r.check_id,
-            model::scheduled_check_id(&r.site, r.scheduled_at)
-        );
-    }
-    for s in ledger.skipped.lock().unwrap().iter() {
-        f.entry((s.site.clone(), s.scheduled_at))
-            .or_default()
-            .skipped += 1;
-    }
-    f
-}
-
-use crate::model;
-
-/// Every slot of `site` in `[from, to)` ended exactly once.
-fn assert_each_slot_once(
-    f: &BTreeMap<(String, DateTime<Utc>), Fate>,
-    site: &str,
-    interval: Duration,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
-) {
-    let c = Cadence::new(site, interval);
-    let mut slot = c.first_at_or_after(from);
-    let mut n = 0;
-    while slot < to {
-        let fate = f.get(&(site.to_owned(), slot));
-        let ended = fate.map_or(0, |x| x.published + x.skipped);
-        assert_eq!(ended, 1, "{site} slot {slot}: {fate:?}");
-        slot = c.next(slot);
-        n += 1;
-    }
-    assert!(n > 0, "no slot of {site} in range");
-}
-
-/// Stops `i` and asserts that every slot of `sites` from the start until a
-/// second ago ended exactly once; returns what was published and the fates.
-async fn finish(
-    i: Instance,
-    clock: &TestClock,
-    ledger: &TestLedger,
-    sites: &[(String, Duration)],
-) -> (Vec<CheckRequest>, BTreeMap<(String, DateTime<Utc>), Fate>) {
-    let end = clock.now() - chrono::Duration::seconds(1);
-    let sent = i.stop().await;
-    let f = fates(&sent, ledger);
-    for (name, interval) in sites {
-        assert_each_slot_once(&f, name, *interval, wall0(), end);
-    }
-    (sent, f)
-}
+use fakes::*;
 
 #[tokio::test(start_paused = true)]
 async fn slots_are_aligned_published_once_and_on_time() {
@@ -315,16 +47,7 @@ async fn after_a_pause_only_the_latest_slot_is_published_and_marked_late() {
     // The machine was suspended for 47 s: the wall clock jumps.
     clock.jump_ms.store(47_000, Ordering::SeqCst);
     run_for(Duration::from_secs(30)).await;
-    let end = clock.now();
-    let sent = i.stop().await;
-    let f = fates(&sent, &ledger);
-    assert_each_slot_once(
-        &f,
-        "site-0",
-        Duration::from_secs(10),
-        wall0(),
-        end - chrono::Duration::seconds(1),
-    );
+    let (_, f) = finish(i, &clock, &ledger, &named(1, Duration::from_secs(10))).await;
     let behind = ledger
         .skipped
         .lock()
@@ -464,16 +187,7 @@ async fn a_slot_the_broker_never_acknowledges_is_recorded_once_at_its_deadline()
     run_for(Duration::from_secs(21)).await;
     i.sink.refuse.store(false, Ordering::SeqCst);
     run_for(Duration::from_secs(12)).await;
-    let end = clock.now();
-    let sent = i.stop().await;
-    let f = fates(&sent, &ledger);
-    assert_each_slot_once(
-        &f,
-        "site-0",
-        interval,
-        wall0(),
-        end - chrono::Duration::seconds(1),
-    );
+    finish(i, &clock, &ledger, &named(1, interval)).await;
     let undelivered = ledger
         .skipped
         .lock()
@@ -481,8 +195,9 @@ async fn a_slot_the_broker_never_acknowledges_is_recorded_once_at_its_deadline()
         .iter()
         .filter(|s| s.message.starts_with("not delivered"))
         .count();
+    // Four slots fall in the 21 s; the last may be delivered by a retry.
     assert!(
-        undelivered >= 2,
+        (3..=4).contains(&undelivered),
         "{undelivered} slots recorded as undelivered"
     );
 }
@@ -499,16 +214,7 @@ async fn skipped_rows_wait_in_memory_while_the_ledger_is_down() {
     assert!(ledger.skipped.lock().unwrap().is_empty());
     ledger.down.store(false, Ordering::SeqCst);
     run_for(Duration::from_secs(5)).await;
-    let end = clock.now();
-    let sent = i.stop().await;
-    let f = fates(&sent, &ledger);
-    assert_each_slot_once(
-        &f,
-        "site-0",
-        interval,
-        wall0(),
-        end - chrono::Duration::seconds(1),
-    );
+    finish(i, &clock, &ledger, &named(1, interval)).await;
     assert!(!ledger.skipped.lock().unwrap().is_empty());
 }
 
