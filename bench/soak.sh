@@ -36,7 +36,7 @@ wal() { sql "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"; }
 for _ in $(seq 120); do curl -sf "http://$ADMIN/metrics" >/dev/null && break; sleep 0.5; done
 out="$dir/minutes.tsv"
 echo "== soak: $SITES sites every $INTERVAL for $MINUTES min, $(nproc) cores (log: $dir)"
-printf '%6s %8s %8s %6s %9s %10s %10s %9s %9s %9s %8s\n' minute rows/s skipped shed write_ms WAL_B/row writes/chk progress% raw_MB min_MB hour_MB RSS_MB \
+printf '%6s %8s %8s %6s %9s %10s %10s %9s %9s %9s %8s %8s\n' minute rows/s skipped shed write_ms WAL_B/row writes/chk progress% raw_MB min_MB hour_MB RSS_MB \
     | tee "$out"
 t_prev=$(date -u +%FT%T.%3NZ); w_prev=$(wal); read -r wr_prev pr_prev < <(writes)
 ws_prev=$(metric sitewatch_persister_write_seconds_sum); wc_prev=$(metric sitewatch_persister_write_seconds_count)
@@ -65,9 +65,9 @@ kill -TERM "$sw"; wait "$sw" || true
 
 echo "== summary"
 awk -v n="$MINUTES" 'NR > 1 { m=$1; if (m >= 2 && m <= 11) { a++; aw+=$6; at+=$5 } if (m > n-10) { b++; bw+=$6; bt+=$5 } }
-  END { if (a && b && n >= 21) printf "minutes 2-11 vs last 10: WAL per row %.0f -> %.0f B (%.2fx), write time %.1f -> %.1f ms (%.2fx)\n",
+  END { if (a && b && n >= 12) printf "minutes 2-11 vs last 10: WAL per row %.0f -> %.0f B (%.2fx), write time %.1f -> %.1f ms (%.2fx)\n",
         aw/a, bw/b, (bw/b)/(aw/a), at/a, bt/b, (at ? (bt/b)/(at/a) : 0);
-        else print "(minutes 2-11 vs last 10: needs MINUTES >= 21)" }' "$out"
+        else print "(minutes 2-11 vs last 10: needs MINUTES >= 12)" }' "$out"
 sql "SELECT format('rows: %s, skipped %s%% (%s shed, %s deadline_exceeded, %s missed_slot)', count(*),
         round(100.0 * count(*) FILTER (WHERE outcome = 'skipped') / greatest(count(*), 1), 3),
         count(*) FILTER (WHERE error_kind = 'load_shed'), count(*) FILTER (WHERE error_kind = 'deadline_exceeded'),
