@@ -242,7 +242,10 @@ async fn an_hourly_slot_due_while_the_daemon_restarts_is_checked_late() {
 
     // Down while the slot falls due; back 5 s after it.
     let back = slot + chrono::Duration::seconds(5);
-    tokio::time::sleep((back - chrono::Utc::now()).to_std().unwrap_or_default()).await;
+    wait_for("5 s past the slot", Duration::from_secs(60), || async {
+        chrono::Utc::now() >= back
+    })
+    .await;
     let stop = CancellationToken::new();
     let daemon = tokio::spawn(daemon::run(cfg.load(), &[], stop.clone(), no_reloads()));
     wait_for("the slot's row", Duration::from_secs(60), || async {
