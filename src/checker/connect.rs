@@ -19,6 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use url::Url;
 
+use super::resolve::Resolver;
 use super::tls::{self, Tls};
 use crate::model::{ErrorKind, IpFamily, Timing, TlsDetails};
 use crate::net;
@@ -87,6 +88,9 @@ pub struct Trace {
     pub cert: Option<TlsDetails>,
     pub remote: Option<SocketAddr>,
     pub http_version: Option<&'static str>,
+    /// The name being resolved in the DNS phase (a redirect's may differ
+    /// from the site's).
+    pub resolving: Option<String>,
 }
 
 impl Trace {
@@ -170,13 +174,15 @@ impl Conn {
 /// Opens connections, and keeps idle ones for `reuse_connection` sites.
 pub struct Connector {
     tls: Tls,
+    resolver: Resolver,
     pool: Mutex<HashMap<Route, Vec<(Instant, Conn)>>>,
 }
 
 impl Connector {
-    pub fn new(tls: Tls) -> Connector {
+    pub fn new(tls: Tls, resolver: Resolver) -> Connector {
         Connector {
             tls,
+            resolver,
             pool: Mutex::new(HashMap::new()),
         }
     }
@@ -195,6 +201,11 @@ impl Connector {
             }
         }
         None
+    }
+
+    /// The resolver, for the message of a lookup cut short by the deadline.
+    pub fn resolver(&self) -> &Resolver {
+        &self.resolver
     }
 
     /// Keeps `conn` for the next check of its origin.
@@ -220,7 +231,7 @@ impl Connector {
         trace: &mut Trace,
         deadline: Instant,
     ) -> Result<Conn, Fail> {
-        let addrs = resolve(route, trace).await?;
+        let addrs = resolve(&self.resolver, route, trace).await?;
 
         trace.phase = Phase::Connect;
         let started = Instant::now();
@@ -290,7 +301,11 @@ impl Connector {
 
 /// The addresses to try, in order: the literal, or what the name resolves
 /// to, filtered for public-only checks and ordered by `ip_family`.
-async fn resolve(route: &Route, trace: &mut Trace) -> Result<Vec<SocketAddr>, Fail> {
+async fn resolve(
+    resolver: &Resolver,
+    route: &Route,
+    trace: &mut Trace,
+) -> Result<Vec<SocketAddr>, Fail> {
     let bare = route.host.trim_start_matches('[').trim_end_matches(']');
     let mut addrs: Vec<SocketAddr> = match bare.parse::<IpAddr>() {
         Ok(ip) => {
@@ -304,11 +319,13 @@ async fn resolve(route: &Route, trace: &mut Trace) -> Result<Vec<SocketAddr>, Fa
         }
         Err(_) => {
             trace.phase = Phase::Dns;
+            trace.resolving = Some(bare.to_owned());
             let started = Instant::now();
-            let found = tokio::net::lookup_host((bare, route.port)).await;
+            let found = resolver.lookup(bare, route.ip_family).await;
             Trace::add(&mut trace.timing.dns_ms, started);
-            let all: Vec<SocketAddr> = found
-                .map_err(|e| Fail::new(ErrorKind::Dns, format!("resolving {bare}: {e}")))?
+            let all: Vec<SocketAddr> = found?
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, route.port))
                 .collect();
             if route.public_only {
                 let public: Vec<SocketAddr> = all
@@ -316,7 +333,7 @@ async fn resolve(route: &Route, trace: &mut Trace) -> Result<Vec<SocketAddr>, Fa
                     .copied()
                     .filter(|a| net::is_public(a.ip()))
                     .collect();
-                if public.is_empty() && !all.is_empty() {
+                if public.is_empty() {
                     return Err(Fail::new(
                         ErrorKind::Dns,
                         format!(

@@ -21,6 +21,7 @@ use url::Url;
 use super::connect::{chain, Conn, Connector, Fail, Phase, Route, Sender, Trace};
 use super::judge::{self, HeaderCheck, Response, Rules};
 use super::redirects;
+use super::resolve::{Resolver, ResolverSetupError};
 use super::tls::{Tls, TlsSetupError};
 use crate::config::CheckerSettings;
 use crate::model::{
@@ -38,9 +39,14 @@ const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// crate's 2 MiB default, and dropped with the check.
 const ONE_OFF_DFA_LIMIT: usize = 1 << 19;
 
+/// The checker could not start: a CA file or the DNS configuration is bad.
 #[derive(Debug, thiserror::Error)]
-#[error("setting up the HTTP checker: {0}")]
-pub struct ClientError(#[from] TlsSetupError);
+pub enum ClientError {
+    #[error("setting up the HTTP checker: {0}")]
+    Tls(#[from] TlsSetupError),
+    #[error("setting up the HTTP checker: {0}")]
+    Resolver(#[from] ResolverSetupError),
+}
 
 /// The HTTP side of a checker, shared by every check it runs.
 pub struct HttpChecker {
@@ -79,7 +85,10 @@ struct Prepared {
 impl HttpChecker {
     pub fn new(settings: &CheckerSettings, instance: &str) -> Result<Self, ClientError> {
         Ok(HttpChecker {
-            connector: Connector::new(Tls::new(&settings.ca_files)?),
+            connector: Connector::new(
+                Tls::new(&settings.ca_files)?,
+                Resolver::new(&settings.dns_servers, settings.dns_cache)?,
+            ),
             max_body_bytes: settings.max_body_bytes,
             max_redirects: settings.max_redirects as u32,
             user_agent: HeaderValue::from_str(&settings.user_agent)
@@ -150,6 +159,13 @@ impl HttpChecker {
         out.remote_addr = trace.remote.map(|a| a.to_string());
         out.http_version = trace.http_version.map(str::to_owned);
         match result {
+            // Silence from the DNS servers is a DNS fault, told apart from
+            // NXDOMAIN and SERVFAIL by its message.
+            Err(_) if trace.phase == Phase::Dns => {
+                let host = trace.resolving.as_deref().unwrap_or_default();
+                let why = self.connector.resolver().timed_out(host, timeout);
+                fail(&mut out, ErrorKind::Dns, why)
+            }
             Err(_) => fail(
                 &mut out,
                 ErrorKind::Timeout,

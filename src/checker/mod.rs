@@ -14,6 +14,7 @@ mod hosts;
 mod http;
 mod judge;
 mod redirects;
+mod resolve;
 mod tls;
 
 pub use connect::chain as error_chain;
@@ -228,6 +229,8 @@ impl Work {
         } else {
             let gauge = metrics::gauge!(m::CHECKS_IN_FLIGHT);
             gauge.increment(1.0);
+            let delay = (Utc::now() - req.scheduled_at).to_std().unwrap_or_default();
+            metrics::histogram!(m::START_DELAY).record(delay.as_secs_f64());
             let started = std::time::Instant::now();
             // Boxed: the check's state machine is about 11 KB, and spawning
             // a task that holds it inline copies it several times (a
@@ -239,7 +242,9 @@ impl Work {
             drop(permit);
             outcome
         };
-        metrics::counter!(m::CHECKS, "outcome" => outcome.outcome.as_str()).increment(1);
+        let kind = outcome.error_kind.map_or("none", ErrorKind::as_str);
+        metrics::counter!(m::CHECKS, "outcome" => outcome.outcome.as_str(), "error_kind" => kind)
+            .increment(1);
         let topics = &self.settings.kafka.topics;
         let topic = if outcome.got_response() {
             &topics.succeeded

@@ -32,9 +32,9 @@ pub use on_demand::{
 pub use problem::{ConfigErrors, Problem, SiteRef};
 pub use secret::Secret;
 pub use settings::{
-    AlertFormat, AlertSettings, CheckerSettings, Coordination, IncidentSettings, LogFormat,
-    LogSettings, PersisterSettings, PostgresSettings, RetentionSettings, SchedulerSettings,
-    SiteDefaults,
+    parse_dns_server, AlertFormat, AlertSettings, CheckerSettings, Coordination, IncidentSettings,
+    LogFormat, LogSettings, PersisterSettings, PostgresSettings, RetentionSettings,
+    SchedulerSettings, SiteDefaults,
 };
 pub use site::{Site, StatusSet};
 

@@ -195,6 +195,38 @@ pub struct CheckerSettings {
     /// origin and is dropped, as browsers and curl drop credentials.
     #[serde(default = "default_cross_origin_headers")]
     pub cross_origin_headers: Vec<String>,
+    /// DNS servers the checker asks, `IP` or `IP:port` each (port 53 when
+    /// left out). Empty (the default): the servers, search domains and
+    /// options of `/etc/resolv.conf`. `/etc/hosts` is read either way.
+    #[serde(default)]
+    pub dns_servers: Vec<String>,
+    /// Keep DNS answers for their TTL. Off by default: each check resolves
+    /// afresh, so a DNS fault shows when it happens.
+    #[serde(default)]
+    pub dns_cache: bool,
+    /// Body bytes kept as evidence of a failed check (with its status line
+    /// and redacted headers); 0 keeps no body.
+    #[serde(default = "default_evidence_bytes")]
+    pub evidence_bytes: usize,
+}
+
+/// Parses one `checker.dns_servers` entry: `IP`, `IP:port` or
+/// `[IPv6]:port`; port 53 (RFC 1035 section 4.2) when none is given.
+pub fn parse_dns_server(text: &str) -> Option<std::net::SocketAddr> {
+    let text = text.trim();
+    if let Ok(addr) = text.parse() {
+        return Some(addr);
+    }
+    let ip: std::net::IpAddr = text
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .parse()
+        .ok()?;
+    Some(std::net::SocketAddr::new(ip, 53))
+}
+
+fn default_evidence_bytes() -> usize {
+    4096
 }
 
 fn default_cross_origin_headers() -> Vec<String> {
@@ -235,6 +267,9 @@ impl Default for CheckerSettings {
             user_agent: default_user_agent(),
             ca_files: Vec::new(),
             cross_origin_headers: default_cross_origin_headers(),
+            dns_servers: Vec::new(),
+            dns_cache: false,
+            evidence_bytes: default_evidence_bytes(),
         }
     }
 }

@@ -389,3 +389,34 @@ degraded_after = "1s"
     }
     assert!(ok > 0 && refused > 0, "ok {ok}, refused {refused}");
 }
+
+#[test]
+fn dns_servers_are_ip_with_an_optional_port() {
+    use std::net::SocketAddr;
+    let parsed = |s| super::parse_dns_server(s);
+    assert_eq!(
+        parsed("10.0.0.2"),
+        Some(SocketAddr::from(([10, 0, 0, 2], 53)))
+    );
+    assert_eq!(
+        parsed("127.0.0.1:5353"),
+        Some(SocketAddr::from(([127, 0, 0, 1], 5353)))
+    );
+    assert_eq!(parsed("[::1]:5353"), "[::1]:5353".parse().ok());
+    assert_eq!(parsed("::1"), "[::1]:53".parse().ok());
+    assert_eq!(parsed("dns.example:53"), None);
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.toml");
+    std::fs::write(
+        &path,
+        "[checker]\ndns_servers = [\"127.0.0.1:5353\", \"dns.example\"]\n",
+    )
+    .unwrap();
+    let e = super::load_with_env(&path, HashMap::new())
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("checker.dns_servers[1]"), "{e}");
+    assert!(e.contains("dns.example"), "{e}");
+    assert!(!e.contains("dns_servers[0]"), "{e}");
+}

@@ -152,6 +152,16 @@ impl RawSettings {
                 bad(&format!("checker.ca_files[{i}]"), msg);
             }
         }
+        for (i, server) in self.checker.dns_servers.iter().enumerate() {
+            if super::settings::parse_dns_server(server).is_none() {
+                bad(
+                    &format!("checker.dns_servers[{i}]"),
+                    format!(
+                        "{server:?} is not an IP address or IP:port (for example \"10.0.0.2:53\")"
+                    ),
+                );
+            }
+        }
         if self.scheduler.min_interval < MIN_INTERVAL_FLOOR {
             bad(
                 "scheduler.min_interval",

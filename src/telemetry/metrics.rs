@@ -11,7 +11,15 @@ use std::sync::OnceLock;
 use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
+/// Labelled `outcome` (up, degraded, down, skipped) and `error_kind` (the
+/// bounded set of `ErrorKind::as_str`, "none" for a passing check).
 pub const CHECKS: &str = "sitewatch_checks_total";
+/// Seconds from a check's slot (`scheduled_at`) to its start in a checker:
+/// scheduler lateness plus time in Kafka plus time waiting for a check slot.
+pub const START_DELAY: &str = "sitewatch_check_start_delay_seconds";
+/// The checker's DNS lookups, labelled `result`: ok, nxdomain, servfail,
+/// refused, no_answer, timeout, unreachable, error.
+pub const DNS_LOOKUPS: &str = "sitewatch_dns_lookups_total";
 pub const CHECK_DURATION: &str = "sitewatch_check_duration_seconds";
 /// Labelled `phase`: dns, connect, tls, ttfb, transfer.
 pub const CHECK_PHASE: &str = "sitewatch_check_phase_seconds";
@@ -89,7 +97,16 @@ fn describe() {
     );
     describe_counter!(
         CHECKS,
-        "Checks finished, by outcome (up, degraded, down, skipped)"
+        "Checks finished, by outcome (up, degraded, down, skipped) and error_kind"
+    );
+    describe_histogram!(
+        START_DELAY,
+        Unit::Seconds,
+        "Time from a check's slot to its start in a checker"
+    );
+    describe_counter!(
+        DNS_LOOKUPS,
+        "DNS lookups of the checker, by result (ok, nxdomain, servfail, refused, no_answer, timeout, unreachable, error)"
     );
     describe_histogram!(
         CHECK_PHASE,

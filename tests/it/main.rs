@@ -8,6 +8,7 @@ mod bus;
 mod checks;
 mod cli;
 mod dlq;
+mod dns;
 mod failover;
 mod faults;
 mod grafana;
