@@ -19,14 +19,13 @@ use hyper::body::Body as _;
 use url::Url;
 
 use super::connect::{chain, Conn, Connector, Fail, Phase, Route, Sender, Trace};
+use super::evidence;
 use super::judge::{self, HeaderCheck, Response, Rules};
 use super::redirects;
 use super::resolve::{Resolver, ResolverSetupError};
 use super::tls::{Tls, TlsSetupError};
 use crate::config::CheckerSettings;
-use crate::model::{
-    CheckOptions, CheckOutcome, CheckRequest, ErrorKind, Origin, Outcome, SCHEMA_VERSION,
-};
+use crate::model::{CheckOptions, CheckOutcome, CheckRequest, ErrorKind, Origin, Outcome};
 use crate::net;
 
 /// Compiled regexes kept per pattern; cleared when it grows past this many
@@ -55,6 +54,8 @@ pub struct HttpChecker {
     /// blackbox_exporter does); pooled ones for `reuse_connection` sites.
     connector: Connector,
     max_body_bytes: u64,
+    /// Body bytes kept as evidence of a failed check.
+    evidence_bytes: usize,
     max_redirects: u32,
     user_agent: HeaderValue,
     /// Headers that go on to another origin after a redirect
@@ -90,6 +91,7 @@ impl HttpChecker {
                 Resolver::new(&settings.dns_servers, settings.dns_cache)?,
             ),
             max_body_bytes: settings.max_body_bytes,
+            evidence_bytes: settings.evidence_bytes,
             max_redirects: settings.max_redirects as u32,
             user_agent: HeaderValue::from_str(&settings.user_agent)
                 .unwrap_or_else(|_| HeaderValue::from_static("sitewatch")),
@@ -112,29 +114,8 @@ impl HttpChecker {
     pub async fn check(&self, req: &CheckRequest) -> CheckOutcome {
         let started_at = Utc::now();
         let mut out = CheckOutcome {
-            v: SCHEMA_VERSION,
-            check_id: req.check_id,
-            site: req.site.clone(),
-            url: req.url.clone(),
-            origin: req.origin,
-            scheduled_at: req.scheduled_at,
             started_at: Some(started_at),
-            finished_at: None,
-            outcome: Outcome::Down,
-            status_code: None,
-            response_time_ms: None,
-            regex_matched: None,
-            body_bytes: None,
-            error_kind: None,
-            error_message: None,
-            checker: Some(self.instance.clone()),
-            timing: None,
-            tls: None,
-            failures: Vec::new(),
-            remote_addr: None,
-            http_version: None,
-            requested_by: req.requested_by.clone(),
-            late: req.late,
+            ..CheckOutcome::of(req, Outcome::Down, &self.instance)
         };
         let prepared = match self.prepare(req) {
             Ok(p) => p,
@@ -178,6 +159,16 @@ impl HttpChecker {
             Ok(Ok(resp)) => {
                 out.response_time_ms = Some(took);
                 judge::judge(&mut out, &resp, &prepared.rules);
+                if out.outcome == Outcome::Down {
+                    let version = out.http_version.as_deref().unwrap_or("HTTP/1.1");
+                    out.evidence = Some(evidence::of(
+                        version,
+                        &resp,
+                        self.evidence_bytes,
+                        &req.headers,
+                        &self.cross_origin,
+                    ));
+                }
             }
         }
         out

@@ -259,6 +259,7 @@ mod tests {
             http_version: None,
             requested_by: None,
             late: false,
+            evidence: None,
         }
     }
 

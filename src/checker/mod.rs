@@ -10,6 +10,7 @@
 
 mod codings;
 mod connect;
+mod evidence;
 mod hosts;
 mod http;
 mod judge;
@@ -367,6 +368,18 @@ pub fn report(out: &CheckOutcome) -> String {
     if out.failures.is_empty() {
         if let (Some(kind), Some(msg)) = (out.error_kind, &out.error_message) {
             let _ = writeln!(s, "error:        {kind}: {msg}");
+        }
+    }
+    if let Some(e) = &out.evidence {
+        let pad = "              ";
+        let _ = writeln!(s, "evidence:     {}", e.status_line);
+        for (name, value) in &e.headers {
+            let _ = writeln!(s, "{pad}{name}: {value}");
+        }
+        let cut = if e.body_truncated { ", cut" } else { "" };
+        let _ = writeln!(s, "{pad}body ({} bytes kept{cut}):", e.body.len());
+        for line in e.body.lines() {
+            let _ = writeln!(s, "{pad}| {line}");
         }
     }
     s

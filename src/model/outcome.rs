@@ -169,6 +169,30 @@ pub struct CheckOutcome {
     /// The request's `late`, carried to the row.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub late: bool,
+    /// What the site answered, kept for a `down` check that got a response
+    /// (since V12).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub evidence: Option<Evidence>,
+}
+
+/// The answer of a failed check, for the operator to see what the site
+/// said: the status line, the headers and the start of the body. Values of
+/// cookie and credential headers, and of the site's own secret request
+/// headers wherever they are echoed, are replaced by `[redacted]`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// `HTTP/1.1 503 Service Unavailable` (the reason phrase as RFC 9110
+    /// names the code, not as the server wrote it).
+    pub status_line: String,
+    /// The response headers in the order they came, names in lower case.
+    pub headers: Vec<(String, String)>,
+    /// The first `checker.evidence_bytes` of the (decoded) body: UTF-8 as
+    /// it came, any other byte (and NUL, which Postgres text cannot hold)
+    /// written `\xNN`.
+    pub body: String,
+    /// The body went on past what is kept here.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub body_truncated: bool,
 }
 
 /// The phases of a check in milliseconds, each summed over the redirect
@@ -222,8 +246,9 @@ impl CheckOutcome {
         self.status_code.is_some()
     }
 
-    /// A `skipped` outcome for `req` (nothing was started).
-    pub fn skipped(req: &CheckRequest, kind: ErrorKind, message: String, checker: &str) -> Self {
+    /// An outcome of `req` by `checker` with nothing observed yet: the
+    /// identity and the request's carried fields set, the rest empty.
+    pub fn of(req: &CheckRequest, outcome: Outcome, checker: &str) -> Self {
         CheckOutcome {
             v: SCHEMA_VERSION,
             check_id: req.check_id,
@@ -233,13 +258,13 @@ impl CheckOutcome {
             scheduled_at: req.scheduled_at,
             started_at: None,
             finished_at: None,
-            outcome: Outcome::Skipped,
+            outcome,
             status_code: None,
             response_time_ms: None,
             regex_matched: None,
             body_bytes: None,
-            error_kind: Some(kind),
-            error_message: Some(message),
+            error_kind: None,
+            error_message: None,
             checker: Some(checker.to_owned()),
             timing: None,
             tls: None,
@@ -248,6 +273,16 @@ impl CheckOutcome {
             http_version: None,
             requested_by: req.requested_by.clone(),
             late: req.late,
+            evidence: None,
+        }
+    }
+
+    /// A `skipped` outcome for `req` (nothing was started).
+    pub fn skipped(req: &CheckRequest, kind: ErrorKind, message: String, checker: &str) -> Self {
+        CheckOutcome {
+            error_kind: Some(kind),
+            error_message: Some(message),
+            ..CheckOutcome::of(req, Outcome::Skipped, checker)
         }
     }
 }

@@ -18,14 +18,14 @@ INSERT INTO check_results AS c
      status_code, response_time_ms, regex_matched, body_bytes, error_kind,
      error_message, checker, dns_ms, connect_ms, tls_ms, ttfb_ms, transfer_ms,
      redirects, remote_addr, http_version, cert_not_after, cert_days_left,
-     cert_subject, cert_issuer, tls_version, failures, requested_by, late)
+     cert_subject, cert_issuer, tls_version, failures, requested_by, late, evidence)
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
                      $6::timestamptz[], $7::timestamptz[], $8::text[], $9::int2[],
                      $10::float8[], $11::bool[], $12::int8[], $13::text[], $14::text[],
                      $15::text[], $16::float8[], $17::float8[], $18::float8[], $19::float8[],
                      $20::float8[], $21::int2[], $22::text[], $23::text[], $24::timestamptz[],
                      $25::float8[], $26::text[], $27::text[], $28::text[], $29::jsonb[],
-                     $30::text[], $31::bool[])
+                     $30::text[], $31::bool[], $32::jsonb[])
 ON CONFLICT (check_id, scheduled_at) DO UPDATE SET
     started_at = excluded.started_at, finished_at = excluded.finished_at,
     outcome = excluded.outcome, status_code = excluded.status_code,
@@ -38,7 +38,8 @@ ON CONFLICT (check_id, scheduled_at) DO UPDATE SET
     http_version = excluded.http_version, cert_not_after = excluded.cert_not_after,
     cert_days_left = excluded.cert_days_left, cert_subject = excluded.cert_subject,
     cert_issuer = excluded.cert_issuer, tls_version = excluded.tls_version,
-    failures = excluded.failures, late = excluded.late, persisted_at = now(),
+    failures = excluded.failures, late = excluded.late, evidence = excluded.evidence,
+    persisted_at = now(),
     replaced_placeholder = true
 WHERE c.outcome = 'skipped' AND excluded.outcome <> 'skipped'
 RETURNING c.site, c.scheduled_at, c.outcome, c.response_time_ms,
@@ -158,7 +159,13 @@ pub async fn insert_results(
     let mut failures: Vec<Option<serde_json::Value>> = Vec::with_capacity(rows.len());
     let mut requesters = Vec::with_capacity(rows.len());
     let mut late = Vec::with_capacity(rows.len());
+    let mut evidence: Vec<Option<serde_json::Value>> = Vec::with_capacity(rows.len());
     for r in rows.iter().copied() {
+        evidence.push(
+            r.evidence
+                .as_ref()
+                .map(|e| serde_json::to_value(e).expect("evidence serialises")),
+        );
         late.push(r.late);
         requesters.push(r.requested_by.as_deref());
         ids.push(r.check_id);
@@ -235,6 +242,7 @@ pub async fn insert_results(
                 &failures,
                 &requesters,
                 &late,
+                &evidence,
             ],
         )
         .await?

@@ -9,6 +9,7 @@ mod checks;
 mod cli;
 mod dlq;
 mod dns;
+mod evidence;
 mod failover;
 mod faults;
 mod grafana;

@@ -24,7 +24,8 @@ async fn migrations_apply_once_and_create_partitions() {
             "V8__on_demand_key",
             "V9__requested_by",
             "V10__rollup_sketches",
-            "V11__shard_watermarks"
+            "V11__shard_watermarks",
+            "V12__evidence"
         ]
     );
     // Yesterday through PARTITION_DAYS_AHEAD days ahead.
