@@ -20,6 +20,7 @@ use url::Url;
 
 use super::connect::{chain, Conn, Connector, Fail, Phase, Route, Sender, Trace};
 use super::evidence;
+use super::json;
 use super::judge::{self, HeaderCheck, Response, Rules};
 use super::redirects;
 use super::resolve::{Resolver, ResolverSetupError};
@@ -232,6 +233,7 @@ impl HttpChecker {
                 .map(|p| self.regex(p, req.origin))
                 .transpose()?,
             headers: header_checks,
+            json: o.json.iter().map(json::compile).collect::<Result<_, _>>()?,
             body_min: o.body_min_bytes,
             body_max: o.body_max_bytes,
             min_cert_days: o.min_cert_days,

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use http::HeaderMap;
 use regex::bytes::Regex;
 
+use super::json::{self, JsonCheck};
 use crate::config::StatusSet;
 use crate::model::{CheckOutcome, ErrorKind, Failure, Outcome};
 
@@ -17,6 +18,8 @@ pub struct Rules {
     pub forbidden: Option<Arc<Regex>>,
     /// Lower-case name; `None` regex = any value; `absent` = must not be sent.
     pub headers: Vec<HeaderCheck>,
+    /// Assertions on the body read as JSON.
+    pub json: Vec<JsonCheck>,
     pub body_min: Option<u64>,
     pub body_max: Option<u64>,
     pub min_cert_days: Option<u32>,
@@ -133,6 +136,16 @@ pub fn judge(out: &mut CheckOutcome, r: &Response, rules: &Rules) {
                     shown(),
                 );
             }
+        }
+    }
+    if !rules.json.is_empty() {
+        for f in json::evaluate(&rules.json, &r.body, r.truncated) {
+            fail(
+                ErrorKind::JsonMismatch,
+                &f.assertion,
+                f.expected,
+                f.observed,
+            );
         }
     }
     let size = r.body.len() as u64;
@@ -269,6 +282,7 @@ mod tests {
             regex: None,
             forbidden: None,
             headers: Vec::new(),
+            json: Vec::new(),
             body_min: None,
             body_max: None,
             min_cert_days: None,

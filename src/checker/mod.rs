@@ -13,6 +13,7 @@ mod connect;
 mod evidence;
 mod hosts;
 mod http;
+mod json;
 mod judge;
 mod redirects;
 mod resolve;

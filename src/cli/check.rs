@@ -44,6 +44,12 @@ pub struct CheckArgs {
     /// and matching) or `!name` (absent). Repeatable.
     #[arg(long = "expect-header")]
     expect_headers: Vec<String>,
+    /// JSON assertion on the body: `PATH OP VALUE`, OP one of `==`, `!=`,
+    /// `>=`, `<=`, `>`, `<` (VALUE as JSON: "ok" in quotes, 2, true) or
+    /// `=~` (a regex); `PATH` alone: present; `!PATH`: absent. PATH is an
+    /// RFC 9535 JSONPath, optionally ending in `.length()`. Repeatable.
+    #[arg(long = "expect-json")]
+    expect_json: Vec<String>,
     /// A correct response slower than this is degraded, e.g. "500ms".
     #[arg(long)]
     degraded_after: Option<String>,
@@ -76,7 +82,7 @@ pub struct CheckArgs {
 impl CheckArgs {
     /// The check as an on-demand request body, validated by the same rules
     /// as the API and the config file.
-    fn as_request(&self) -> serde_json::Value {
+    fn as_request(&self) -> Result<serde_json::Value, String> {
         let mut body = serde_json::json!({ "url": self.url, "timeout": self.timeout });
         let mut set = |key: &str, value: serde_json::Value| {
             if !value.is_null() {
@@ -120,8 +126,54 @@ impl CheckArgs {
                 .collect();
             set("expect_headers", rules.into());
         }
-        body
+        if !self.expect_json.is_empty() {
+            let rules = self
+                .expect_json
+                .iter()
+                .map(|e| expect_json(e))
+                .collect::<Result<Vec<_>, _>>()?;
+            set("json", rules.into());
+        }
+        Ok(body)
     }
+}
+
+/// One `--expect-json` as a `json` entry of the config.
+fn expect_json(text: &str) -> Result<serde_json::Value, String> {
+    let text = text.trim();
+    if let Some(path) = text.strip_prefix('!') {
+        return Ok(serde_json::json!({ "path": path.trim(), "absent": true }));
+    }
+    // The rightmost operator: a path's filter may hold operators of its own.
+    let ops = [
+        (" == ", "equals"),
+        (" != ", "not_equals"),
+        (" >= ", "at_least"),
+        (" <= ", "at_most"),
+        (" > ", "greater_than"),
+        (" < ", "less_than"),
+        (" =~ ", "matches"),
+    ];
+    let found = ops
+        .iter()
+        .filter_map(|(op, key)| text.rfind(op).map(|at| (at, *op, *key)))
+        .max_by_key(|(at, _, _)| *at);
+    let Some((at, op, key)) = found else {
+        return Ok(serde_json::json!({ "path": text, "present": true }));
+    };
+    let (path, raw) = (text[..at].trim(), text[at + op.len()..].trim());
+    let value = match serde_json::from_str::<serde_json::Value>(raw) {
+        Ok(v) => v,
+        Err(_) if key == "matches" => raw.into(),
+        Err(_) => {
+            return Err(format!(
+                "--expect-json {text:?}: the value after `{}` must be JSON (a string in \
+                 quotes: \"ok\")",
+                op.trim()
+            ))
+        }
+    };
+    Ok(serde_json::json!({ "path": path, key: value }))
 }
 
 /// `sitewatch check`: the same check the daemon runs, printed.
@@ -163,7 +215,14 @@ pub async fn check(a: CheckArgs) -> ExitCode {
                 .as_ref()
                 .map(|s| s.site_defaults.clone())
                 .unwrap_or_default();
-            match config::parse_on_demand(&a.as_request(), &defaults) {
+            let request = match a.as_request() {
+                Ok(r) => r,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(EXIT_CONFIG);
+                }
+            };
+            match config::parse_on_demand(&request, &defaults) {
                 Ok(site) => site,
                 Err(errors) => {
                     for e in errors {
@@ -193,5 +252,42 @@ pub async fn check(a: CheckArgs) -> ExitCode {
     match out.outcome {
         Outcome::Up | Outcome::Degraded => ExitCode::SUCCESS,
         _ => ExitCode::FAILURE,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::expect_json;
+    use serde_json::json;
+
+    #[test]
+    fn expect_json_reads_the_rightmost_operator_and_json_values() {
+        assert_eq!(
+            expect_json(r#"$.status == "ok""#).unwrap(),
+            json!({"path": "$.status", "equals": "ok"})
+        );
+        assert_eq!(
+            expect_json("$.items.length() >= 1").unwrap(),
+            json!({"path": "$.items.length()", "at_least": 1})
+        );
+        // The filter's own `>` stays in the path.
+        assert_eq!(
+            expect_json("$.items[?@.n > 1].n < 10").unwrap(),
+            json!({"path": "$.items[?@.n > 1].n", "less_than": 10})
+        );
+        assert_eq!(
+            expect_json(r"$.version =~ ^2\.").unwrap(),
+            json!({"path": "$.version", "matches": r"^2\."})
+        );
+        assert_eq!(
+            expect_json("$.error").unwrap(),
+            json!({"path": "$.error", "present": true})
+        );
+        assert_eq!(
+            expect_json("!$.error").unwrap(),
+            json!({"path": "$.error", "absent": true})
+        );
+        let e = expect_json("$.status == ok").unwrap_err();
+        assert!(e.contains("must be JSON"), "{e}");
     }
 }

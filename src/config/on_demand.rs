@@ -207,6 +207,19 @@ mod tests {
         .unwrap_err();
         let fields: Vec<&str> = e.iter().map(|e| e.field.as_str()).collect();
         assert_eq!(fields, ["expect_headers[0]", "min_cert_days"]);
+        // JSON assertions as in the config, and named the same way.
+        let s = parse_on_demand(
+            &json!({"url": "http://x.example", "json": [{"path": "$.ok", "equals": true}]}),
+            &defaults(),
+        )
+        .unwrap();
+        assert_eq!(s.options.unwrap().json[0].path, "$.ok");
+        let e = parse_on_demand(
+            &json!({"url": "http://x.example", "json": [{"path": "$.ok", "present": true, "absent": true}]}),
+            &defaults(),
+        )
+        .unwrap_err();
+        assert_eq!(e[0].field, "json[0]");
         // A pooled connection is not for one-off checks.
         let e = parse_on_demand(
             &json!({"url": "http://x.example", "reuse_connection": true}),

@@ -45,7 +45,7 @@ pub const SCHEDULE_KEYS: [&str; 7] = [
 
 /// Keys that say what one check does: a site's, and also what an on-demand
 /// check may set.
-pub const CHECK_KEYS: [&str; 17] = [
+pub const CHECK_KEYS: [&str; 18] = [
     "url",
     "regex",
     "timeout",
@@ -55,6 +55,7 @@ pub const CHECK_KEYS: [&str; 17] = [
     "forbidden_regex",
     "degraded_after",
     "expect_headers",
+    "json",
     "body_min_bytes",
     "body_max_bytes",
     "min_cert_days",

@@ -20,7 +20,9 @@ mod outcome;
 mod request;
 
 pub use outcome::{CheckOutcome, ErrorKind, Evidence, Failure, Outcome, Timing, TlsDetails};
-pub use request::{CheckOptions, CheckRequest, HeaderRule, IpFamily, LATE_AFTER};
+pub use request::{
+    CheckOptions, CheckRequest, HeaderRule, IpFamily, JsonExpect, JsonRule, LATE_AFTER,
+};
 /// The message schema version this build writes and reads.
 pub const SCHEMA_VERSION: u32 = 1;
 

@@ -61,6 +61,8 @@ pub enum ErrorKind {
     ForbiddenMatch,
     /// A header assertion failed.
     HeaderMismatch,
+    /// A JSON assertion failed, or the body is not JSON.
+    JsonMismatch,
     /// The body is smaller or larger than its bounds.
     BodySize,
     /// The certificate has fewer days left than `min_cert_days`.
@@ -97,6 +99,7 @@ impl ErrorKind {
             ErrorKind::RegexMismatch => "regex_mismatch",
             ErrorKind::ForbiddenMatch => "forbidden_match",
             ErrorKind::HeaderMismatch => "header_mismatch",
+            ErrorKind::JsonMismatch => "json_mismatch",
             ErrorKind::BodySize => "body_size",
             ErrorKind::CertExpiring => "cert_expiring",
             ErrorKind::Slow => "slow",

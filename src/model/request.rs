@@ -112,6 +112,9 @@ pub struct CheckOptions {
     pub degraded_after_ms: Option<u64>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub expect_headers: Vec<HeaderRule>,
+    /// Assertions on the body read as JSON.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub json: Vec<JsonRule>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body_min_bytes: Option<u64>,
     /// The checker reads one byte past this (even beyond its
@@ -140,6 +143,7 @@ impl Default for CheckOptions {
             forbidden_regex: None,
             degraded_after_ms: None,
             expect_headers: Vec::new(),
+            json: Vec::new(),
             body_min_bytes: None,
             body_max_bytes: None,
             min_cert_days: None,
@@ -150,6 +154,48 @@ impl Default for CheckOptions {
             ip_family: IpFamily::Any,
         }
     }
+}
+
+/// One assertion on a JSON body: `{ path = "$.status", equals = "ok" }`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JsonRule {
+    /// An RFC 9535 JSONPath query; a trailing `.length()` takes the length
+    /// of each value it selects (RFC 9535 section 2.4.4: characters of a
+    /// string, elements of an array, members of an object).
+    pub path: String,
+    #[serde(flatten)]
+    pub expect: JsonExpect,
+}
+
+impl JsonRule {
+    /// The JSONPath query proper, and whether `.length()` follows it.
+    pub fn query(&self) -> (&str, bool) {
+        match self.path.strip_suffix(".length()") {
+            Some(q) => (q, true),
+            None => (&self.path, false),
+        }
+    }
+}
+
+/// What the values a [`JsonRule`] selects must be. Value assertions need at
+/// least one value selected, and hold for every one of them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JsonExpect {
+    /// Equal as JSON (numbers by value: 1 equals 1.0).
+    Equals(serde_json::Value),
+    NotEquals(serde_json::Value),
+    /// Numbers: `>=`, `<=`, `>`, `<`.
+    AtLeast(f64),
+    AtMost(f64),
+    GreaterThan(f64),
+    LessThan(f64),
+    /// A regex on a string value (on the JSON text of any other value).
+    Matches(String),
+    /// `true`: something is selected.
+    Present(bool),
+    /// `true`: nothing is selected.
+    Absent(bool),
 }
 
 fn default_method() -> String {

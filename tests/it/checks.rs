@@ -450,3 +450,87 @@ async fn secret_headers_are_not_sent_to_another_origin() {
     assert!(there.contains("accept: text/html"), "{there}");
     assert!(there.contains("user-agent: sitewatch"), "{there}");
 }
+
+/// JSON assertions against a local JSON API: each kind passing and
+/// failing, a body that is not JSON, and `sitewatch check --expect-json`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_assertions_name_the_path_what_was_expected_and_what_came() {
+    use sitewatch::model::{JsonExpect, JsonRule};
+    let body = r#"{"status":"ok","version":"2.4.1","items":[{"n":1},{"n":2}],"load":0.25}"#;
+    let reply = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    );
+    let (port, _) = recording_server(reply).await;
+    let url = format!("http://127.0.0.1:{port}/health");
+    let rule = |path: &str, expect| JsonRule {
+        path: path.into(),
+        expect,
+    };
+    let http = checker(Vec::new());
+    let passing = vec![
+        rule("$.status", JsonExpect::Equals("ok".into())),
+        rule("$.items.length()", JsonExpect::AtLeast(1.0)),
+        rule("$.version", JsonExpect::Matches(r"^2\.".into())),
+        rule("$.load", JsonExpect::LessThan(1.0)),
+        rule("$.error", JsonExpect::Absent(true)),
+    ];
+    let options = |json| CheckOptions {
+        json,
+        ..CheckOptions::default()
+    };
+    let out = run(&http, &url, 2000, options(passing)).await;
+    assert_eq!(out.outcome, Outcome::Up, "{out:?}");
+    let failing = vec![
+        rule("$.status", JsonExpect::Equals("degraded".into())),
+        rule("$.items.length()", JsonExpect::AtLeast(5.0)),
+    ];
+    let out = run(&http, &url, 2000, options(failing)).await;
+    assert_eq!(out.outcome, Outcome::Down);
+    assert_eq!(out.error_kind, Some(ErrorKind::JsonMismatch));
+    assert_eq!(failed(&out), ["json $.status", "json $.items.length()"]);
+    assert_eq!(out.failures[0].observed, "\"ok\"");
+    assert_eq!(out.failures[1].expected, ">= 5");
+
+    // An HTML page where JSON was expected.
+    let page = "HTTP/1.1 200 OK\r\nContent-Length: 6\r\nConnection: close\r\n\r\n<html>";
+    let (html, _) = recording_server(page.into()).await;
+    let out = run(
+        &http,
+        &format!("http://127.0.0.1:{html}/"),
+        2000,
+        options(vec![rule("$.status", JsonExpect::Present(true))]),
+    )
+    .await;
+    assert_eq!(out.error_kind, Some(ErrorKind::JsonMismatch));
+    assert!(out.failures[0].observed.starts_with("not JSON"), "{out:?}");
+
+    // The CLI: repeatable --expect-json, exit status and the named failure.
+    let cli = |exprs: &'static [&'static str]| {
+        let url = url.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_sitewatch"));
+            cmd.args(["check", &url, "--timeout", "5s"]);
+            for e in exprs {
+                cmd.args(["--expect-json", e]);
+            }
+            cmd.env_remove("SITEWATCH_CONFIG").output().unwrap()
+        })
+    };
+    let ok = cli(&[r#"$.status == "ok""#, "$.items.length() >= 2"])
+        .await
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stdout)
+    );
+    let bad = cli(&["$.load > 0.5"]).await.unwrap();
+    let stdout = String::from_utf8_lossy(&bad.stdout);
+    assert!(!bad.status.success());
+    assert!(
+        stdout.contains("failed:       json $.load: expected > 0.5, got 0.25"),
+        "{stdout}"
+    );
+}

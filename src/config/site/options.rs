@@ -9,7 +9,7 @@ use url::Url;
 use super::super::duration;
 use super::patterns::{compile, Patterns};
 use super::{Reader, MAX_BODY_BOUND, MAX_REDIRECTS};
-use crate::model::{CheckOptions, HeaderRule, IpFamily};
+use crate::model::{CheckOptions, HeaderRule, IpFamily, JsonExpect, JsonRule};
 
 /// The rich assertions and request options of a site.
 pub(super) fn parse_options(
@@ -53,6 +53,24 @@ pub(super) fn parse_options(
             format!(
                 "expected a list of {{ name = \"...\", matches = \"regex\" }} or \
                  {{ name = \"...\", absent = true }}, found {}",
+                other.type_str()
+            ),
+        ),
+    }
+    match r.take("json") {
+        None => {}
+        Some(toml::Value::Array(items)) => {
+            for (i, item) in items.into_iter().enumerate() {
+                match json_rule(item) {
+                    Ok(rule) => o.json.push(rule),
+                    Err(e) => r.bad(&format!("json[{i}]"), e),
+                }
+            }
+        }
+        Some(other) => r.bad(
+            "json",
+            format!(
+                "expected a list of {{ path = \"$.status\", equals = \"ok\" }}, found {}",
                 other.type_str()
             ),
         ),
@@ -147,4 +165,92 @@ fn header_rule(item: toml::Value) -> Result<HeaderRule, String> {
         matches,
         absent,
     })
+}
+
+/// The expectations a `json` entry may have, exactly one each.
+const JSON_EXPECTATIONS: [&str; 9] = [
+    "equals",
+    "not_equals",
+    "at_least",
+    "at_most",
+    "greater_than",
+    "less_than",
+    "matches",
+    "present",
+    "absent",
+];
+
+/// One `json` entry: `{ path = "$.x", <one expectation> = value }`.
+fn json_rule(item: toml::Value) -> Result<JsonRule, String> {
+    let toml::Value::Table(mut t) = item else {
+        return Err(format!("expected a table, found {}", item.type_str()));
+    };
+    let path = match t.remove("path") {
+        Some(toml::Value::String(p)) => p,
+        _ => return Err("`path` (an RFC 9535 JSONPath, a string) is required".into()),
+    };
+    let mut found = t.into_iter();
+    let Some((key, value)) = found.next() else {
+        return Err(format!(
+            "one of {} is required",
+            JSON_EXPECTATIONS.join(", ")
+        ));
+    };
+    if let Some((other, _)) = found.next() {
+        return Err(format!(
+            "`{key}` and `{other}`: one expectation per entry (write two entries)"
+        ));
+    }
+    let number = |v: &toml::Value| match v {
+        toml::Value::Integer(n) => Ok(*n as f64),
+        toml::Value::Float(x) => Ok(*x),
+        other => Err(format!(
+            "`{key}`: expected a number, found {}",
+            other.type_str()
+        )),
+    };
+    let yes = |v: &toml::Value| match v {
+        toml::Value::Boolean(true) => Ok(true),
+        _ => Err(format!("`{key}`: only `{key} = true` is meaningful")),
+    };
+    let json = |v: toml::Value| {
+        serde_json::to_value(v).map_err(|e| format!("`{key}`: not a JSON value: {e}"))
+    };
+    let expect = match key.as_str() {
+        "equals" => JsonExpect::Equals(json(value)?),
+        "not_equals" => JsonExpect::NotEquals(json(value)?),
+        "at_least" => JsonExpect::AtLeast(number(&value)?),
+        "at_most" => JsonExpect::AtMost(number(&value)?),
+        "greater_than" => JsonExpect::GreaterThan(number(&value)?),
+        "less_than" => JsonExpect::LessThan(number(&value)?),
+        "present" => JsonExpect::Present(yes(&value)?),
+        "absent" => JsonExpect::Absent(yes(&value)?),
+        "matches" => match value {
+            toml::Value::String(p) => match compile(&p, Patterns::OneOff) {
+                Ok(_) => JsonExpect::Matches(p),
+                Err(e) => return Err(format!("`matches`: invalid regex: {e}")),
+            },
+            other => {
+                return Err(format!(
+                    "`matches`: expected a string, found {}",
+                    other.type_str()
+                ))
+            }
+        },
+        other => {
+            return Err(format!(
+                "unknown key {other:?} (known: path, {})",
+                JSON_EXPECTATIONS.join(", ")
+            ))
+        }
+    };
+    let rule = JsonRule { path, expect };
+    let (query, _) = rule.query();
+    if let Err(e) = serde_json_path::JsonPath::parse(query) {
+        return Err(format!(
+            "`path`: {:?} is not an RFC 9535 JSONPath: {e}",
+            rule.path
+        ));
+    }
+    Ok(rule)
 }

@@ -194,3 +194,51 @@ fn bad_header_value_is_not_echoed() {
     assert_eq!(fields(&p), ["headers.Authorization"]);
     assert!(!p[0].to_string().contains("cret"));
 }
+
+#[test]
+fn json_assertions_parse_and_each_bad_one_is_named() {
+    use crate::model::JsonExpect;
+    let s = parse(
+        r#"name = "api"
+           url = "https://api.example/health"
+           json = [
+               { path = "$.status", equals = "ok" },
+               { path = "$.items.length()", at_least = 1 },
+               { path = "$.version", matches = "^2\\." },
+               { path = "$.error", absent = true },
+           ]"#,
+    )
+    .unwrap();
+    let o = s.options.expect("options");
+    assert_eq!(o.json.len(), 4);
+    assert_eq!(o.json[0].expect, JsonExpect::Equals("ok".into()));
+    assert_eq!(o.json[1].query(), ("$.items", true));
+    assert_eq!(o.json[1].expect, JsonExpect::AtLeast(1.0));
+    assert_eq!(o.json[2].expect, JsonExpect::Matches("^2\\.".into()));
+
+    let p = parse(
+        r#"name = "api"
+           url = "https://api.example/health"
+           json = [
+               { path = "$.[", present = true },
+               { path = "$.a", equals = 1, at_most = 2 },
+               { path = "$.a" },
+               { path = "$.a", at_least = "one" },
+               { path = "$.a", present = false },
+               { path = "$.a", matches = "(" },
+               { equals = 1 },
+           ]"#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        fields(&p),
+        ["json[0]", "json[1]", "json[2]", "json[3]", "json[4]", "json[5]", "json[6]"]
+    );
+    let text = p
+        .iter()
+        .map(|p| p.to_string())
+        .collect::<Vec<_>>()
+        .join("\n");
+    assert!(text.contains("RFC 9535"), "{text}");
+    assert!(text.contains("one expectation per entry"), "{text}");
+}
