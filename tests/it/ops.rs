@@ -436,7 +436,7 @@ async fn admin_listener_and_systemd_notify_follow_the_daemon() {
     .await;
 
     let up = |m: &HashMap<String, f64>| {
-        m.get(r#"sitewatch_checks_total{outcome="up"}"#)
+        m.get(r#"sitewatch_checks_total{outcome="up",error_kind="none"}"#)
             .copied()
             .unwrap_or(0.0)
     };
@@ -448,6 +448,7 @@ async fn admin_listener_and_systemd_notify_follow_the_daemon() {
     let m = scrape(admin).await;
     for series in [
         "sitewatch_check_duration_seconds_count",
+        "sitewatch_check_start_delay_seconds_count",
         "sitewatch_scheduler_lateness_seconds_count",
         "sitewatch_persister_batch_rows_count",
         "sitewatch_persister_write_seconds_count",
