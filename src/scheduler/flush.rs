@@ -41,15 +41,11 @@ pub(super) struct Job {
     load: Vec<(u64, String)>,
 }
 
-/// What a flush did.
+/// What a flush did: the job, whether its write is durable, and the
+/// progress read (`None`: nothing to read, or the read failed).
 pub(super) struct Done {
+    job: Job,
     written: bool,
-    write: Write,
-    missed: usize,
-    released: Vec<usize>,
-    joined: usize,
-    backfilled: Vec<u64>,
-    load: Vec<(u64, String)>,
     stored: Option<Stored>,
 }
 
@@ -159,16 +155,9 @@ fn backfill(
 
 impl Job {
     pub(super) async fn run(self, ledger: Arc<dyn Ledger>) -> Done {
-        let Job {
-            write,
-            missed,
-            released,
-            joined,
-            backfilled,
-            load,
-        } = self;
+        let (write, load) = (&self.write, &self.load);
         let written = write.is_empty()
-            || match ledger.write(&write).await {
+            || match ledger.write(write).await {
                 Ok(()) => true,
                 Err(e) => {
                     tracing::warn!(error = %e, skipped = write.skipped.len(),
@@ -190,13 +179,8 @@ impl Job {
             }
         };
         Done {
+            job: self,
             written,
-            write,
-            missed,
-            released,
-            joined,
-            backfilled,
-            load,
             stored,
         }
     }
@@ -212,13 +196,16 @@ impl Done {
         mut start: impl FnMut(&Cadence, Option<DateTime<Utc>>) -> DateTime<Utc>,
     ) {
         let Done {
+            job:
+                Job {
+                    write,
+                    missed,
+                    released,
+                    joined,
+                    backfilled,
+                    load,
+                },
             written,
-            write,
-            missed,
-            released,
-            joined,
-            backfilled,
-            load,
             stored,
         } = self;
         if written {
