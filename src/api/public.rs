@@ -28,7 +28,7 @@ use super::guard::{self, Caller, Guard};
 use super::outcomes::Outcomes;
 use crate::bus::Publisher;
 use crate::config::{self, FieldError, Settings};
-use crate::model::{self, CheckRequest, Origin, SCHEMA_VERSION};
+use crate::model::{self, CheckRequest, Origin};
 use crate::net as targets;
 
 /// Queueing allowance on top of an on-demand check's own timeout.
@@ -117,7 +117,6 @@ pub(super) async fn queue(
     }
     let now = Utc::now();
     let req = CheckRequest {
-        v: SCHEMA_VERSION,
         check_id: uuid::Uuid::new_v4(),
         origin: Origin::OnDemand,
         public_only: !api.settings.api.allow_private_targets,
@@ -356,6 +355,8 @@ pub fn openapi() -> Value {
                         "follow_redirects": { "type": "boolean" },
                         "max_redirects": { "type": "integer", "minimum": 0, "maximum": 30 },
                         "body": { "type": "string" },
+                        "send": { "type": "string", "description": "tcp:// only" },
+                        "expect": { "type": "string", "description": "tcp:// only: a regex" },
                         "verify_tls": { "type": "boolean" },
                         "ip_family": { "type": "string",
                             "enum": ["any", "prefer_ipv4", "prefer_ipv6", "ipv4", "ipv6"] }

@@ -223,14 +223,14 @@ impl Connector {
         }
     }
 
-    /// Resolves, connects, shakes hands and starts HTTP, timing each phase
-    /// into `trace`. `deadline` bounds how long each address may take.
-    pub async fn connect(
+    /// Resolves and connects over TCP (each address in turn, with its share
+    /// of the time left before `deadline`), timing both phases into `trace`.
+    pub async fn connect_tcp(
         &self,
         route: &Route,
         trace: &mut Trace,
         deadline: Instant,
-    ) -> Result<Conn, Fail> {
+    ) -> Result<TcpStream, Fail> {
         let addrs = resolve(&self.resolver, route, trace).await?;
 
         trace.phase = Phase::Connect;
@@ -260,6 +260,19 @@ impl Connector {
         };
         let _ = tcp.set_nodelay(true);
         trace.remote = Some(remote);
+        Ok(tcp)
+    }
+
+    /// Resolves, connects, shakes hands and starts HTTP, timing each phase
+    /// into `trace`. `deadline` bounds how long each address may take.
+    pub async fn connect(
+        &self,
+        route: &Route,
+        trace: &mut Trace,
+        deadline: Instant,
+    ) -> Result<Conn, Fail> {
+        let tcp = self.connect_tcp(route, trace, deadline).await?;
+        let remote = trace.remote.expect("set by connect_tcp");
 
         if !route.https {
             let conn = start_http(TokioIo::new(tcp), false).await?;

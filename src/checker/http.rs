@@ -24,9 +24,12 @@ use super::json;
 use super::judge::{self, HeaderCheck, Response, Rules};
 use super::redirects;
 use super::resolve::{Resolver, ResolverSetupError};
+use super::tcp;
 use super::tls::{Tls, TlsSetupError};
 use crate::config::CheckerSettings;
-use crate::model::{CheckOptions, CheckOutcome, CheckRequest, ErrorKind, Origin, Outcome};
+use crate::model::{
+    CheckKind, CheckOptions, CheckOutcome, CheckRequest, ErrorKind, Origin, Outcome,
+};
 use crate::net;
 
 /// Compiled regexes kept per pattern; cleared when it grows past this many
@@ -113,6 +116,10 @@ impl HttpChecker {
     /// Runs `req` now and reports what happened. Never takes longer than the
     /// request's timeout (plus scheduling noise).
     pub async fn check(&self, req: &CheckRequest) -> CheckOutcome {
+        if CheckKind::of_url(&req.url) == Some(CheckKind::Tcp) {
+            let cap = self.max_body_bytes as usize;
+            return tcp::check(&self.connector, req, &self.instance, cap).await;
+        }
         let started_at = Utc::now();
         let mut out = CheckOutcome {
             started_at: Some(started_at),
@@ -120,12 +127,7 @@ impl HttpChecker {
         };
         let prepared = match self.prepare(req) {
             Ok(p) => p,
-            Err(msg) => {
-                out.error_kind = Some(ErrorKind::InvalidRequest);
-                out.error_message = Some(msg);
-                out.finished_at = Some(Utc::now());
-                return out;
-            }
+            Err(msg) => return out.invalid(msg),
         };
         let timeout = Duration::from_millis(req.timeout_ms);
         let clock = Instant::now();

@@ -17,6 +17,7 @@ mod json;
 mod judge;
 mod redirects;
 mod resolve;
+mod tcp;
 mod tls;
 
 pub use connect::chain as error_chain;

@@ -74,6 +74,12 @@ pub struct CheckArgs {
     /// Body bytes read (and matched) at most; default as checker.max_body_bytes.
     #[arg(long)]
     max_body_bytes: Option<u64>,
+    /// tcp://: bytes to write once connected.
+    #[arg(long)]
+    send: Option<String>,
+    /// tcp://: a regex what the server sends must match.
+    #[arg(long)]
+    expect: Option<String>,
     /// Print the outcome as JSON (the message the checker publishes).
     #[arg(long)]
     json: bool,
@@ -93,6 +99,8 @@ impl CheckArgs {
         set("forbidden_regex", self.forbidden_regex.clone().into());
         set("method", self.method.clone().into());
         set("body", self.body.clone().into());
+        set("send", self.send.clone().into());
+        set("expect", self.expect.clone().into());
         set("expect_status", self.expect_status.clone().into());
         set("degraded_after", self.degraded_after.clone().into());
         set("body_min_bytes", self.body_min_bytes.into());

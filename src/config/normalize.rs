@@ -37,14 +37,16 @@ pub fn normalize_url(text: &str) -> Result<Url, String> {
         ));
     }
     let mut url = Url::parse(text).map_err(|e| format!("url {text:?} is not valid: {e}"))?;
-    match url.scheme() {
-        "http" | "https" => {}
+    let tcp = match url.scheme() {
+        "http" | "https" => false,
+        "tcp" => true,
         other => {
             return Err(format!(
-                "unsupported scheme {other:?} in url {text:?}; only http and https are checked"
+                "unsupported scheme {other:?} in url {text:?}; the checks are http://, https:// \
+                 and tcp://host:port"
             ))
         }
-    }
+    };
     if !url.username().is_empty() || url.password().is_some() {
         // Do not echo the URL: it holds a credential.
         return Err("url contains credentials (user:password@); \
@@ -63,6 +65,25 @@ pub fn normalize_url(text: &str) -> Result<Url, String> {
             .map_err(|e| format!("url {text:?} has an invalid host: {e}"))?;
     }
     url.set_fragment(None);
+    if tcp {
+        if url.port().is_none() {
+            return Err(format!(
+                "url {text:?}: a tcp:// URL needs a port (tcp://host:port)"
+            ));
+        }
+        if !matches!(url.path(), "" | "/") || url.query().is_some() {
+            return Err(format!(
+                "url {text:?}: a tcp:// URL is tcp://host:port, with no path or query"
+            ));
+        }
+        // Not a special scheme to `Url`: lowercase the host and drop the
+        // path ourselves, so equal targets compare equal.
+        let lower = url.host_str().unwrap_or_default().to_ascii_lowercase();
+        url.set_host(Some(&lower))
+            .map_err(|e| format!("url {text:?} has an invalid host: {e}"))?;
+        url.set_path("");
+        return Ok(url);
+    }
     // `Url` already lowercases scheme and host, converts IDN to punycode,
     // drops default ports and turns an empty path into `/`.
     Ok(url)
@@ -108,6 +129,23 @@ mod tests {
         assert_ne!(n("http://a.example/Path"), n("http://a.example/path"));
         assert_ne!(n("http://a.example/?q=A"), n("http://a.example/?q=a"));
         assert_eq!(n("http://A.Example/Path?q=A"), "http://a.example/Path?q=A");
+    }
+
+    #[test]
+    fn tcp_urls_need_a_port_and_nothing_after_it() {
+        assert_eq!(n("tcp://Mail.Example:25"), "tcp://mail.example:25");
+        assert_eq!(n("tcp://mail.example:25/"), "tcp://mail.example:25");
+        assert_eq!(n("tcp://[::1]:6379"), "tcp://[::1]:6379");
+        for bad in [
+            "tcp://mail.example",
+            "tcp://mail.example:25/x",
+            "tcp://m.example:25?q",
+        ] {
+            let e = normalize_url(bad).unwrap_err();
+            assert!(e.contains("tcp://host:port"), "{bad}: {e}");
+        }
+        let e = normalize_url("ftp://a.example/").unwrap_err();
+        assert!(e.contains("tcp://host:port"), "{e}");
     }
 
     #[test]

@@ -14,7 +14,8 @@ impl Site {
     pub fn request(&self, slot: DateTime<Utc>) -> CheckRequest {
         let site = self;
         CheckRequest {
-            v: model::SCHEMA_VERSION,
+            v: model::CheckKind::of_url(site.url.as_str())
+                .map_or(model::SCHEMA_VERSION, model::CheckKind::schema_version),
             check_id: model::scheduled_check_id(&site.name, slot),
             site: site.name.clone(),
             origin: Origin::Scheduled,

@@ -16,7 +16,7 @@ use super::duration;
 use super::normalize::normalize_url;
 use super::problem::{Problem, SiteRef};
 use super::settings::SiteDefaults;
-use crate::model::CheckOptions;
+use crate::model::{CheckKind, CheckOptions};
 
 mod options;
 mod patterns;
@@ -45,7 +45,7 @@ pub const SCHEDULE_KEYS: [&str; 7] = [
 
 /// Keys that say what one check does: a site's, and also what an on-demand
 /// check may set.
-pub const CHECK_KEYS: [&str; 18] = [
+pub const CHECK_KEYS: [&str; 20] = [
     "url",
     "regex",
     "timeout",
@@ -64,7 +64,30 @@ pub const CHECK_KEYS: [&str; 18] = [
     "body",
     "verify_tls",
     "ip_family",
+    "send",
+    "expect",
 ];
+
+/// Keys that only an HTTP check has.
+const HTTP_ONLY_KEYS: [&str; 15] = [
+    "regex",
+    "method",
+    "headers",
+    "expect_status",
+    "forbidden_regex",
+    "expect_headers",
+    "json",
+    "body_min_bytes",
+    "body_max_bytes",
+    "min_cert_days",
+    "follow_redirects",
+    "max_redirects",
+    "body",
+    "verify_tls",
+    "reuse_connection",
+];
+/// Keys that only a `tcp://` check has.
+const TCP_ONLY_KEYS: [&str; 2] = ["send", "expect"];
 
 /// Most redirects a site may ask to follow.
 const MAX_REDIRECTS: i64 = 30;
@@ -265,6 +288,25 @@ pub fn parse_site(
             }
         },
     };
+
+    // Options that do not fit the kind are refused, not ignored.
+    if let Some(kind) = url.as_ref().and_then(|u| CheckKind::of_url(u.as_str())) {
+        let misfits: &[&str] = match kind {
+            CheckKind::Http => &TCP_ONLY_KEYS,
+            CheckKind::Tcp => &HTTP_ONLY_KEYS,
+        };
+        for key in misfits {
+            if r.table.remove(*key).is_some() {
+                r.bad(
+                    key,
+                    format!(
+                        "does not apply to {} checks (the url's scheme)",
+                        kind.as_str()
+                    ),
+                );
+            }
+        }
+    }
 
     let interval_given = r.table.contains_key("interval");
     let interval = if interval_given {

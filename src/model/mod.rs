@@ -1,4 +1,5 @@
-//! The messages stages exchange through Kafka, version 1.
+//! The messages stages exchange through Kafka: version 1 for HTTP checks,
+//! version 2 for the other kinds (`tcp://`).
 //!
 //! Every payload is JSON with a `v` field. Decoders tolerate unknown fields
 //! (so a newer producer can add some) and refuse an unknown version, which
@@ -21,10 +22,14 @@ mod request;
 
 pub use outcome::{CheckOutcome, ErrorKind, Evidence, Failure, Outcome, Timing, TlsDetails};
 pub use request::{
-    CheckOptions, CheckRequest, HeaderRule, IpFamily, JsonExpect, JsonRule, LATE_AFTER,
+    CheckKind, CheckOptions, CheckRequest, HeaderRule, IpFamily, JsonExpect, JsonRule, LATE_AFTER,
 };
-/// The message schema version this build writes and reads.
+/// The message schema version of HTTP checks, which every build reads.
 pub const SCHEMA_VERSION: u32 = 1;
+/// The version of the messages of the other check kinds: a build that
+/// knows only HTTP refuses them into the dead-letter topic instead of
+/// mis-checking a `tcp://` URL as HTTP. This build reads both.
+pub const KINDS_SCHEMA_VERSION: u32 = 2;
 
 /// Namespace of the UUIDv5 check ids of scheduled checks.
 const CHECK_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5174_e3a7_c8d4_4b7e_9a1f_0c2d_6e8b_4f31);
@@ -62,7 +67,9 @@ pub enum DecodeError {
     Empty,
     #[error("not valid JSON for this topic: {0}")]
     Json(#[from] serde_json::Error),
-    #[error("unsupported schema version {0} (this build reads {SCHEMA_VERSION})")]
+    #[error(
+        "unsupported schema version {0} (this build reads {SCHEMA_VERSION} to {KINDS_SCHEMA_VERSION})"
+    )]
     Version(u32),
     #[error("invalid message: {0}")]
     Invalid(String),
@@ -78,7 +85,7 @@ fn check_version(payload: Option<&[u8]>) -> Result<&[u8], DecodeError> {
         .filter(|b| !b.is_empty())
         .ok_or(DecodeError::Empty)?;
     let VersionOnly { v } = serde_json::from_slice(bytes)?;
-    if v != SCHEMA_VERSION {
+    if !(SCHEMA_VERSION..=KINDS_SCHEMA_VERSION).contains(&v) {
         return Err(DecodeError::Version(v));
     }
     Ok(bytes)
@@ -209,10 +216,15 @@ mod tests {
             Err(DecodeError::Json(_))
         ));
         let mut json: serde_json::Value = serde_json::from_slice(&encode(&request())).unwrap();
-        json["v"] = serde_json::json!(2);
+        // Version 2 (the other check kinds) is read; 3 goes to the DLQ.
+        json["v"] = serde_json::json!(KINDS_SCHEMA_VERSION);
+        json["url"] = serde_json::json!("tcp://a.example:22");
+        let tcp = decode_request(Some(&serde_json::to_vec(&json).unwrap())).unwrap();
+        assert_eq!(CheckKind::of_url(&tcp.url), Some(CheckKind::Tcp));
+        json["v"] = serde_json::json!(3);
         assert!(matches!(
             decode_request(Some(&serde_json::to_vec(&json).unwrap())),
-            Err(DecodeError::Version(2))
+            Err(DecodeError::Version(3))
         ));
         assert!(matches!(
             decode_outcome(Some(br#"{"v":1,"site":"a"}"#)),

@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{CheckRequest, Origin, SCHEMA_VERSION};
+use super::{CheckRequest, Origin};
 
 /// What a check concluded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -243,17 +243,22 @@ pub struct Failure {
 }
 
 impl CheckOutcome {
-    /// True when an HTTP response came back: the outcome belongs on the
-    /// succeeded topic, whatever its status code.
+    /// True when a response came back (an HTTP response, whatever its
+    /// status code; a `tcp://` connection): the outcome belongs on the
+    /// succeeded topic.
     pub fn got_response(&self) -> bool {
-        self.status_code.is_some()
+        match super::CheckKind::of_url(&self.url) {
+            // Connected (and read what `expect` asked for, if anything).
+            Some(super::CheckKind::Tcp) => self.body_bytes.is_some(),
+            _ => self.status_code.is_some(),
+        }
     }
 
     /// An outcome of `req` by `checker` with nothing observed yet: the
     /// identity and the request's carried fields set, the rest empty.
     pub fn of(req: &CheckRequest, outcome: Outcome, checker: &str) -> Self {
         CheckOutcome {
-            v: SCHEMA_VERSION,
+            v: req.v,
             check_id: req.check_id,
             site: req.site.clone(),
             url: req.url.clone(),
@@ -278,6 +283,16 @@ impl CheckOutcome {
             late: req.late,
             evidence: None,
         }
+    }
+
+    /// This outcome, finished now as `down` with `invalid_request`: the
+    /// request could not be made (`message` says why).
+    pub fn invalid(mut self, message: String) -> Self {
+        self.outcome = Outcome::Down;
+        self.error_kind = Some(ErrorKind::InvalidRequest);
+        self.error_message = Some(message);
+        self.finished_at = Some(Utc::now());
+        self
     }
 
     /// A `skipped` outcome for `req` (nothing was started).

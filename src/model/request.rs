@@ -132,6 +132,14 @@ pub struct CheckOptions {
     /// Sent as the request body.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub body: Option<String>,
+    /// `tcp://`: bytes written once connected (TOML escapes such as `\r\n`
+    /// allowed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub send: Option<String>,
+    /// `tcp://`: a regex that what the server sends (after `send`, if any)
+    /// must match, read until it does or `checker.max_body_bytes` came.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expect: Option<String>,
     /// Off: any certificate is accepted (its expiry is still recorded).
     pub verify_tls: bool,
     pub ip_family: IpFamily,
@@ -150,8 +158,46 @@ impl Default for CheckOptions {
             follow_redirects: true,
             max_redirects: None,
             body: None,
+            send: None,
+            expect: None,
             verify_tls: true,
             ip_family: IpFamily::Any,
+        }
+    }
+}
+
+/// What a check does, named by its URL's scheme: `http(s)://` an HTTP
+/// exchange, `tcp://host:port` a TCP connect (with optional send/expect).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CheckKind {
+    Http,
+    Tcp,
+}
+
+impl CheckKind {
+    /// The kind `url`'s scheme names; `None` for a scheme no check has.
+    pub fn of_url(url: &str) -> Option<CheckKind> {
+        let (scheme, _) = url.split_once("://")?;
+        match scheme.to_ascii_lowercase().as_str() {
+            "http" | "https" => Some(CheckKind::Http),
+            "tcp" => Some(CheckKind::Tcp),
+            _ => None,
+        }
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckKind::Http => "http",
+            CheckKind::Tcp => "tcp",
+        }
+    }
+
+    /// The message version a request of this kind carries (see
+    /// [`super::KINDS_SCHEMA_VERSION`]).
+    pub fn schema_version(self) -> u32 {
+        match self {
+            CheckKind::Http => super::SCHEMA_VERSION,
+            CheckKind::Tcp => super::KINDS_SCHEMA_VERSION,
         }
     }
 }

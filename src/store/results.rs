@@ -10,7 +10,7 @@ use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::model::{CheckOutcome, Outcome};
+use crate::model::{CheckKind, CheckOutcome, Outcome};
 
 const INSERT_RAW: &str = "
 INSERT INTO check_results AS c
@@ -18,14 +18,14 @@ INSERT INTO check_results AS c
      status_code, response_time_ms, regex_matched, body_bytes, error_kind,
      error_message, checker, dns_ms, connect_ms, tls_ms, ttfb_ms, transfer_ms,
      redirects, remote_addr, http_version, cert_not_after, cert_days_left,
-     cert_subject, cert_issuer, tls_version, failures, requested_by, late, evidence)
+     cert_subject, cert_issuer, tls_version, failures, requested_by, late, evidence, kind)
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
                      $6::timestamptz[], $7::timestamptz[], $8::text[], $9::int2[],
                      $10::float8[], $11::bool[], $12::int8[], $13::text[], $14::text[],
                      $15::text[], $16::float8[], $17::float8[], $18::float8[], $19::float8[],
                      $20::float8[], $21::int2[], $22::text[], $23::text[], $24::timestamptz[],
                      $25::float8[], $26::text[], $27::text[], $28::text[], $29::jsonb[],
-                     $30::text[], $31::bool[], $32::jsonb[])
+                     $30::text[], $31::bool[], $32::jsonb[], $33::text[])
 ON CONFLICT (check_id, scheduled_at) DO UPDATE SET
     started_at = excluded.started_at, finished_at = excluded.finished_at,
     outcome = excluded.outcome, status_code = excluded.status_code,
@@ -88,10 +88,10 @@ static INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| with_ro
 static INSERT_SKIPPED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     with_rollups(
         "INSERT INTO check_results (check_id, site, url, origin, scheduled_at, outcome,
-                                    error_kind, error_message)
-         SELECT id, s, u, 'scheduled', t, 'skipped', k, m
+                                    error_kind, error_message, kind)
+         SELECT id, s, u, 'scheduled', t, 'skipped', k, m, ck
          FROM unnest($1::uuid[], $2::text[], $3::text[], $4::timestamptz[], $5::text[],
-                     $6::text[]) AS x(id, s, u, t, k, m)
+                     $6::text[], $7::text[]) AS x(id, s, u, t, k, m, ck)
          ON CONFLICT (check_id, scheduled_at) DO NOTHING
          RETURNING site, scheduled_at, outcome, response_time_ms, true AS fresh, origin",
     )
@@ -160,7 +160,9 @@ pub async fn insert_results(
     let mut requesters = Vec::with_capacity(rows.len());
     let mut late = Vec::with_capacity(rows.len());
     let mut evidence: Vec<Option<serde_json::Value>> = Vec::with_capacity(rows.len());
+    let mut check_kinds = Vec::with_capacity(rows.len());
     for r in rows.iter().copied() {
+        check_kinds.push(kind_of(&r.url));
         evidence.push(
             r.evidence
                 .as_ref()
@@ -243,6 +245,7 @@ pub async fn insert_results(
                 &requesters,
                 &late,
                 &evidence,
+                &check_kinds,
             ],
         )
         .await?
@@ -265,14 +268,20 @@ pub async fn insert_skipped(
     let at: Vec<DateTime<Utc>> = rows.iter().map(|r| r.scheduled_at).collect();
     let kinds: Vec<&str> = rows.iter().map(|r| r.kind).collect();
     let messages: Vec<&str> = rows.iter().map(|r| r.message.as_str()).collect();
+    let check_kinds: Vec<&str> = rows.iter().map(|r| kind_of(&r.url)).collect();
     let n: i64 = client
         .query_one(
             INSERT_SKIPPED.as_str(),
-            &[&ids, &sites, &urls, &at, &kinds, &messages],
+            &[&ids, &sites, &urls, &at, &kinds, &messages, &check_kinds],
         )
         .await?
         .get(0);
     Ok(n as u64)
+}
+
+/// The `kind` column of a row for `url` (migration V13).
+fn kind_of(url: &str) -> &'static str {
+    CheckKind::of_url(url).unwrap_or(CheckKind::Http).as_str()
 }
 
 /// A slot that was not checked.

@@ -15,6 +15,7 @@ mod faults;
 mod grafana;
 mod hostile;
 mod incidents;
+mod kinds;
 mod limits;
 mod ops;
 mod pipeline;

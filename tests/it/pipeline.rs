@@ -68,7 +68,27 @@ interval = "2s"
 timeout = "1s"
 forbidden_regex = "(?i)fatal error"
 expect_headers = [{{ name = "x-debug", absent = true }}]
+
+[[sites]]
+name = "not-json"
+url = "{up}?json"
+interval = "2s"
+timeout = "1s"
+json = [{{ path = "$.status", equals = "ok" }}]
+
+[[sites]]
+name = "tcp-up"
+url = "tcp://{addr}"
+interval = "2s"
+timeout = "1s"
+
+[[sites]]
+name = "tcp-closed"
+url = "tcp://127.0.0.1:{closed}"
+interval = "2s"
+timeout = "1s"
 "#,
+        addr = target.addr,
         up = target.url("/ok"),
         err = target.url("/500"),
         slow = target.url("/delay/300"),
@@ -93,7 +113,7 @@ expect_headers = [{{ name = "x-debug", absent = true }}]
                 .await
                 .map(|r| r.get(0))
                 .unwrap_or(0);
-            n == 8
+            n == 11
         },
     )
     .await;
@@ -158,6 +178,33 @@ expect_headers = [{{ name = "x-debug", absent = true }}]
     let (o, _, _, _, kind) = get(row("loop").await);
     assert_eq!(o.as_str(), "down");
     assert_eq!(kind.as_deref(), Some("redirect_loop"));
+
+    let (o, code, _, _, kind) = get(row("not-json").await);
+    assert_eq!((o.as_str(), code), ("down", Some(200)));
+    assert_eq!(kind.as_deref(), Some("json_mismatch"));
+
+    // Each row says its kind; tcp:// rows are checked through the same
+    // topics and persisters.
+    let kinds: Vec<(String, String, String)> = client
+        .query(
+            "SELECT DISTINCT site, kind, outcome FROM check_results
+             WHERE site IN ('tcp-up', 'tcp-closed', 'up') AND outcome <> 'skipped' ORDER BY 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    let owned = |a: &str, b: &str, c: &str| (a.to_owned(), b.to_owned(), c.to_owned());
+    assert_eq!(
+        kinds,
+        [
+            owned("tcp-closed", "tcp", "down"),
+            owned("tcp-up", "tcp", "up"),
+            owned("up", "http", "up")
+        ]
+    );
 
     // The rich columns: every failed assertion, and the breakdown.
     let rich = client

@@ -25,7 +25,8 @@ async fn migrations_apply_once_and_create_partitions() {
             "V9__requested_by",
             "V10__rollup_sketches",
             "V11__shard_watermarks",
-            "V12__evidence"
+            "V12__evidence",
+            "V13__check_kind"
         ]
     );
     // Yesterday through PARTITION_DAYS_AHEAD days ahead.

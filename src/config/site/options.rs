@@ -98,6 +98,8 @@ pub(super) fn parse_options(
         .integer("max_redirects", 0..=MAX_REDIRECTS)
         .map(|n| n as u32);
     o.body = r.string("body");
+    o.send = r.string("send");
+    o.expect = r.regex("expect").map(|re| re.as_str().to_owned());
     o.verify_tls = r.boolean("verify_tls", true);
     if let Some(family) = r.string("ip_family") {
         let all = [

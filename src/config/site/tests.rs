@@ -242,3 +242,39 @@ fn json_assertions_parse_and_each_bad_one_is_named() {
     assert!(text.contains("RFC 9535"), "{text}");
     assert!(text.contains("one expectation per entry"), "{text}");
 }
+
+#[test]
+fn options_that_do_not_fit_the_kind_are_refused() {
+    let tcp = parse(
+        r#"name = "smtp"
+           url = "tcp://mail.example:25"
+           send = "EHLO sitewatch\r\n"
+           expect = "^220 "
+           degraded_after = "1s""#,
+    )
+    .unwrap();
+    let o = tcp.options.expect("options");
+    assert_eq!(o.send.as_deref(), Some("EHLO sitewatch\r\n"));
+    assert_eq!(o.expect.as_deref(), Some("^220 "));
+    let p = parse(
+        r#"name = "smtp"
+           url = "tcp://mail.example:25"
+           regex = "ok"
+           json = [{ path = "$.a", present = true }]
+           expect = "(""#,
+    )
+    .unwrap_err();
+    assert_eq!(fields(&p), ["regex", "json", "expect"]);
+    assert!(
+        p[0].to_string().contains("does not apply to tcp checks"),
+        "{}",
+        p[0]
+    );
+    let p = parse("name = \"w\"\nurl = \"https://w.example\"\nsend = \"x\"").unwrap_err();
+    assert_eq!(fields(&p), ["send"]);
+    assert!(
+        p[0].to_string().contains("does not apply to http checks"),
+        "{}",
+        p[0]
+    );
+}

@@ -1,0 +1,229 @@
+//! A `tcp://host:port` check: resolve, connect, optionally write `send`,
+//! and optionally read until what came matches `expect` (a banner, a PONG).
+//! The outcome carries the DNS and connect times, the time to the expected
+//! answer and how many bytes came. Like an HTTP check, a site being down is
+//! data, never an `Err`.
+
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use super::connect::{Connector, Fail, Phase, Route, Trace};
+use crate::model::{CheckOptions, CheckOutcome, CheckRequest, ErrorKind, Failure, Outcome};
+
+/// Runs the `tcp://` check `req`; `cap` bounds the bytes read for `expect`.
+pub async fn check(
+    connector: &Connector,
+    req: &CheckRequest,
+    instance: &str,
+    cap: usize,
+) -> CheckOutcome {
+    let mut out = CheckOutcome {
+        started_at: Some(Utc::now()),
+        ..CheckOutcome::of(req, Outcome::Down, instance)
+    };
+    let o = req.options.clone().unwrap_or_default();
+    let (route, expect) = match prepare(req, &o) {
+        Ok(p) => p,
+        Err(msg) => {
+            out.error_kind = Some(ErrorKind::InvalidRequest);
+            out.error_message = Some(msg);
+            out.finished_at = Some(Utc::now());
+            return out;
+        }
+    };
+    let timeout = Duration::from_millis(req.timeout_ms);
+    let clock = Instant::now();
+    let deadline = clock + timeout;
+    let mut trace = Trace::default();
+    let send = o.send.as_deref().unwrap_or_default().as_bytes();
+    let exchange = run(
+        connector,
+        &route,
+        &mut trace,
+        deadline,
+        send,
+        expect.as_ref(),
+        cap,
+    );
+    let result = tokio::time::timeout_at(deadline.into(), exchange).await;
+    let took = clock.elapsed().as_secs_f64() * 1e3;
+    out.finished_at = Some(Utc::now());
+    out.timing = Some(trace.timing);
+    out.remote_addr = trace.remote.map(|a| a.to_string());
+    let (kind, message) = match result {
+        Err(_) if trace.phase == Phase::Dns => {
+            let host = trace.resolving.as_deref().unwrap_or_default();
+            (
+                ErrorKind::Dns,
+                connector.resolver().timed_out(host, timeout),
+            )
+        }
+        Err(_) => (
+            ErrorKind::Timeout,
+            match (trace.phase, &expect) {
+                (Phase::Ttfb | Phase::Transfer, Some(re)) => format!(
+                    "connected, but nothing matching {:?} came within {timeout:?}",
+                    re.as_str()
+                ),
+                (phase, _) => format!(
+                    "no connection within {timeout:?} (timed out in {})",
+                    phase.as_str()
+                ),
+            },
+        ),
+        Ok(Err(f)) => (f.kind, f.message),
+        Ok(Ok(seen)) => {
+            out.response_time_ms = Some(took);
+            out.body_bytes = Some(seen.data.len() as u64);
+            judge(&mut out, &o, expect.as_ref(), &seen);
+            return out;
+        }
+    };
+    out.error_kind = Some(kind);
+    out.error_message = Some(message);
+    out
+}
+
+/// The route and the compiled `expect`, or why the request is unusable.
+fn prepare(
+    req: &CheckRequest,
+    o: &CheckOptions,
+) -> Result<(Route, Option<regex::bytes::Regex>), String> {
+    let url = url::Url::parse(&req.url).map_err(|e| format!("bad url: {e}"))?;
+    let (Some(host), Some(port)) = (url.host_str(), url.port()) else {
+        return Err(format!("{url} is not a tcp://host:port URL"));
+    };
+    let expect = o
+        .expect
+        .as_deref()
+        .map(|p| {
+            regex::bytes::RegexBuilder::new(p)
+                .size_limit(1 << 20)
+                .build()
+                .map_err(|e| format!("bad expect regex: {e}"))
+        })
+        .transpose()?;
+    let route = Route {
+        https: false,
+        host: host.to_owned(),
+        port,
+        verify_tls: false,
+        ip_family: o.ip_family,
+        public_only: req.public_only,
+    };
+    Ok((route, expect))
+}
+
+/// What the server sent: all of it up to the match (or the cap).
+struct Seen {
+    data: Vec<u8>,
+    matched: bool,
+}
+
+async fn run(
+    connector: &Connector,
+    route: &Route,
+    trace: &mut Trace,
+    deadline: Instant,
+    send: &[u8],
+    expect: Option<&regex::bytes::Regex>,
+    cap: usize,
+) -> Result<Seen, Fail> {
+    let mut tcp = connector.connect_tcp(route, trace, deadline).await?;
+    let Some(re) = expect else {
+        if !send.is_empty() {
+            tcp.write_all(send)
+                .await
+                .map_err(|e| Fail::new(ErrorKind::Connect, format!("writing `send`: {e}")))?;
+        }
+        return Ok(Seen {
+            data: Vec::new(),
+            matched: true,
+        });
+    };
+    trace.phase = Phase::Ttfb;
+    let started = Instant::now();
+    if !send.is_empty() {
+        tcp.write_all(send)
+            .await
+            .map_err(|e| Fail::new(ErrorKind::Connect, format!("writing `send`: {e}")))?;
+    }
+    let mut data = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let n = match tcp.read(&mut buf).await {
+            Ok(n) => n,
+            // A server that answers and resets (unread input of ours makes
+            // a close a reset): judge what came.
+            Err(_) if !data.is_empty() => 0,
+            Err(e) => {
+                return Err(Fail::new(
+                    ErrorKind::Body,
+                    format!("reading the answer: {e}"),
+                ))
+            }
+        };
+        if data.is_empty() {
+            Trace::add(&mut trace.timing.ttfb_ms, started);
+            trace.phase = Phase::Transfer;
+        }
+        let room = cap.saturating_sub(data.len());
+        data.extend_from_slice(&buf[..n.min(room)]);
+        let matched = re.is_match(&data);
+        if matched || n == 0 || data.len() >= cap {
+            return Ok(Seen { data, matched });
+        }
+    }
+}
+
+fn judge(
+    out: &mut CheckOutcome,
+    o: &CheckOptions,
+    expect: Option<&regex::bytes::Regex>,
+    seen: &Seen,
+) {
+    if let (false, Some(re)) = (seen.matched, expect) {
+        let shown = String::from_utf8_lossy(&seen.data[..seen.data.len().min(80)]).into_owned();
+        let f = Failure {
+            assertion: "expect".into(),
+            expected: format!("matching {:?}", re.as_str()),
+            observed: if seen.data.is_empty() {
+                "the connection closed with nothing sent".into()
+            } else {
+                format!(
+                    "{shown:?} ({} bytes, then closed or the cap)",
+                    seen.data.len()
+                )
+            },
+        };
+        out.error_kind = Some(ErrorKind::RegexMismatch);
+        out.error_message = Some(format!(
+            "{}: expected {}, got {}",
+            f.assertion, f.expected, f.observed
+        ));
+        out.regex_matched = Some(false);
+        out.failures = vec![f];
+        return;
+    }
+    out.regex_matched = expect.map(|_| true);
+    let took = out.response_time_ms.unwrap_or_default();
+    match o.degraded_after_ms {
+        Some(limit) if took > limit as f64 => {
+            let f = Failure {
+                assertion: "degraded_after".into(),
+                expected: format!("<= {limit} ms"),
+                observed: format!("{took:.0} ms"),
+            };
+            out.outcome = Outcome::Degraded;
+            out.error_kind = Some(ErrorKind::Slow);
+            out.error_message = Some(format!(
+                "degraded_after: expected {}, got {}",
+                f.expected, f.observed
+            ));
+            out.failures = vec![f];
+        }
+        _ => out.outcome = Outcome::Up,
+    }
+}
