@@ -357,6 +357,8 @@ pub fn openapi() -> Value {
                         "body": { "type": "string" },
                         "send": { "type": "string", "description": "tcp:// only" },
                         "expect": { "type": "string", "description": "tcp:// only: a regex" },
+                        "expect_answer": { "description": "dns:// only: a string or a list of strings" },
+                        "expect_rcode": { "type": "string", "description": "dns:// only, default NOERROR" },
                         "verify_tls": { "type": "boolean" },
                         "ip_family": { "type": "string",
                             "enum": ["any", "prefer_ipv4", "prefer_ipv6", "ipv4", "ipv6"] }

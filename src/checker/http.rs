@@ -24,8 +24,8 @@ use super::json;
 use super::judge::{self, HeaderCheck, Response, Rules};
 use super::redirects;
 use super::resolve::{Resolver, ResolverSetupError};
-use super::tcp;
 use super::tls::{Tls, TlsSetupError};
+use super::{dns_query, tcp};
 use crate::config::CheckerSettings;
 use crate::model::{
     CheckKind, CheckOptions, CheckOutcome, CheckRequest, ErrorKind, Origin, Outcome,
@@ -116,9 +116,15 @@ impl HttpChecker {
     /// Runs `req` now and reports what happened. Never takes longer than the
     /// request's timeout (plus scheduling noise).
     pub async fn check(&self, req: &CheckRequest) -> CheckOutcome {
-        if CheckKind::of_url(&req.url) == Some(CheckKind::Tcp) {
-            let cap = self.max_body_bytes as usize;
-            return tcp::check(&self.connector, req, &self.instance, cap).await;
+        match CheckKind::of_url(&req.url) {
+            Some(CheckKind::Tcp) => {
+                let cap = self.max_body_bytes as usize;
+                return tcp::check(&self.connector, req, &self.instance, cap).await;
+            }
+            Some(CheckKind::Dns) => {
+                return dns_query::check(self.connector.resolver(), req, &self.instance).await;
+            }
+            _ => {}
         }
         let started_at = Utc::now();
         let mut out = CheckOutcome {

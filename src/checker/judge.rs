@@ -273,6 +273,7 @@ mod tests {
             requested_by: None,
             late: false,
             evidence: None,
+            answers: Vec::new(),
         }
     }
 

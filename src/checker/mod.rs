@@ -10,6 +10,7 @@
 
 mod codings;
 mod connect;
+mod dns_query;
 mod evidence;
 mod hosts;
 mod http;
@@ -370,6 +371,12 @@ pub fn report(out: &CheckOutcome) -> String {
     if out.failures.is_empty() {
         if let (Some(kind), Some(msg)) = (out.error_kind, &out.error_message) {
             let _ = writeln!(s, "error:        {kind}: {msg}");
+        }
+    }
+    if let Some((rcode, records)) = out.answers.split_first() {
+        let _ = writeln!(s, "answer:       {rcode}");
+        for r in records {
+            let _ = writeln!(s, "              {r}");
         }
     }
     if let Some(e) = &out.evidence {

@@ -48,6 +48,8 @@ pub struct Resolver {
     v6: TokioResolver,
     /// The servers asked, for messages: "127.0.0.1:53, 10.0.0.2:53".
     servers: String,
+    /// The first of them: where a `dns://` check without a server asks.
+    first: Option<SocketAddr>,
 }
 
 impl Resolver {
@@ -75,13 +77,14 @@ impl Resolver {
                 ResolverOpts::default(),
             )
         };
-        let listed = config
+        let addrs: Vec<SocketAddr> = config
             .name_servers()
             .iter()
-            .map(|ns| {
-                let port = ns.connections.first().map_or(53, |c| c.port);
-                SocketAddr::new(ns.ip, port).to_string()
-            })
+            .map(|ns| SocketAddr::new(ns.ip, ns.connections.first().map_or(53, |c| c.port)))
+            .collect();
+        let listed = addrs
+            .iter()
+            .map(SocketAddr::to_string)
             .collect::<Vec<_>>()
             .join(", ");
         opts.use_hosts_file = ResolveHosts::Always;
@@ -104,12 +107,19 @@ impl Resolver {
             both: build(LookupIpStrategy::Ipv4AndIpv6)?,
             v4: build(LookupIpStrategy::Ipv4Only)?,
             v6: build(LookupIpStrategy::Ipv6Only)?,
+            first: addrs.first().copied(),
             servers: if listed.is_empty() {
                 "no DNS server (none in /etc/resolv.conf)".into()
             } else {
                 listed
             },
         })
+    }
+
+    /// The first configured DNS server (`checker.dns_servers`, else
+    /// `/etc/resolv.conf`), if any.
+    pub fn first_server(&self) -> Option<SocketAddr> {
+        self.first
     }
 
     /// The addresses of `host` (a name, not a literal) for `family`, in the

@@ -80,6 +80,12 @@ pub struct CheckArgs {
     /// tcp://: a regex what the server sends must match.
     #[arg(long)]
     expect: Option<String>,
+    /// dns://: an answer that must be among those returned (repeatable).
+    #[arg(long = "expect-answer")]
+    expect_answer: Vec<String>,
+    /// dns://: the response code expected (default NOERROR).
+    #[arg(long)]
+    expect_rcode: Option<String>,
     /// Print the outcome as JSON (the message the checker publishes).
     #[arg(long)]
     json: bool,
@@ -101,6 +107,10 @@ impl CheckArgs {
         set("body", self.body.clone().into());
         set("send", self.send.clone().into());
         set("expect", self.expect.clone().into());
+        set("expect_rcode", self.expect_rcode.clone().into());
+        if !self.expect_answer.is_empty() {
+            set("expect_answer", self.expect_answer.clone().into());
+        }
         set("expect_status", self.expect_status.clone().into());
         set("degraded_after", self.degraded_after.clone().into());
         set("body_min_bytes", self.body_min_bytes.into());

@@ -24,6 +24,56 @@
 
 use url::Url;
 
+/// Record types a `dns://` check may ask for.
+pub const DNS_TYPES: [&str; 6] = ["A", "AAAA", "CNAME", "MX", "TXT", "NS"];
+
+/// A `dns://[server[:port]]/name?type=T` URL: the name is required, the
+/// server (an IP; the checker's own servers when left out) and the type
+/// (`A` when left out) are not. Normalised to upper-case `type` and a
+/// lower-case name without its trailing dot.
+fn dns_url(text: &str, mut url: Url) -> Result<Url, String> {
+    let usage = "dns://[server[:port]]/name?type=A|AAAA|CNAME|MX|TXT|NS";
+    let name = url
+        .path()
+        .trim_start_matches('/')
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
+    if name.is_empty() || name.contains('/') {
+        return Err(format!("url {text:?}: write {usage}"));
+    }
+    if let Some(host) = url.host_str().filter(|h| !h.is_empty()) {
+        if host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_err()
+        {
+            return Err(format!(
+                "url {text:?}: the server must be an IP address ({usage})"
+            ));
+        }
+    }
+    let mut kind = "A".to_owned();
+    for (k, v) in url.query_pairs() {
+        match (k.as_ref(), v.to_ascii_uppercase()) {
+            ("type", t) if DNS_TYPES.contains(&t.as_str()) => kind = t,
+            ("type", t) => {
+                return Err(format!(
+                    "url {text:?}: type {t:?} is not one of {DNS_TYPES:?}"
+                ))
+            }
+            (other, _) => {
+                return Err(format!(
+                    "url {text:?}: unknown parameter {other:?} ({usage})"
+                ))
+            }
+        }
+    }
+    url.set_path(&format!("/{name}"));
+    url.set_query(Some(&format!("type={kind}")));
+    Ok(url)
+}
+
 /// Parses and normalises a site URL, or says what is wrong with it.
 pub fn normalize_url(text: &str) -> Result<Url, String> {
     let text = text.trim();
@@ -40,10 +90,11 @@ pub fn normalize_url(text: &str) -> Result<Url, String> {
     let tcp = match url.scheme() {
         "http" | "https" => false,
         "tcp" => true,
+        "dns" => return dns_url(text, url),
         other => {
             return Err(format!(
-                "unsupported scheme {other:?} in url {text:?}; the checks are http://, https:// \
-                 and tcp://host:port"
+                "unsupported scheme {other:?} in url {text:?}; the checks are http://, https://, \
+                 tcp://host:port and dns://[server]/name"
             ))
         }
     };
@@ -146,6 +197,24 @@ mod tests {
         }
         let e = normalize_url("ftp://a.example/").unwrap_err();
         assert!(e.contains("tcp://host:port"), "{e}");
+    }
+
+    #[test]
+    fn dns_urls_name_a_name_a_type_and_maybe_a_server() {
+        assert_eq!(n("dns:///Example.COM."), "dns:///example.com?type=A");
+        assert_eq!(
+            n("dns://10.0.0.2:5353/example.com?type=mx"),
+            "dns://10.0.0.2:5353/example.com?type=MX"
+        );
+        for (bad, says) in [
+            ("dns://10.0.0.2/", "dns://[server[:port]]/name"),
+            ("dns://ns.example/example.com", "must be an IP address"),
+            ("dns:///example.com?type=SOA", "not one of"),
+            ("dns:///example.com?class=IN", "unknown parameter"),
+        ] {
+            let e = normalize_url(bad).unwrap_err();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
     }
 
     #[test]

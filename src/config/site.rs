@@ -45,7 +45,7 @@ pub const SCHEDULE_KEYS: [&str; 7] = [
 
 /// Keys that say what one check does: a site's, and also what an on-demand
 /// check may set.
-pub const CHECK_KEYS: [&str; 20] = [
+pub const CHECK_KEYS: [&str; 22] = [
     "url",
     "regex",
     "timeout",
@@ -66,6 +66,8 @@ pub const CHECK_KEYS: [&str; 20] = [
     "ip_family",
     "send",
     "expect",
+    "expect_answer",
+    "expect_rcode",
 ];
 
 /// Keys that only an HTTP check has.
@@ -88,6 +90,8 @@ const HTTP_ONLY_KEYS: [&str; 15] = [
 ];
 /// Keys that only a `tcp://` check has.
 const TCP_ONLY_KEYS: [&str; 2] = ["send", "expect"];
+/// Keys that only a `dns://` check has.
+const DNS_ONLY_KEYS: [&str; 2] = ["expect_answer", "expect_rcode"];
 
 /// Most redirects a site may ask to follow.
 const MAX_REDIRECTS: i64 = 30;
@@ -291,11 +295,17 @@ pub fn parse_site(
 
     // Options that do not fit the kind are refused, not ignored.
     if let Some(kind) = url.as_ref().and_then(|u| CheckKind::of_url(u.as_str())) {
-        let misfits: &[&str] = match kind {
-            CheckKind::Http => &TCP_ONLY_KEYS,
-            CheckKind::Tcp => &HTTP_ONLY_KEYS,
+        let misfits: Vec<&str> = match kind {
+            CheckKind::Http => [TCP_ONLY_KEYS, DNS_ONLY_KEYS].concat(),
+            CheckKind::Tcp => [&HTTP_ONLY_KEYS[..], &DNS_ONLY_KEYS].concat(),
+            CheckKind::Dns => [
+                &HTTP_ONLY_KEYS[..],
+                &TCP_ONLY_KEYS,
+                &["degraded_after", "ip_family"],
+            ]
+            .concat(),
         };
-        for key in misfits {
+        for key in &misfits {
             if r.table.remove(*key).is_some() {
                 r.bad(
                     key,

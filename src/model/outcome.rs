@@ -63,6 +63,9 @@ pub enum ErrorKind {
     HeaderMismatch,
     /// A JSON assertion failed, or the body is not JSON.
     JsonMismatch,
+    /// `dns://`: an expected answer is missing, or the response code is
+    /// not the expected one.
+    AnswerMismatch,
     /// The body is smaller or larger than its bounds.
     BodySize,
     /// The certificate has fewer days left than `min_cert_days`.
@@ -100,6 +103,7 @@ impl ErrorKind {
             ErrorKind::ForbiddenMatch => "forbidden_match",
             ErrorKind::HeaderMismatch => "header_mismatch",
             ErrorKind::JsonMismatch => "json_mismatch",
+            ErrorKind::AnswerMismatch => "answer_mismatch",
             ErrorKind::BodySize => "body_size",
             ErrorKind::CertExpiring => "cert_expiring",
             ErrorKind::Slow => "slow",
@@ -176,6 +180,10 @@ pub struct CheckOutcome {
     /// (since V12).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub evidence: Option<Evidence>,
+    /// `dns://`: the response code and answers, `NOERROR` then one line
+    /// per record (`A 192.0.2.1`) (since V14).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub answers: Vec<String>,
 }
 
 /// The answer of a failed check, for the operator to see what the site
@@ -250,6 +258,8 @@ impl CheckOutcome {
         match super::CheckKind::of_url(&self.url) {
             // Connected (and read what `expect` asked for, if anything).
             Some(super::CheckKind::Tcp) => self.body_bytes.is_some(),
+            // The server answered (with whatever response code).
+            Some(super::CheckKind::Dns) => !self.answers.is_empty(),
             _ => self.status_code.is_some(),
         }
     }
@@ -282,6 +292,7 @@ impl CheckOutcome {
             requested_by: req.requested_by.clone(),
             late: req.late,
             evidence: None,
+            answers: Vec::new(),
         }
     }
 

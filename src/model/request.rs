@@ -140,6 +140,13 @@ pub struct CheckOptions {
     /// must match, read until it does or `checker.max_body_bytes` came.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expect: Option<String>,
+    /// `dns://`: answers that must be among those returned, in their text
+    /// form (`192.0.2.1`, `10 mail.example.com.`, a TXT string).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub expect_answer: Vec<String>,
+    /// `dns://`: the response code expected (`NOERROR` when unset).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub expect_rcode: Option<String>,
     /// Off: any certificate is accepted (its expiry is still recorded).
     pub verify_tls: bool,
     pub ip_family: IpFamily,
@@ -160,6 +167,8 @@ impl Default for CheckOptions {
             body: None,
             send: None,
             expect: None,
+            expect_answer: Vec::new(),
+            expect_rcode: None,
             verify_tls: true,
             ip_family: IpFamily::Any,
         }
@@ -167,11 +176,13 @@ impl Default for CheckOptions {
 }
 
 /// What a check does, named by its URL's scheme: `http(s)://` an HTTP
-/// exchange, `tcp://host:port` a TCP connect (with optional send/expect).
+/// exchange, `tcp://host:port` a TCP connect (with optional send/expect),
+/// `dns://[server[:port]]/name?type=T` one DNS query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckKind {
     Http,
     Tcp,
+    Dns,
 }
 
 impl CheckKind {
@@ -181,6 +192,7 @@ impl CheckKind {
         match scheme.to_ascii_lowercase().as_str() {
             "http" | "https" => Some(CheckKind::Http),
             "tcp" => Some(CheckKind::Tcp),
+            "dns" => Some(CheckKind::Dns),
             _ => None,
         }
     }
@@ -189,6 +201,7 @@ impl CheckKind {
         match self {
             CheckKind::Http => "http",
             CheckKind::Tcp => "tcp",
+            CheckKind::Dns => "dns",
         }
     }
 
@@ -197,7 +210,7 @@ impl CheckKind {
     pub fn schema_version(self) -> u32 {
         match self {
             CheckKind::Http => super::SCHEMA_VERSION,
-            CheckKind::Tcp => super::KINDS_SCHEMA_VERSION,
+            CheckKind::Tcp | CheckKind::Dns => super::KINDS_SCHEMA_VERSION,
         }
     }
 }

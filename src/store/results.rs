@@ -18,14 +18,15 @@ INSERT INTO check_results AS c
      status_code, response_time_ms, regex_matched, body_bytes, error_kind,
      error_message, checker, dns_ms, connect_ms, tls_ms, ttfb_ms, transfer_ms,
      redirects, remote_addr, http_version, cert_not_after, cert_days_left,
-     cert_subject, cert_issuer, tls_version, failures, requested_by, late, evidence, kind)
+     cert_subject, cert_issuer, tls_version, failures, requested_by, late, evidence, kind,
+     answers)
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
                      $6::timestamptz[], $7::timestamptz[], $8::text[], $9::int2[],
                      $10::float8[], $11::bool[], $12::int8[], $13::text[], $14::text[],
                      $15::text[], $16::float8[], $17::float8[], $18::float8[], $19::float8[],
                      $20::float8[], $21::int2[], $22::text[], $23::text[], $24::timestamptz[],
                      $25::float8[], $26::text[], $27::text[], $28::text[], $29::jsonb[],
-                     $30::text[], $31::bool[], $32::jsonb[], $33::text[])
+                     $30::text[], $31::bool[], $32::jsonb[], $33::text[], $34::jsonb[])
 ON CONFLICT (check_id, scheduled_at) DO UPDATE SET
     started_at = excluded.started_at, finished_at = excluded.finished_at,
     outcome = excluded.outcome, status_code = excluded.status_code,
@@ -39,6 +40,7 @@ ON CONFLICT (check_id, scheduled_at) DO UPDATE SET
     cert_days_left = excluded.cert_days_left, cert_subject = excluded.cert_subject,
     cert_issuer = excluded.cert_issuer, tls_version = excluded.tls_version,
     failures = excluded.failures, late = excluded.late, evidence = excluded.evidence,
+    answers = excluded.answers,
     persisted_at = now(),
     replaced_placeholder = true
 WHERE c.outcome = 'skipped' AND excluded.outcome <> 'skipped'
@@ -161,7 +163,9 @@ pub async fn insert_results(
     let mut late = Vec::with_capacity(rows.len());
     let mut evidence: Vec<Option<serde_json::Value>> = Vec::with_capacity(rows.len());
     let mut check_kinds = Vec::with_capacity(rows.len());
+    let mut answers: Vec<Option<serde_json::Value>> = Vec::with_capacity(rows.len());
     for r in rows.iter().copied() {
+        answers.push((!r.answers.is_empty()).then(|| serde_json::json!(r.answers)));
         check_kinds.push(kind_of(&r.url));
         evidence.push(
             r.evidence
@@ -246,6 +250,7 @@ pub async fn insert_results(
                 &late,
                 &evidence,
                 &check_kinds,
+                &answers,
             ],
         )
         .await?

@@ -1,6 +1,7 @@
 //! Check kinds other than HTTP, against local servers: `tcp://` connects
 //! to an echo server, a server with a banner, a closed port and a server
-//! that never answers.
+//! that never answers; `dns://` asks a local DNS server that answers,
+//! says NXDOMAIN or SERVFAIL, or stays silent.
 
 use std::time::Duration;
 
@@ -10,6 +11,7 @@ use sitewatch::model::{CheckOptions, CheckOutcome, ErrorKind, Outcome};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use crate::dns::{Answer, DnsServer};
 use crate::support::request;
 use crate::target::closed_port;
 
@@ -111,4 +113,100 @@ async fn a_closed_port_or_a_wrong_answer_fails_with_what_happened() {
     assert!(out.got_response(), "connected: the succeeded topic");
     let took = out.finished_at.unwrap() - out.started_at.unwrap();
     assert!(took < chrono::Duration::from_std(Duration::from_millis(800 + 1000)).unwrap());
+}
+
+async fn dns_check(url: &str, server: &DnsServer, options: CheckOptions) -> CheckOutcome {
+    let settings = CheckerSettings {
+        dns_servers: vec![server.addr.to_string()],
+        ..CheckerSettings::default()
+    };
+    let http = HttpChecker::new(&settings, "test").unwrap();
+    let mut req = request("dns", chrono::Utc::now(), url);
+    req.timeout_ms = 800;
+    req.options = Some(options);
+    http.check(&req).await
+}
+
+#[tokio::test]
+async fn dns_checks_judge_the_response_code_and_the_answers() {
+    use hickory_proto::op::ResponseCode;
+    let dns = DnsServer::start(&[
+        (
+            "www.sitewatch.test",
+            Answer::Addresses(vec![
+                "192.0.2.7".parse().unwrap(),
+                "192.0.2.8".parse().unwrap(),
+            ]),
+        ),
+        (
+            "broken.sitewatch.test",
+            Answer::Code(ResponseCode::ServFail),
+        ),
+        ("silent.sitewatch.test", Answer::Silence),
+    ])
+    .await;
+    let expect = |answers: &[&str], rcode: Option<&str>| CheckOptions {
+        expect_answer: answers.iter().map(|a| a.to_string()).collect(),
+        expect_rcode: rcode.map(str::to_owned),
+        ..CheckOptions::default()
+    };
+    // The server named in the url.
+    let url = format!("dns://{}/www.sitewatch.test?type=A", dns.addr);
+    let out = dns_check(&url, &dns, expect(&["192.0.2.8"], None)).await;
+    assert_eq!(out.outcome, Outcome::Up, "{out:?}");
+    assert_eq!(out.answers, ["NOERROR", "A 192.0.2.7", "A 192.0.2.8"]);
+    assert!(out.timing.as_ref().unwrap().dns_ms.is_some());
+    assert!(out.got_response());
+    let out = dns_check(&url, &dns, expect(&["198.51.100.1"], None)).await;
+    assert_eq!(out.outcome, Outcome::Down);
+    assert_eq!(out.error_kind, Some(ErrorKind::AnswerMismatch));
+    assert_eq!(out.failures[0].observed, "192.0.2.7, 192.0.2.8");
+
+    // No server in the url: the checker's own (checker.dns_servers).
+    let out = dns_check(
+        "dns:///nowhere.sitewatch.test?type=A",
+        &dns,
+        expect(&[], None),
+    )
+    .await;
+    assert_eq!(out.outcome, Outcome::Down, "{out:?}");
+    assert_eq!(out.failures[0].assertion, "rcode");
+    assert_eq!(
+        (
+            out.failures[0].expected.as_str(),
+            out.failures[0].observed.as_str()
+        ),
+        ("NOERROR", "NXDOMAIN")
+    );
+    let out = dns_check(
+        "dns:///nowhere.sitewatch.test?type=A",
+        &dns,
+        expect(&[], Some("NXDOMAIN")),
+    )
+    .await;
+    assert_eq!(
+        out.outcome,
+        Outcome::Up,
+        "a name that must not exist: {out:?}"
+    );
+    let out = dns_check(
+        "dns:///broken.sitewatch.test?type=A",
+        &dns,
+        expect(&[], None),
+    )
+    .await;
+    assert_eq!(out.failures[0].observed, "SERVFAIL", "{out:?}");
+
+    // A server that never answers: down within the timeout.
+    let out = dns_check(
+        "dns:///silent.sitewatch.test?type=A",
+        &dns,
+        expect(&[], None),
+    )
+    .await;
+    assert_eq!(out.outcome, Outcome::Down);
+    assert_eq!(out.error_kind, Some(ErrorKind::Timeout), "{out:?}");
+    assert!(!out.got_response());
+    let took = out.finished_at.unwrap() - out.started_at.unwrap();
+    assert!(took < chrono::Duration::milliseconds(800 + 1000), "{took}");
 }

@@ -14,6 +14,11 @@ use crate::target::{closed_port, Target};
 async fn each_kind_of_site_gets_the_right_row() {
     let target = Target::start().await;
     let closed = closed_port().await;
+    let dns = crate::dns::DnsServer::start(&[(
+        "www.sitewatch.test",
+        crate::dns::Answer::Addresses(vec!["192.0.2.7".parse().unwrap()]),
+    )])
+    .await;
     let db = TestDb::create().await;
     let sites = format!(
         r#"
@@ -87,7 +92,15 @@ name = "tcp-closed"
 url = "tcp://127.0.0.1:{closed}"
 interval = "2s"
 timeout = "1s"
+
+[[sites]]
+name = "dns-up"
+url = "dns://{dns}/www.sitewatch.test?type=A"
+interval = "2s"
+timeout = "1s"
+expect_answer = "192.0.2.7"
 "#,
+        dns = dns.addr,
         addr = target.addr,
         up = target.url("/ok"),
         err = target.url("/500"),
@@ -113,7 +126,7 @@ timeout = "1s"
                 .await
                 .map(|r| r.get(0))
                 .unwrap_or(0);
-            n == 11
+            n == 12
         },
     )
     .await;
@@ -188,7 +201,8 @@ timeout = "1s"
     let kinds: Vec<(String, String, String)> = client
         .query(
             "SELECT DISTINCT site, kind, outcome FROM check_results
-             WHERE site IN ('tcp-up', 'tcp-closed', 'up') AND outcome <> 'skipped' ORDER BY 1",
+             WHERE site IN ('tcp-up', 'tcp-closed', 'up', 'dns-up') AND outcome <> 'skipped'
+             ORDER BY 1",
             &[],
         )
         .await
@@ -200,11 +214,21 @@ timeout = "1s"
     assert_eq!(
         kinds,
         [
+            owned("dns-up", "dns", "up"),
             owned("tcp-closed", "tcp", "down"),
             owned("tcp-up", "tcp", "up"),
             owned("up", "http", "up")
         ]
     );
+    let answers: serde_json::Value = client
+        .query_one(
+            "SELECT answers FROM check_results WHERE site = 'dns-up' AND outcome = 'up' LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(answers, serde_json::json!(["NOERROR", "A 192.0.2.7"]));
 
     // The rich columns: every failed assertion, and the breakdown.
     let rich = client

@@ -26,7 +26,8 @@ async fn migrations_apply_once_and_create_partitions() {
             "V10__rollup_sketches",
             "V11__shard_watermarks",
             "V12__evidence",
-            "V13__check_kind"
+            "V13__check_kind",
+            "V14__dns_answers"
         ]
     );
     // Yesterday through PARTITION_DAYS_AHEAD days ahead.

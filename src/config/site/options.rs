@@ -11,6 +11,12 @@ use super::patterns::{compile, Patterns};
 use super::{Reader, MAX_BODY_BOUND, MAX_REDIRECTS};
 use crate::model::{CheckOptions, HeaderRule, IpFamily, JsonExpect, JsonRule};
 
+/// Response codes a `dns://` check may expect (RFC 1035 section 4.1.1,
+/// RFC 2136 section 2.2).
+pub const RCODES: [&str; 6] = [
+    "NOERROR", "FORMERR", "SERVFAIL", "NXDOMAIN", "NOTIMP", "REFUSED",
+];
+
 /// The rich assertions and request options of a site.
 pub(super) fn parse_options(
     r: &mut Reader<'_>,
@@ -98,6 +104,36 @@ pub(super) fn parse_options(
         .integer("max_redirects", 0..=MAX_REDIRECTS)
         .map(|n| n as u32);
     o.body = r.string("body");
+    match r.take("expect_answer") {
+        None => {}
+        Some(toml::Value::String(a)) => o.expect_answer.push(a),
+        Some(toml::Value::Array(items)) => {
+            for (i, item) in items.into_iter().enumerate() {
+                match item {
+                    toml::Value::String(a) => o.expect_answer.push(a),
+                    other => r.bad(
+                        &format!("expect_answer[{i}]"),
+                        format!("expected a string, found {}", other.type_str()),
+                    ),
+                }
+            }
+        }
+        Some(other) => r.bad(
+            "expect_answer",
+            format!(
+                "expected a string or a list of strings, found {}",
+                other.type_str()
+            ),
+        ),
+    }
+    if let Some(code) = r.string("expect_rcode") {
+        let code = code.to_ascii_uppercase();
+        if RCODES.contains(&code.as_str()) {
+            o.expect_rcode = Some(code);
+        } else {
+            r.bad("expect_rcode", format!("{code:?} is not one of {RCODES:?}"));
+        }
+    }
     o.send = r.string("send");
     o.expect = r.regex("expect").map(|re| re.as_str().to_owned());
     o.verify_tls = r.boolean("verify_tls", true);

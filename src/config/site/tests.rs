@@ -278,3 +278,30 @@ fn options_that_do_not_fit_the_kind_are_refused() {
         p[0]
     );
 }
+
+#[test]
+fn dns_sites_take_expected_answers_and_rcode() {
+    let s = parse(
+        r#"name = "mx"
+           url = "dns://10.0.0.2/example.com?type=MX"
+           expect_answer = ["10 mail.example.com."]
+           expect_rcode = "noerror""#,
+    )
+    .unwrap();
+    let o = s.options.expect("options");
+    assert_eq!(o.expect_answer, ["10 mail.example.com."]);
+    assert_eq!(o.expect_rcode.as_deref(), Some("NOERROR"));
+    let p = parse(
+        r#"name = "mx"
+           url = "dns:///example.com"
+           expect_rcode = "GONE"
+           regex = "x"
+           send = "y"
+           degraded_after = "1s""#,
+    )
+    .unwrap_err();
+    assert_eq!(
+        fields(&p),
+        ["regex", "send", "degraded_after", "expect_rcode"]
+    );
+}
