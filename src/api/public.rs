@@ -358,6 +358,8 @@ pub fn openapi() -> Value {
                         "send": { "type": "string", "description": "tcp:// only" },
                         "expect": { "type": "string", "description": "tcp:// only: a regex" },
                         "expect_answer": { "description": "dns:// only: a string or a list of strings" },
+                        "starttls": { "type": "string", "enum": ["smtp", "imap"], "description": "tls:// only" },
+                        "server_name": { "type": "string", "description": "tls:// only: SNI and the name verified" },
                         "expect_rcode": { "type": "string", "description": "dns:// only, default NOERROR" },
                         "verify_tls": { "type": "boolean" },
                         "ip_family": { "type": "string",

@@ -203,6 +203,11 @@ impl Connector {
         None
     }
 
+    /// The TLS set-up (trusted roots), for `tls://` checks.
+    pub fn tls(&self) -> &Tls {
+        &self.tls
+    }
+
     /// The resolver, for the message of a lookup cut short by the deadline.
     pub fn resolver(&self) -> &Resolver {
         &self.resolver

@@ -25,7 +25,7 @@ use super::judge::{self, HeaderCheck, Response, Rules};
 use super::redirects;
 use super::resolve::{Resolver, ResolverSetupError};
 use super::tls::{Tls, TlsSetupError};
-use super::{dns_query, tcp};
+use super::{dns_query, handshake, tcp};
 use crate::config::CheckerSettings;
 use crate::model::{
     CheckKind, CheckOptions, CheckOutcome, CheckRequest, ErrorKind, Origin, Outcome,
@@ -120,6 +120,10 @@ impl HttpChecker {
             Some(CheckKind::Tcp) => {
                 let cap = self.max_body_bytes as usize;
                 return tcp::check(&self.connector, req, &self.instance, cap).await;
+            }
+            Some(CheckKind::Tls) => {
+                let tls = self.connector.tls();
+                return handshake::check(&self.connector, tls, req, &self.instance).await;
             }
             Some(CheckKind::Dns) => {
                 return dns_query::check(self.connector.resolver(), req, &self.instance).await;

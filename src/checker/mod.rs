@@ -12,6 +12,7 @@ mod codings;
 mod connect;
 mod dns_query;
 mod evidence;
+mod handshake;
 mod hosts;
 mod http;
 mod json;

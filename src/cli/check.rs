@@ -80,6 +80,12 @@ pub struct CheckArgs {
     /// tcp://: a regex what the server sends must match.
     #[arg(long)]
     expect: Option<String>,
+    /// tls://: speak smtp or imap up to STARTTLS before the handshake.
+    #[arg(long)]
+    starttls: Option<String>,
+    /// tls://: the name to send as SNI and verify, if not the url's host.
+    #[arg(long)]
+    server_name: Option<String>,
     /// dns://: an answer that must be among those returned (repeatable).
     #[arg(long = "expect-answer")]
     expect_answer: Vec<String>,
@@ -108,6 +114,8 @@ impl CheckArgs {
         set("send", self.send.clone().into());
         set("expect", self.expect.clone().into());
         set("expect_rcode", self.expect_rcode.clone().into());
+        set("starttls", self.starttls.clone().into());
+        set("server_name", self.server_name.clone().into());
         if !self.expect_answer.is_empty() {
             set("expect_answer", self.expect_answer.clone().into());
         }

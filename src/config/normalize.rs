@@ -89,12 +89,12 @@ pub fn normalize_url(text: &str) -> Result<Url, String> {
     let mut url = Url::parse(text).map_err(|e| format!("url {text:?} is not valid: {e}"))?;
     let tcp = match url.scheme() {
         "http" | "https" => false,
-        "tcp" => true,
+        "tcp" | "tls" => true,
         "dns" => return dns_url(text, url),
         other => {
             return Err(format!(
                 "unsupported scheme {other:?} in url {text:?}; the checks are http://, https://, \
-                 tcp://host:port and dns://[server]/name"
+                 tcp://host:port, tls://host:port and dns://[server]/name"
             ))
         }
     };

@@ -45,7 +45,7 @@ pub const SCHEDULE_KEYS: [&str; 7] = [
 
 /// Keys that say what one check does: a site's, and also what an on-demand
 /// check may set.
-pub const CHECK_KEYS: [&str; 22] = [
+pub const CHECK_KEYS: [&str; 24] = [
     "url",
     "regex",
     "timeout",
@@ -68,6 +68,8 @@ pub const CHECK_KEYS: [&str; 22] = [
     "expect",
     "expect_answer",
     "expect_rcode",
+    "starttls",
+    "server_name",
 ];
 
 /// Keys that only an HTTP check has.
@@ -90,6 +92,8 @@ const HTTP_ONLY_KEYS: [&str; 15] = [
 ];
 /// Keys that only a `tcp://` check has.
 const TCP_ONLY_KEYS: [&str; 2] = ["send", "expect"];
+/// Keys that only a `tls://` check has.
+const TLS_ONLY_KEYS: [&str; 2] = ["starttls", "server_name"];
 /// Keys that only a `dns://` check has.
 const DNS_ONLY_KEYS: [&str; 2] = ["expect_answer", "expect_rcode"];
 
@@ -296,11 +300,17 @@ pub fn parse_site(
     // Options that do not fit the kind are refused, not ignored.
     if let Some(kind) = url.as_ref().and_then(|u| CheckKind::of_url(u.as_str())) {
         let misfits: Vec<&str> = match kind {
-            CheckKind::Http => [TCP_ONLY_KEYS, DNS_ONLY_KEYS].concat(),
-            CheckKind::Tcp => [&HTTP_ONLY_KEYS[..], &DNS_ONLY_KEYS].concat(),
+            CheckKind::Http => [TCP_ONLY_KEYS, DNS_ONLY_KEYS, TLS_ONLY_KEYS].concat(),
+            CheckKind::Tcp => [&HTTP_ONLY_KEYS[..], &DNS_ONLY_KEYS, &TLS_ONLY_KEYS].concat(),
+            CheckKind::Tls => {
+                let mut keys = [&HTTP_ONLY_KEYS[..], &TCP_ONLY_KEYS, &DNS_ONLY_KEYS].concat();
+                keys.retain(|k| !matches!(*k, "min_cert_days" | "verify_tls"));
+                keys
+            }
             CheckKind::Dns => [
                 &HTTP_ONLY_KEYS[..],
                 &TCP_ONLY_KEYS,
+                &TLS_ONLY_KEYS,
                 &["degraded_after", "ip_family"],
             ]
             .concat(),

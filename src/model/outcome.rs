@@ -260,6 +260,8 @@ impl CheckOutcome {
             Some(super::CheckKind::Tcp) => self.body_bytes.is_some(),
             // The server answered (with whatever response code).
             Some(super::CheckKind::Dns) => !self.answers.is_empty(),
+            // The handshake completed (the version is known only then).
+            Some(super::CheckKind::Tls) => self.tls.as_ref().is_some_and(|t| t.version.is_some()),
             _ => self.status_code.is_some(),
         }
     }

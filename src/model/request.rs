@@ -140,6 +140,14 @@ pub struct CheckOptions {
     /// must match, read until it does or `checker.max_body_bytes` came.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub expect: Option<String>,
+    /// `tls://`: the plain-text protocol to speak before the handshake
+    /// (`smtp`: RFC 3207, `imap`: RFC 3501 section 6.2.1).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub starttls: Option<String>,
+    /// `tls://`: the name sent as SNI and verified in the certificate,
+    /// when not the url's host.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub server_name: Option<String>,
     /// `dns://`: answers that must be among those returned, in their text
     /// form (`192.0.2.1`, `10 mail.example.com.`, a TXT string).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -169,6 +177,8 @@ impl Default for CheckOptions {
             expect: None,
             expect_answer: Vec::new(),
             expect_rcode: None,
+            starttls: None,
+            server_name: None,
             verify_tls: true,
             ip_family: IpFamily::Any,
         }
@@ -177,11 +187,13 @@ impl Default for CheckOptions {
 
 /// What a check does, named by its URL's scheme: `http(s)://` an HTTP
 /// exchange, `tcp://host:port` a TCP connect (with optional send/expect),
+/// `tls://host:port` a TLS handshake (optionally after STARTTLS),
 /// `dns://[server[:port]]/name?type=T` one DNS query.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum CheckKind {
     Http,
     Tcp,
+    Tls,
     Dns,
 }
 
@@ -192,6 +204,7 @@ impl CheckKind {
         match scheme.to_ascii_lowercase().as_str() {
             "http" | "https" => Some(CheckKind::Http),
             "tcp" => Some(CheckKind::Tcp),
+            "tls" => Some(CheckKind::Tls),
             "dns" => Some(CheckKind::Dns),
             _ => None,
         }
@@ -201,6 +214,7 @@ impl CheckKind {
         match self {
             CheckKind::Http => "http",
             CheckKind::Tcp => "tcp",
+            CheckKind::Tls => "tls",
             CheckKind::Dns => "dns",
         }
     }
@@ -210,7 +224,7 @@ impl CheckKind {
     pub fn schema_version(self) -> u32 {
         match self {
             CheckKind::Http => super::SCHEMA_VERSION,
-            CheckKind::Tcp | CheckKind::Dns => super::KINDS_SCHEMA_VERSION,
+            CheckKind::Tcp | CheckKind::Tls | CheckKind::Dns => super::KINDS_SCHEMA_VERSION,
         }
     }
 }

@@ -13,7 +13,7 @@ use tokio::net::TcpListener;
 
 use crate::dns::{Answer, DnsServer};
 use crate::support::request;
-use crate::target::closed_port;
+use crate::target::{closed_port, TlsTarget};
 
 /// A TCP server on loopback: each connection gets `banner`, then, when
 /// `echo`, every byte it sends back.
@@ -209,4 +209,99 @@ async fn dns_checks_judge_the_response_code_and_the_answers() {
     assert!(!out.got_response());
     let took = out.finished_at.unwrap() - out.started_at.unwrap();
     assert!(took < chrono::Duration::milliseconds(800 + 1000), "{took}");
+}
+
+async fn tls_check(url: &str, ca: Option<&TlsTarget>, options: CheckOptions) -> CheckOutcome {
+    let settings = CheckerSettings {
+        ca_files: ca
+            .map(|t| t.ca_file.path().to_owned())
+            .into_iter()
+            .collect(),
+        ..CheckerSettings::default()
+    };
+    let http = HttpChecker::new(&settings, "test").unwrap();
+    let mut req = request("tls", chrono::Utc::now(), url);
+    req.timeout_ms = 2000;
+    req.options = Some(options);
+    http.check(&req).await
+}
+
+#[tokio::test]
+async fn tls_checks_shake_hands_directly_or_after_starttls_and_judge_the_certificate() {
+    // A certificate with 3 days left, from the test's own CA.
+    let direct = TlsTarget::start(3).await;
+    let url = format!("tls://localhost:{}", direct.addr.port());
+    let out = tls_check(&url, Some(&direct), CheckOptions::default()).await;
+    assert_eq!(out.outcome, Outcome::Up, "{out:?}");
+    assert!(out.got_response());
+    let cert = out.tls.as_ref().expect("certificate details");
+    assert!(cert.days_left > 1.0 && cert.days_left < 4.0, "{cert:?}");
+    assert!(cert.subject.contains("sitewatch test leaf"), "{cert:?}");
+    assert!(cert.version.is_some());
+    let t = out.timing.as_ref().unwrap();
+    assert!(
+        t.dns_ms.is_some() && t.connect_ms.is_some() && t.tls_ms.is_some(),
+        "{t:?}"
+    );
+
+    let short = CheckOptions {
+        min_cert_days: Some(10),
+        ..CheckOptions::default()
+    };
+    let out = tls_check(&url, Some(&direct), short.clone()).await;
+    assert_eq!(out.outcome, Outcome::Down);
+    assert_eq!(out.error_kind, Some(ErrorKind::CertExpiring), "{out:?}");
+    assert_eq!(out.failures[0].assertion, "min_cert_days");
+
+    // Not trusted without the CA: a TLS failure that still reports the
+    // certificate.
+    let out = tls_check(&url, None, CheckOptions::default()).await;
+    assert_eq!(out.error_kind, Some(ErrorKind::Tls), "{out:?}");
+    assert!(out.tls.is_some(), "the certificate is recorded: {out:?}");
+    assert!(!out.got_response());
+
+    // STARTTLS over SMTP and IMAP.
+    for protocol in ["smtp", "imap"] {
+        let mail = TlsTarget::start_starttls(3, protocol).await;
+        let url = format!("tls://localhost:{}", mail.addr.port());
+        let starttls = CheckOptions {
+            starttls: Some(protocol.into()),
+            ..CheckOptions::default()
+        };
+        let out = tls_check(&url, Some(&mail), starttls).await;
+        assert_eq!(out.outcome, Outcome::Up, "{protocol}: {out:?}");
+        assert!(out.timing.as_ref().unwrap().ttfb_ms.is_some());
+        let out = tls_check(
+            &url,
+            Some(&mail),
+            CheckOptions {
+                starttls: Some(protocol.into()),
+                ..short.clone()
+            },
+        )
+        .await;
+        assert_eq!(
+            out.error_kind,
+            Some(ErrorKind::CertExpiring),
+            "{protocol}: {out:?}"
+        );
+    }
+    // STARTTLS asked of a server that speaks TLS at once: a clear failure.
+    let out = tls_check(
+        &url,
+        Some(&direct),
+        CheckOptions {
+            starttls: Some("smtp".into()),
+            ..CheckOptions::default()
+        },
+    )
+    .await;
+    assert_eq!(out.outcome, Outcome::Down);
+    assert!(
+        matches!(
+            out.error_kind,
+            Some(ErrorKind::Timeout | ErrorKind::Protocol)
+        ),
+        "{out:?}"
+    );
 }

@@ -19,6 +19,7 @@ async fn each_kind_of_site_gets_the_right_row() {
         crate::dns::Answer::Addresses(vec!["192.0.2.7".parse().unwrap()]),
     )])
     .await;
+    let tls = crate::target::TlsTarget::start(30).await;
     let db = TestDb::create().await;
     let sites = format!(
         r#"
@@ -94,6 +95,13 @@ interval = "2s"
 timeout = "1s"
 
 [[sites]]
+name = "tls-up"
+url = "tls://localhost:{tls}"
+interval = "2s"
+timeout = "1s"
+verify_tls = false
+
+[[sites]]
 name = "dns-up"
 url = "dns://{dns}/www.sitewatch.test?type=A"
 interval = "2s"
@@ -101,6 +109,7 @@ timeout = "1s"
 expect_answer = "192.0.2.7"
 "#,
         dns = dns.addr,
+        tls = tls.addr.port(),
         addr = target.addr,
         up = target.url("/ok"),
         err = target.url("/500"),
@@ -126,7 +135,7 @@ expect_answer = "192.0.2.7"
                 .await
                 .map(|r| r.get(0))
                 .unwrap_or(0);
-            n == 12
+            n == 13
         },
     )
     .await;
@@ -201,7 +210,8 @@ expect_answer = "192.0.2.7"
     let kinds: Vec<(String, String, String)> = client
         .query(
             "SELECT DISTINCT site, kind, outcome FROM check_results
-             WHERE site IN ('tcp-up', 'tcp-closed', 'up', 'dns-up') AND outcome <> 'skipped'
+             WHERE site IN ('tcp-up', 'tcp-closed', 'up', 'dns-up', 'tls-up')
+               AND outcome <> 'skipped'
              ORDER BY 1",
             &[],
         )
@@ -217,6 +227,7 @@ expect_answer = "192.0.2.7"
             owned("dns-up", "dns", "up"),
             owned("tcp-closed", "tcp", "down"),
             owned("tcp-up", "tcp", "up"),
+            owned("tls-up", "tls", "up"),
             owned("up", "http", "up")
         ]
     );

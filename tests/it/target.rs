@@ -177,47 +177,7 @@ pub struct TlsTarget {
 
 impl TlsTarget {
     pub async fn start(days: i64) -> TlsTarget {
-        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
-        use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
-
-        let ymd = |d: chrono::DateTime<chrono::Utc>| {
-            use chrono::Datelike;
-            rcgen::date_time_ymd(d.year(), d.month() as u8, d.day() as u8)
-        };
-        let now = chrono::Utc::now();
-        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(DnType::CommonName, "sitewatch test CA");
-        let ca_key = KeyPair::generate().unwrap();
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let issuer = Issuer::new(ca, ca_key);
-
-        let mut leaf =
-            CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
-        leaf.distinguished_name
-            .push(DnType::CommonName, "sitewatch test leaf");
-        leaf.not_before = ymd(now - chrono::Duration::days(30));
-        leaf.not_after = ymd(now + chrono::Duration::days(days));
-        let leaf_key = KeyPair::generate().unwrap();
-        let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
-
-        let ca_file = tempfile::NamedTempFile::new().unwrap();
-        std::fs::write(ca_file.path(), ca_cert.pem()).unwrap();
-
-        let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-        let mut config = rustls::ServerConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_no_client_auth()
-            .with_single_cert(
-                vec![CertificateDer::from(leaf_cert.der().to_vec())],
-                PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
-            )
-            .unwrap();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
-
+        let (acceptor, ca_file) = tls_acceptor(days);
         let addr = listen_on("127.0.0.1", move |stream| {
             let acceptor = acceptor.clone();
             async move {
@@ -230,9 +190,110 @@ impl TlsTarget {
         TlsTarget { addr, ca_file }
     }
 
+    /// A mail-like server that speaks `protocol` (smtp or imap) in plain
+    /// text up to STARTTLS, then TLS with the same kind of certificate.
+    pub async fn start_starttls(days: i64, protocol: &'static str) -> TlsTarget {
+        let (acceptor, ca_file) = tls_acceptor(days);
+        let addr = listen_on("127.0.0.1", move |mut stream| {
+            let acceptor = acceptor.clone();
+            async move {
+                if plain_dialogue(&mut stream, protocol).await {
+                    let _ = acceptor.accept(stream).await;
+                }
+            }
+        })
+        .await;
+        TlsTarget { addr, ca_file }
+    }
+
     /// By name, so the check resolves `localhost` (a DNS phase) and the
     /// certificate's name is verified.
     pub fn url(&self, path: &str) -> String {
         format!("https://localhost:{}{path}", self.addr.port())
     }
+}
+
+/// An acceptor with a certificate for `localhost` and 127.0.0.1 that
+/// expires in `days` days, from a CA made for the test (its PEM in the file).
+fn tls_acceptor(days: i64) -> (tokio_rustls::TlsAcceptor, tempfile::NamedTempFile) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
+
+    let ymd = |d: chrono::DateTime<chrono::Utc>| {
+        use chrono::Datelike;
+        rcgen::date_time_ymd(d.year(), d.month() as u8, d.day() as u8)
+    };
+    let now = chrono::Utc::now();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name
+        .push(DnType::CommonName, "sitewatch test CA");
+    let ca_key = KeyPair::generate().unwrap();
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let issuer = Issuer::new(ca, ca_key);
+
+    let mut leaf =
+        CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()]).unwrap();
+    leaf.distinguished_name
+        .push(DnType::CommonName, "sitewatch test leaf");
+    leaf.not_before = ymd(now - chrono::Duration::days(30));
+    leaf.not_after = ymd(now + chrono::Duration::days(days));
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf_cert = leaf.signed_by(&leaf_key, &issuer).unwrap();
+
+    let ca_file = tempfile::NamedTempFile::new().unwrap();
+    std::fs::write(ca_file.path(), ca_cert.pem()).unwrap();
+
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![CertificateDer::from(leaf_cert.der().to_vec())],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(leaf_key.serialize_der())),
+        )
+        .unwrap();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+    (acceptor, ca_file)
+}
+
+/// The plain-text side of STARTTLS; true when the client asked for TLS.
+async fn plain_dialogue(stream: &mut TcpStream, protocol: &str) -> bool {
+    let mut lines = Vec::new();
+    let (greeting, steps): (&[u8], &[(&str, &[u8])]) = match protocol {
+        "smtp" => (
+            b"220 mail.sitewatch.test ESMTP\r\n",
+            &[
+                (
+                    "EHLO",
+                    b"250-mail.sitewatch.test\r\n250-PIPELINING\r\n250 STARTTLS\r\n",
+                ),
+                ("STARTTLS", b"220 2.0.0 Ready to start TLS\r\n"),
+            ],
+        ),
+        _ => (
+            b"* OK [CAPABILITY IMAP4rev1 STARTTLS] ready\r\n",
+            &[("a1 STARTTLS", b"a1 OK Begin TLS negotiation now\r\n")],
+        ),
+    };
+    if stream.write_all(greeting).await.is_err() {
+        return false;
+    }
+    for (command, answer) in steps {
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while !line.ends_with(b"\n") {
+            match stream.read(&mut byte).await {
+                Ok(1) => line.push(byte[0]),
+                _ => return false,
+            }
+        }
+        lines.push(String::from_utf8_lossy(&line).into_owned());
+        if !line.starts_with(command.as_bytes()) || stream.write_all(answer).await.is_err() {
+            return false;
+        }
+    }
+    true
 }

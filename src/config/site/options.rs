@@ -96,8 +96,27 @@ pub(super) fn parse_options(
         }
     }
     o.min_cert_days = r.integer("min_cert_days", 0..=3650).map(|n| n as u32);
-    if o.min_cert_days.is_some() && url.is_some_and(|u| u.scheme() != "https") {
-        r.bad("min_cert_days", "needs an https:// url");
+    if o.min_cert_days.is_some() && url.is_some_and(|u| !matches!(u.scheme(), "https" | "tls")) {
+        r.bad("min_cert_days", "needs an https:// or tls:// url");
+    }
+    if let Some(p) = r.string("starttls") {
+        match p.to_ascii_lowercase().as_str() {
+            "smtp" | "imap" => o.starttls = Some(p.to_ascii_lowercase()),
+            _ => r.bad(
+                "starttls",
+                format!("{p:?} is not one of \"smtp\", \"imap\""),
+            ),
+        }
+    }
+    if let Some(name) = r.string("server_name") {
+        if rustls::pki_types::ServerName::try_from(name.as_str()).is_ok() {
+            o.server_name = Some(name);
+        } else {
+            r.bad(
+                "server_name",
+                format!("{name:?} is not a DNS name or an IP address"),
+            );
+        }
     }
     o.follow_redirects = r.boolean("follow_redirects", true);
     o.max_redirects = r

@@ -305,3 +305,29 @@ fn dns_sites_take_expected_answers_and_rcode() {
         ["regex", "send", "degraded_after", "expect_rcode"]
     );
 }
+
+#[test]
+fn tls_sites_take_starttls_server_name_and_min_cert_days() {
+    let s = parse(
+        r#"name = "smtp-tls"
+           url = "tls://mail.example:587"
+           starttls = "SMTP"
+           server_name = "mx.example"
+           min_cert_days = 14"#,
+    )
+    .unwrap();
+    let o = s.options.expect("options");
+    assert_eq!(o.starttls.as_deref(), Some("smtp"));
+    assert_eq!(o.server_name.as_deref(), Some("mx.example"));
+    assert_eq!(o.min_cert_days, Some(14));
+    let p = parse(
+        r#"name = "smtp-tls"
+           url = "tls://mail.example:587"
+           starttls = "pop3"
+           regex = "x""#,
+    )
+    .unwrap_err();
+    assert_eq!(fields(&p), ["regex", "starttls"]);
+    let p = parse("name = \"w\"\nurl = \"https://w.example\"\nstarttls = \"smtp\"").unwrap_err();
+    assert_eq!(fields(&p), ["starttls"]);
+}
