@@ -220,6 +220,14 @@ fn example_config_is_valid() {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/sitewatch.example.toml");
     let s = load_with_env(&path, HashMap::new()).unwrap_or_else(|e| panic!("{e}"));
     assert!(s.sites.len() >= 3);
+    // One site of each check kind.
+    let kinds: std::collections::BTreeSet<&str> = s
+        .sites
+        .iter()
+        .filter_map(|site| crate::model::CheckKind::of_url(site.url.as_str()))
+        .map(crate::model::CheckKind::as_str)
+        .collect();
+    assert_eq!(kinds, ["dns", "http", "tcp", "tls"].into());
 }
 
 #[test]

@@ -23,7 +23,7 @@ fn example_config_validates_with_summary() {
         "{stdout}\n{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains("3 sites"), "summary: {stdout}");
+    assert!(stdout.contains("6 sites"), "summary: {stdout}");
 }
 
 #[test]
