@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use http::{HeaderName, StatusCode};
 
 use super::judge::Response;
-use crate::model::Evidence;
+use crate::model::{CheckOutcome, Evidence};
 
 /// What a redacted value is replaced with.
 pub const REDACTED: &str = "[redacted]";
@@ -69,6 +69,46 @@ pub fn of(
         headers,
         body,
         body_truncated: r.truncated || r.body.len() > keep,
+    }
+}
+
+/// Hides the same secrets in `out`'s failures and message as in its
+/// evidence: a failed header assertion on a credential header shows
+/// `[redacted]`, and the site's secret request headers echoed in an
+/// observed value (a header, a body excerpt, a JSON value) are replaced.
+pub fn scrub(
+    out: &mut CheckOutcome,
+    request_headers: &BTreeMap<String, String>,
+    safe: &[HeaderName],
+) {
+    let secrets = secrets(request_headers, safe);
+    let mut changed = false;
+    for f in &mut out.failures {
+        let header = f.assertion.strip_prefix("header ");
+        if header.is_some_and(|h| h == "set-cookie" || secret_header(h)) {
+            f.observed = REDACTED.to_owned();
+            changed = true;
+        } else if secrets.iter().any(|s| f.observed.contains(s.as_str())) {
+            f.observed = redact(std::mem::take(&mut f.observed), &secrets);
+            changed = true;
+        }
+    }
+    if changed {
+        out.error_message = Some(
+            out.failures
+                .iter()
+                .map(|f| {
+                    format!(
+                        "{}: expected {}, got {}",
+                        f.assertion, f.expected, f.observed
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        );
+    }
+    if let Some(m) = out.error_message.take() {
+        out.error_message = Some(redact(m, &secrets));
     }
 }
 
@@ -221,6 +261,43 @@ mod tests {
             "{}",
             e.body
         );
+    }
+
+    #[test]
+    fn failures_hide_credential_headers_and_echoed_secrets() {
+        let req = crate::model::CheckRequest {
+            headers: BTreeMap::from([("authorization".into(), "Bearer s3cr3t-value".into())]),
+            ..serde_json::from_value(serde_json::json!({
+                "v": 1, "check_id": uuid::Uuid::nil(), "site": "s", "origin": "scheduled",
+                "scheduled_at": "2026-12-01T00:00:00Z", "deadline": "2026-12-01T00:01:00Z",
+                "url": "http://s.example/", "timeout_ms": 1000
+            }))
+            .unwrap()
+        };
+        let mut out = CheckOutcome::of(&req, crate::model::Outcome::Down, "t");
+        out.failures = vec![
+            crate::model::Failure {
+                assertion: "header set-cookie".into(),
+                expected: "absent".into(),
+                observed: "\"sid=srv-session-XYZ\"".into(),
+            },
+            crate::model::Failure {
+                assertion: "forbidden_regex".into(),
+                expected: "no match".into(),
+                observed: "\"you sent Bearer s3cr3t-value\"".into(),
+            },
+        ];
+        out.error_message = Some("whatever said s3cr3t-value".into());
+        scrub(&mut out, &req.headers, &[]);
+        let text = serde_json::to_string(&out).unwrap();
+        assert!(
+            !text.contains("s3cr3t-value") && !text.contains("srv-session"),
+            "{text}"
+        );
+        assert!(out
+            .error_message
+            .unwrap()
+            .contains("header set-cookie: expected absent, got [redacted]"));
     }
 
     #[test]

@@ -172,6 +172,9 @@ impl HttpChecker {
             Ok(Ok(resp)) => {
                 out.response_time_ms = Some(took);
                 judge::judge(&mut out, &resp, &prepared.rules);
+                if !out.failures.is_empty() {
+                    evidence::scrub(&mut out, &req.headers, &self.cross_origin);
+                }
                 if out.outcome == Outcome::Down {
                     let version = out.http_version.as_deref().unwrap_or("HTTP/1.1");
                     out.evidence = Some(evidence::of(

@@ -24,6 +24,12 @@ pub struct JsonCheck {
 
 /// Compiles `rule`; the error says what is wrong with its path or regex.
 pub fn compile(rule: &JsonRule) -> Result<JsonCheck, String> {
+    if let Some(why) = rule.too_complex() {
+        return Err(format!(
+            "{:?}…: {why}",
+            rule.path.chars().take(40).collect::<String>()
+        ));
+    }
     let (query, length) = rule.query();
     let path = JsonPath::parse(query)
         .map_err(|e| format!("{:?} is not an RFC 9535 JSONPath: {e}", rule.path))?;
@@ -254,5 +260,20 @@ mod tests {
         .err()
         .unwrap();
         assert!(e.contains("matches"), "{e}");
+        // Deep nesting is refused before the (recursive) parser sees it.
+        let deep = format!("$[?{}@{}]", "(".repeat(3200), ")".repeat(3200));
+        let e = compile(&JsonRule {
+            path: deep,
+            expect: JsonExpect::Present(true),
+        })
+        .err()
+        .unwrap();
+        assert!(e.contains("at most"), "{e}");
+        let nested = format!("$[?{}@{}]", "(".repeat(20), ")".repeat(20));
+        assert!(compile(&JsonRule {
+            path: nested,
+            expect: JsonExpect::Present(true),
+        })
+        .is_ok());
     }
 }

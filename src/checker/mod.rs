@@ -305,6 +305,24 @@ impl Work {
 
 /// An outcome as `sitewatch check` prints it: the verdict, then where the
 /// time went, the certificate, and every failed assertion.
+/// `text` safe for a terminal: control characters (escape sequences that
+/// could retitle the window or rewrite lines, carriage returns) as `\u{..}`.
+fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(|c| c.is_control() && c != '\t') {
+        return text.into();
+    }
+    text.chars()
+        .map(|c| {
+            if c.is_control() && c != '\t' {
+                c.escape_unicode().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect::<String>()
+        .into()
+}
+
 pub fn report(out: &CheckOutcome) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
@@ -377,20 +395,37 @@ pub fn report(out: &CheckOutcome) -> String {
     if let Some((rcode, records)) = out.answers.split_first() {
         let _ = writeln!(s, "answer:       {rcode}");
         for r in records {
-            let _ = writeln!(s, "              {r}");
+            let _ = writeln!(s, "              {}", printable(r));
         }
     }
     if let Some(e) = &out.evidence {
         let pad = "              ";
-        let _ = writeln!(s, "evidence:     {}", e.status_line);
+        let _ = writeln!(s, "evidence:     {}", printable(&e.status_line));
         for (name, value) in &e.headers {
-            let _ = writeln!(s, "{pad}{name}: {value}");
+            let _ = writeln!(s, "{pad}{}: {}", printable(name), printable(value));
         }
         let cut = if e.body_truncated { ", cut" } else { "" };
         let _ = writeln!(s, "{pad}body ({} bytes kept{cut}):", e.body.len());
         for line in e.body.lines() {
-            let _ = writeln!(s, "{pad}| {line}");
+            let _ = writeln!(s, "{pad}| {}", printable(line));
         }
     }
     s
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn printed_evidence_cannot_drive_the_terminal() {
+        let shown = super::printable("ok\u{1b}]0;PWNED\u{7}\u{1b}[31m red\r\tend");
+        assert!(
+            !shown.chars().any(|c| c.is_control() && c != '\t'),
+            "{shown}"
+        );
+        assert!(
+            shown.contains("\\u{1b}]0;PWNED") && shown.ends_with("\tend"),
+            "{shown}"
+        );
+        assert_eq!(super::printable("plain text"), "plain text");
+    }
 }

@@ -111,7 +111,7 @@ impl CheckArgs {
         set("forbidden_regex", self.forbidden_regex.clone().into());
         set("method", self.method.clone().into());
         set("body", self.body.clone().into());
-        set("send", self.send.clone().into());
+        set("send", self.send.as_deref().map(unescape).into());
         set("expect", self.expect.clone().into());
         set("expect_rcode", self.expect_rcode.clone().into());
         set("starttls", self.starttls.clone().into());
@@ -164,13 +164,50 @@ impl CheckArgs {
     }
 }
 
+/// `--send` text with the escapes a config's TOML string would take:
+/// `\r`, `\n`, `\t`, `\\`, `\0` and `\xNN` (an ASCII byte).
+fn unescape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('r') => out.push('\r'),
+            Some('n') => out.push('\n'),
+            Some('t') => out.push('\t'),
+            Some('0') => out.push('\0'),
+            Some('\\') => out.push('\\'),
+            Some('x') => {
+                let hex: String = chars.by_ref().take(2).collect();
+                match u8::from_str_radix(&hex, 16) {
+                    Ok(b) if b.is_ascii() => out.push(b as char),
+                    _ => {
+                        out.push_str("\\x");
+                        out.push_str(&hex);
+                    }
+                }
+            }
+            Some(other) => {
+                out.push('\\');
+                out.push(other);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
+}
+
 /// One `--expect-json` as a `json` entry of the config.
 fn expect_json(text: &str) -> Result<serde_json::Value, String> {
     let text = text.trim();
     if let Some(path) = text.strip_prefix('!') {
         return Ok(serde_json::json!({ "path": path.trim(), "absent": true }));
     }
-    // The rightmost operator: a path's filter may hold operators of its own.
+    // The first operator outside brackets and quotes: a filter
+    // (`[?@ > 1]`) holds operators of its own, and a value may too.
     let ops = [
         (" == ", "equals"),
         (" != ", "not_equals"),
@@ -180,17 +217,40 @@ fn expect_json(text: &str) -> Result<serde_json::Value, String> {
         (" < ", "less_than"),
         (" =~ ", "matches"),
     ];
-    let found = ops
-        .iter()
-        .filter_map(|(op, key)| text.rfind(op).map(|at| (at, *op, *key)))
-        .max_by_key(|(at, _, _)| *at);
+    let (mut depth, mut quote) = (0usize, None::<char>);
+    let mut found = None;
+    for (i, c) in text.char_indices() {
+        match (quote, c) {
+            (Some(q), c) if c == q => quote = None,
+            (Some(_), _) => {}
+            (None, '\'' | '"') => quote = Some(c),
+            (None, '[' | '(') => depth += 1,
+            (None, ']' | ')') => depth = depth.saturating_sub(1),
+            (None, ' ') if depth == 0 => {
+                if let Some((op, key)) = ops.iter().find(|(op, _)| text[i..].starts_with(op)) {
+                    found = Some((i, *op, *key));
+                    break;
+                }
+            }
+            _ => {}
+        }
+    }
     let Some((at, op, key)) = found else {
         return Ok(serde_json::json!({ "path": text, "present": true }));
     };
     let (path, raw) = (text[..at].trim(), text[at + op.len()..].trim());
+    if key == "matches" {
+        // A regex as written, quotes and all.
+        return Ok(serde_json::json!({ "path": path, key: raw }));
+    }
     let value = match serde_json::from_str::<serde_json::Value>(raw) {
+        Ok(serde_json::Value::Null) => {
+            return Err(format!(
+                "--expect-json {text:?}: null cannot be compared (the config's TOML has no \
+                 null); assert the value `absent`, or match its JSON text with =~ ^null$"
+            ))
+        }
         Ok(v) => v,
-        Err(_) if key == "matches" => raw.into(),
         Err(_) => {
             return Err(format!(
                 "--expect-json {text:?}: the value after `{}` must be JSON (a string in \
@@ -287,7 +347,7 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn expect_json_reads_the_rightmost_operator_and_json_values() {
+    fn expect_json_reads_the_first_operator_outside_brackets_and_quotes() {
         assert_eq!(
             expect_json(r#"$.status == "ok""#).unwrap(),
             json!({"path": "$.status", "equals": "ok"})
@@ -296,11 +356,29 @@ mod tests {
             expect_json("$.items.length() >= 1").unwrap(),
             json!({"path": "$.items.length()", "at_least": 1})
         );
-        // The filter's own `>` stays in the path.
+        // The filter's own `>` stays in the path; a bare filter is `present`;
+        // an operator inside the value is the value's.
         assert_eq!(
             expect_json("$.items[?@.n > 1].n < 10").unwrap(),
             json!({"path": "$.items[?@.n > 1].n", "less_than": 10})
         );
+        assert_eq!(
+            expect_json("$.items[?@ > 1]").unwrap(),
+            json!({"path": "$.items[?@ > 1]", "present": true})
+        );
+        assert_eq!(
+            expect_json(r#"$.msg == "a > b""#).unwrap(),
+            json!({"path": "$.msg", "equals": "a > b"})
+        );
+        assert_eq!(
+            expect_json("$.version =~ [0-9]+ < 5").unwrap(),
+            json!({"path": "$.version", "matches": "[0-9]+ < 5"})
+        );
+        assert_eq!(
+            expect_json("$.version =~ 2").unwrap(),
+            json!({"path": "$.version", "matches": "2"})
+        );
+        assert!(expect_json("$.k == null").unwrap_err().contains("null"));
         assert_eq!(
             expect_json(r"$.version =~ ^2\.").unwrap(),
             json!({"path": "$.version", "matches": r"^2\."})
@@ -315,5 +393,13 @@ mod tests {
         );
         let e = expect_json("$.status == ok").unwrap_err();
         assert!(e.contains("must be JSON"), "{e}");
+    }
+
+    #[test]
+    fn send_takes_the_escapes_a_toml_string_would() {
+        use super::unescape;
+        assert_eq!(unescape(r"PING\r\n"), "PING\r\n");
+        assert_eq!(unescape(r"a\tb\\c\x41\0"), "a\tb\\cA\0");
+        assert_eq!(unescape(r"odd\q and \xZZ"), r"odd\q and \xZZ");
     }
 }

@@ -214,14 +214,15 @@ pub struct CheckerSettings {
 /// `[IPv6]:port`; port 53 (RFC 1035 section 4.2) when none is given.
 pub fn parse_dns_server(text: &str) -> Option<std::net::SocketAddr> {
     let text = text.trim();
-    if let Ok(addr) = text.parse() {
-        return Some(addr);
+    if let Ok(addr) = text.parse::<std::net::SocketAddr>() {
+        return (addr.port() != 0).then_some(addr);
     }
-    let ip: std::net::IpAddr = text
-        .trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse()
-        .ok()?;
+    // Brackets only around an IPv6 address; an IPv6 address with a port
+    // needs them (`::1:53` is the address ::1:53).
+    let ip: std::net::IpAddr = match text.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+        Some(inner) => inner.parse::<std::net::Ipv6Addr>().ok()?.into(),
+        None => text.parse().ok()?,
+    };
     Some(std::net::SocketAddr::new(ip, 53))
 }
 

@@ -413,6 +413,10 @@ fn dns_servers_are_ip_with_an_optional_port() {
     assert_eq!(parsed("[::1]:5353"), "[::1]:5353".parse().ok());
     assert_eq!(parsed("::1"), "[::1]:53".parse().ok());
     assert_eq!(parsed("dns.example:53"), None);
+    assert_eq!(parsed("127.0.0.1:0"), None);
+    assert_eq!(parsed("[127.0.0.1]"), None);
+    assert_eq!(parsed("[::1"), None);
+    assert_eq!(parsed("[::1]"), "[::1]:53".parse().ok());
 
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("s.toml");

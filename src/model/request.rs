@@ -240,7 +240,40 @@ pub struct JsonRule {
     pub expect: JsonExpect,
 }
 
+/// Longest JSONPath accepted, in bytes, and deepest nesting of brackets
+/// and parentheses: the parser recurses per level, and a path from an API
+/// caller must not exhaust a worker's stack.
+pub const MAX_JSON_PATH: usize = 1024;
+pub const MAX_JSON_PATH_DEPTH: usize = 32;
+
 impl JsonRule {
+    /// Why the path is refused before it is parsed, if it is: too long or
+    /// nested too deep (see [`MAX_JSON_PATH`]).
+    pub fn too_complex(&self) -> Option<String> {
+        if self.path.len() > MAX_JSON_PATH {
+            return Some(format!(
+                "the path is {} bytes; at most {MAX_JSON_PATH} are accepted",
+                self.path.len()
+            ));
+        }
+        let (mut depth, mut deepest) = (0usize, 0usize);
+        for c in self.path.chars() {
+            match c {
+                '(' | '[' => {
+                    depth += 1;
+                    deepest = deepest.max(depth);
+                }
+                ')' | ']' => depth = depth.saturating_sub(1),
+                _ => {}
+            }
+        }
+        (deepest > MAX_JSON_PATH_DEPTH).then(|| {
+            format!(
+                "the path nests {deepest} levels deep; at most {MAX_JSON_PATH_DEPTH} are accepted"
+            )
+        })
+    }
+
     /// The JSONPath query proper, and whether `.length()` follows it.
     pub fn query(&self) -> (&str, bool) {
         match self.path.strip_suffix(".length()") {

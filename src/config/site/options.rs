@@ -302,6 +302,9 @@ fn json_rule(item: toml::Value) -> Result<JsonRule, String> {
         }
     };
     let rule = JsonRule { path, expect };
+    if let Some(why) = rule.too_complex() {
+        return Err(format!("`path`: {why}"));
+    }
     let (query, _) = rule.query();
     if let Err(e) = serde_json_path::JsonPath::parse(query) {
         return Err(format!(
