@@ -112,20 +112,7 @@ pub async fn check(resolver: &Resolver, req: &CheckRequest, instance: &str) -> C
         out.outcome = Outcome::Up;
         return out;
     }
-    out.error_kind = Some(ErrorKind::AnswerMismatch);
-    out.error_message = Some(
-        failures
-            .iter()
-            .map(|f| {
-                format!(
-                    "{}: expected {}, got {}",
-                    f.assertion, f.expected, f.observed
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; "),
-    );
-    out.failures = failures;
+    out.fail_with(ErrorKind::AnswerMismatch, failures);
     out
 }
 

@@ -94,18 +94,7 @@ pub fn scrub(
         }
     }
     if changed {
-        out.error_message = Some(
-            out.failures
-                .iter()
-                .map(|f| {
-                    format!(
-                        "{}: expected {}, got {}",
-                        f.assertion, f.expected, f.observed
-                    )
-                })
-                .collect::<Vec<_>>()
-                .join("; "),
-        );
+        out.error_message = Some(out.failures_summary());
     }
     if let Some(m) = out.error_message.take() {
         out.error_message = Some(redact(m, &secrets));

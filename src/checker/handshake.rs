@@ -224,12 +224,7 @@ fn judge(out: &mut CheckOutcome, o: &CheckOptions) {
                     cert.days_left, cert.not_after
                 ),
             };
-            out.error_kind = Some(ErrorKind::CertExpiring);
-            out.error_message = Some(format!(
-                "{}: expected {}, got {}",
-                f.assertion, f.expected, f.observed
-            ));
-            out.failures = vec![f];
+            out.fail_with(ErrorKind::CertExpiring, vec![f]);
             return;
         }
     }

@@ -214,21 +214,8 @@ pub fn judge(out: &mut CheckOutcome, r: &Response, rules: &Rules) {
         }
         return;
     }
-    out.outcome = Outcome::Down;
-    out.error_kind = Some(failures[0].0);
-    out.error_message = Some(
-        failures
-            .iter()
-            .map(|(_, f)| {
-                format!(
-                    "{}: expected {}, got {}",
-                    f.assertion, f.expected, f.observed
-                )
-            })
-            .collect::<Vec<_>>()
-            .join("; "),
-    );
-    out.failures = failures.into_iter().map(|(_, f)| f).collect();
+    let kind = failures[0].0;
+    out.fail_with(kind, failures.into_iter().map(|(_, f)| f).collect());
 }
 
 /// At most 80 bytes of `bytes` as text, for messages.

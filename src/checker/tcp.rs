@@ -198,13 +198,8 @@ fn judge(
                 )
             },
         };
-        out.error_kind = Some(ErrorKind::RegexMismatch);
-        out.error_message = Some(format!(
-            "{}: expected {}, got {}",
-            f.assertion, f.expected, f.observed
-        ));
+        out.fail_with(ErrorKind::RegexMismatch, vec![f]);
         out.regex_matched = Some(false);
-        out.failures = vec![f];
         return;
     }
     out.regex_matched = expect.map(|_| true);

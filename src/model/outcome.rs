@@ -298,6 +298,29 @@ impl CheckOutcome {
         }
     }
 
+    /// Marks this outcome `down` for `failures` (at least one), with `kind`
+    /// as its `error_kind` and the failures, one per clause, as its message.
+    pub fn fail_with(&mut self, kind: ErrorKind, failures: Vec<Failure>) {
+        self.outcome = Outcome::Down;
+        self.error_kind = Some(kind);
+        self.failures = failures;
+        self.error_message = Some(self.failures_summary());
+    }
+
+    /// `assertion: expected X, got Y` for each failure, joined by `; `.
+    pub fn failures_summary(&self) -> String {
+        self.failures
+            .iter()
+            .map(|f| {
+                format!(
+                    "{}: expected {}, got {}",
+                    f.assertion, f.expected, f.observed
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
     /// This outcome, finished now as `down` with `invalid_request`: the
     /// request could not be made (`message` says why).
     pub fn invalid(mut self, message: String) -> Self {
