@@ -305,3 +305,83 @@ async fn tls_checks_shake_hands_directly_or_after_starttls_and_judge_the_certifi
         "{out:?}"
     );
 }
+
+/// `sitewatch check` runs every kind and prints what it saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sitewatch_check_runs_each_kind_and_prints_what_it_saw() {
+    let echo = tcp_server(b"", true).await;
+    let tls = TlsTarget::start(3).await;
+    let dns = DnsServer::start(&[(
+        "www.sitewatch.test",
+        Answer::Addresses(vec!["192.0.2.7".parse().unwrap()]),
+    )])
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("sitewatch.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[checker]\nca_files = [{:?}]\ndns_servers = [\"{}\"]\n",
+            tls.ca_file.path(),
+            dns.addr
+        ),
+    )
+    .unwrap();
+    let run = |args: Vec<String>| {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_sitewatch"))
+                .arg("check")
+                .args(&args)
+                .arg("--config")
+                .arg(&config)
+                .output()
+                .unwrap();
+            (
+                out.status.code(),
+                String::from_utf8_lossy(&out.stdout).into_owned(),
+            )
+        })
+    };
+    let (code, out) = run(vec![
+        format!("tcp://127.0.0.1:{echo}"),
+        "--send".into(),
+        r"PING\r\n".into(),
+        "--expect".into(),
+        r"^PING\r\n$".into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("outcome:      up") && out.contains("connect "),
+        "{out}"
+    );
+
+    let (code, out) = run(vec![
+        format!("tls://localhost:{}", tls.addr.port()),
+        "--min-cert-days".into(),
+        "10".into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, Some(1), "{out}");
+    assert!(
+        out.contains("certificate:  CN=sitewatch test leaf"),
+        "{out}"
+    );
+    assert!(out.contains("failed:       min_cert_days"), "{out}");
+
+    let (code, out) = run(vec![
+        format!("dns://{}/www.sitewatch.test?type=A", dns.addr),
+        "--expect-answer".into(),
+        "192.0.2.7".into(),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(code, Some(0), "{out}");
+    assert!(
+        out.contains("answer:       NOERROR") && out.contains("A 192.0.2.7"),
+        "{out}"
+    );
+}

@@ -139,6 +139,24 @@ expect_answer = "192.0.2.7"
         },
     )
     .await;
+    // A few more slots, for the one-row-per-slot check below.
+    wait_for(
+        "four slots of every site",
+        Duration::from_secs(60),
+        || async {
+            let n: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM (SELECT site FROM check_results GROUP BY site
+                                       HAVING count(*) >= 4) s",
+                    &[],
+                )
+                .await
+                .map(|r| r.get(0))
+                .unwrap_or(0);
+            n == 13
+        },
+    )
+    .await;
     stop.cancel();
     daemon.await.unwrap().unwrap();
 
@@ -231,6 +249,25 @@ expect_answer = "192.0.2.7"
             owned("up", "http", "up")
         ]
     );
+    // Every kind: one row per slot, and no slot missing between a site's
+    // first row and the slots still in flight when the daemon stopped.
+    let per_site = client
+        .query(
+            "SELECT site, count(*), count(DISTINCT scheduled_at),
+                    (extract(epoch FROM max(scheduled_at) - min(scheduled_at)) / 2 + 1)::int8
+             FROM check_results
+             WHERE scheduled_at <= (SELECT max(scheduled_at) FROM check_results) - interval '4 s'
+             GROUP BY site",
+            &[],
+        )
+        .await
+        .unwrap();
+    assert_eq!(per_site.len(), 13, "every site has settled slots");
+    for r in &per_site {
+        let (site, rows, slots, span): (String, i64, i64, i64) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        assert_eq!((rows, slots), (span, span), "{site}: rows, slots, span");
+    }
     let answers: serde_json::Value = client
         .query_one(
             "SELECT answers FROM check_results WHERE site = 'dns-up' AND outcome = 'up' LIMIT 1",
