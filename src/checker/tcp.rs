@@ -38,14 +38,15 @@ pub async fn check(
     let deadline = clock + timeout;
     let mut trace = Trace::default();
     let send = o.send.as_deref().unwrap_or_default().as_bytes();
-    let exchange = run(
-        connector,
-        &route,
-        &mut trace,
-        deadline,
+    // Outside the future, so a timeout can still say what came.
+    let mut data = Vec::new();
+    let dialogue = Dialogue {
         send,
-        expect.as_ref(),
+        expect: expect.as_ref(),
         cap,
+    };
+    let exchange = run(
+        connector, &route, &mut trace, deadline, &dialogue, &mut data,
     );
     let result = tokio::time::timeout_at(deadline.into(), exchange).await;
     let took = clock.elapsed().as_secs_f64() * 1e3;
@@ -63,10 +64,22 @@ pub async fn check(
         Err(_) => (
             ErrorKind::Timeout,
             match (trace.phase, &expect) {
-                (Phase::Ttfb | Phase::Transfer, Some(re)) => format!(
-                    "connected, but nothing matching {:?} came within {timeout:?}",
+                (Phase::Ttfb, Some(re)) => format!(
+                    "connected, but nothing came within {timeout:?} (expected something \
+                     matching {:?})",
                     re.as_str()
                 ),
+                (Phase::Transfer, Some(re)) => {
+                    out.body_bytes = Some(data.len() as u64);
+                    out.regex_matched = Some(false);
+                    format!(
+                        "connected, but nothing matching {:?} came within {timeout:?}; got {} \
+                         ({} bytes)",
+                        re.as_str(),
+                        excerpt(&data),
+                        data.len()
+                    )
+                }
                 (phase, _) => format!(
                     "no connection within {timeout:?} (timed out in {})",
                     phase.as_str()
@@ -76,8 +89,8 @@ pub async fn check(
         Ok(Err(f)) => (f.kind, f.message),
         Ok(Ok(seen)) => {
             out.response_time_ms = Some(took);
-            out.body_bytes = Some(seen.data.len() as u64);
-            judge(&mut out, &o, expect.as_ref(), &seen);
+            out.body_bytes = Some(data.len() as u64);
+            judge(&mut out, &o, expect.as_ref(), &seen, &data);
             return out;
         }
     };
@@ -117,9 +130,18 @@ fn prepare(
 }
 
 /// What the server sent: all of it up to the match (or the cap).
+/// What to say and what to wait for once connected.
+struct Dialogue<'a> {
+    send: &'a [u8],
+    expect: Option<&'a regex::bytes::Regex>,
+    /// Bytes read at most.
+    cap: usize,
+}
+
 struct Seen {
-    data: Vec<u8>,
     matched: bool,
+    /// The connection ended (closed or reset) rather than the cap.
+    closed: bool,
 }
 
 async fn run(
@@ -127,10 +149,10 @@ async fn run(
     route: &Route,
     trace: &mut Trace,
     deadline: Instant,
-    send: &[u8],
-    expect: Option<&regex::bytes::Regex>,
-    cap: usize,
+    dialogue: &Dialogue<'_>,
+    data: &mut Vec<u8>,
 ) -> Result<Seen, Fail> {
+    let Dialogue { send, expect, cap } = *dialogue;
     let mut tcp = connector.connect_tcp(route, trace, deadline).await?;
     let Some(re) = expect else {
         if !send.is_empty() {
@@ -139,8 +161,8 @@ async fn run(
                 .map_err(|e| Fail::new(ErrorKind::Connect, format!("writing `send`: {e}")))?;
         }
         return Ok(Seen {
-            data: Vec::new(),
             matched: true,
+            closed: false,
         });
     };
     trace.phase = Phase::Ttfb;
@@ -150,7 +172,6 @@ async fn run(
             .await
             .map_err(|e| Fail::new(ErrorKind::Connect, format!("writing `send`: {e}")))?;
     }
-    let mut data = Vec::new();
     let mut buf = vec![0u8; 4096];
     loop {
         let n = match tcp.read(&mut buf).await {
@@ -171,9 +192,12 @@ async fn run(
         }
         let room = cap.saturating_sub(data.len());
         data.extend_from_slice(&buf[..n.min(room)]);
-        let matched = re.is_match(&data);
+        let matched = re.is_match(data);
         if matched || n == 0 || data.len() >= cap {
-            return Ok(Seen { data, matched });
+            return Ok(Seen {
+                matched,
+                closed: n == 0,
+            });
         }
     }
 }
@@ -183,19 +207,21 @@ fn judge(
     o: &CheckOptions,
     expect: Option<&regex::bytes::Regex>,
     seen: &Seen,
+    data: &[u8],
 ) {
     if let (false, Some(re)) = (seen.matched, expect) {
-        let shown = String::from_utf8_lossy(&seen.data[..seen.data.len().min(80)]).into_owned();
+        let ended = if seen.closed {
+            "then the connection closed"
+        } else {
+            "then checker.max_body_bytes was reached"
+        };
         let f = Failure {
             assertion: "expect".into(),
             expected: format!("matching {:?}", re.as_str()),
-            observed: if seen.data.is_empty() {
+            observed: if data.is_empty() {
                 "the connection closed with nothing sent".into()
             } else {
-                format!(
-                    "{shown:?} ({} bytes, then closed or the cap)",
-                    seen.data.len()
-                )
+                format!("{} ({} bytes, {ended})", excerpt(data), data.len())
             },
         };
         out.fail_with(ErrorKind::RegexMismatch, vec![f]);
@@ -221,4 +247,9 @@ fn judge(
         }
         _ => out.outcome = Outcome::Up,
     }
+}
+
+/// At most 80 bytes of what came, quoted, for messages.
+fn excerpt(data: &[u8]) -> String {
+    format!("{:?}", String::from_utf8_lossy(&data[..data.len().min(80)]))
 }

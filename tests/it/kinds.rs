@@ -78,13 +78,14 @@ async fn tcp_checks_connect_send_and_expect() {
     // The banner came and the server kept the line open: the timeout says
     // what was awaited.
     assert_eq!(out.error_kind, Some(ErrorKind::Timeout), "{out:?}");
+    let message = out.error_message.as_deref().unwrap();
+    assert!(message.contains("nothing matching \"^554 \""), "{out:?}");
+    // What did come is shown.
     assert!(
-        out.error_message
-            .as_deref()
-            .unwrap()
-            .contains("nothing matching \"^554 \""),
-        "{out:?}"
+        message.contains("got \"220 mail.sitewatch.test ESMTP"),
+        "{message}"
     );
+    assert_eq!(out.regex_matched, Some(false));
 }
 
 #[tokio::test]
