@@ -235,7 +235,7 @@ impl Connector {
         route: &Route,
         trace: &mut Trace,
         deadline: Instant,
-    ) -> Result<TcpStream, Fail> {
+    ) -> Result<(TcpStream, SocketAddr), Fail> {
         let addrs = resolve(&self.resolver, route, trace).await?;
 
         trace.phase = Phase::Connect;
@@ -265,7 +265,7 @@ impl Connector {
         };
         let _ = tcp.set_nodelay(true);
         trace.remote = Some(remote);
-        Ok(tcp)
+        Ok((tcp, remote))
     }
 
     /// Resolves, connects, shakes hands and starts HTTP, timing each phase
@@ -276,8 +276,7 @@ impl Connector {
         trace: &mut Trace,
         deadline: Instant,
     ) -> Result<Conn, Fail> {
-        let tcp = self.connect_tcp(route, trace, deadline).await?;
-        let remote = trace.remote.expect("set by connect_tcp");
+        let (tcp, remote) = self.connect_tcp(route, trace, deadline).await?;
 
         if !route.https {
             let conn = start_http(TokioIo::new(tcp), false).await?;

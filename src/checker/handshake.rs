@@ -91,7 +91,7 @@ async fn run(
     trace: &mut Trace,
     deadline: Instant,
 ) -> Result<(), Fail> {
-    let mut tcp = connector.connect_tcp(route, trace, deadline).await?;
+    let (mut tcp, _) = connector.connect_tcp(route, trace, deadline).await?;
     if let Some(protocol) = o.starttls.as_deref() {
         trace.phase = Phase::Ttfb;
         let started = Instant::now();

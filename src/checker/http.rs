@@ -119,7 +119,8 @@ impl HttpChecker {
         match CheckKind::of_url(&req.url) {
             Some(CheckKind::Tcp) => {
                 let cap = self.max_body_bytes as usize;
-                return tcp::check(&self.connector, req, &self.instance, cap).await;
+                let compile = |p: Option<&str>| p.map(|p| self.regex(p, req.origin)).transpose();
+                return tcp::check(&self.connector, req, &self.instance, cap, &compile).await;
             }
             Some(CheckKind::Tls) => {
                 let tls = self.connector.tls();
@@ -248,7 +249,11 @@ impl HttpChecker {
                 .map(|p| self.regex(p, req.origin))
                 .transpose()?,
             headers: header_checks,
-            json: o.json.iter().map(json::compile).collect::<Result<_, _>>()?,
+            json: o
+                .json
+                .iter()
+                .map(|rule| json::compile(rule, |p| self.regex(p, req.origin)))
+                .collect::<Result<_, _>>()?,
             body_min: o.body_min_bytes,
             body_max: o.body_max_bytes,
             min_cert_days: o.min_cert_days,

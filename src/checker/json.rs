@@ -3,7 +3,9 @@
 //! with one expectation. A failure names the path, what was expected and
 //! what came; a body that is not JSON is one failure that says so.
 
-use regex::Regex;
+use std::sync::Arc;
+
+use regex::bytes::Regex;
 use serde_json::Value;
 use serde_json_path::JsonPath;
 
@@ -19,11 +21,15 @@ pub struct JsonCheck {
     path: JsonPath,
     length: bool,
     expect: JsonExpect,
-    regex: Option<Regex>,
+    regex: Option<Arc<Regex>>,
 }
 
-/// Compiles `rule`; the error says what is wrong with its path or regex.
-pub fn compile(rule: &JsonRule) -> Result<JsonCheck, String> {
+/// Compiles `rule`, its `matches` pattern through `regex` (the checker's
+/// cache); the error says what is wrong with its path or regex.
+pub fn compile(
+    rule: &JsonRule,
+    regex: impl Fn(&str) -> Result<Arc<Regex>, String>,
+) -> Result<JsonCheck, String> {
     if let Some(why) = rule.too_complex() {
         return Err(format!(
             "{:?}…: {why}",
@@ -34,12 +40,7 @@ pub fn compile(rule: &JsonRule) -> Result<JsonCheck, String> {
     let path = JsonPath::parse(query)
         .map_err(|e| format!("{:?} is not an RFC 9535 JSONPath: {e}", rule.path))?;
     let regex = match &rule.expect {
-        JsonExpect::Matches(p) => Some(
-            regex::RegexBuilder::new(p)
-                .size_limit(1 << 20)
-                .build()
-                .map_err(|e| format!("`matches`: invalid regex: {e}"))?,
-        ),
+        JsonExpect::Matches(p) => Some(regex(p).map_err(|e| format!("`matches`: {e}"))?),
         _ => None,
     };
     Ok(JsonCheck {
@@ -131,7 +132,9 @@ impl JsonCheck {
                     Value::String(s) => s.clone(),
                     other => other.to_string(),
                 };
-                self.regex.as_ref().is_some_and(|re| re.is_match(&text))
+                self.regex
+                    .as_ref()
+                    .is_some_and(|re| re.is_match(text.as_bytes()))
             }
             JsonExpect::Present(_) | JsonExpect::Absent(_) => true,
         }
@@ -184,11 +187,19 @@ fn shown(v: &Value) -> String {
 mod tests {
     use super::*;
 
+    /// A regex compiled afresh, as the checker's cache would.
+    fn fresh(p: &str) -> Result<Arc<Regex>, String> {
+        Regex::new(p).map(Arc::new).map_err(|e| e.to_string())
+    }
+
     fn rule(path: &str, expect: JsonExpect) -> JsonCheck {
-        compile(&JsonRule {
-            path: path.into(),
-            expect,
-        })
+        compile(
+            &JsonRule {
+                path: path.into(),
+                expect,
+            },
+            fresh,
+        )
         .unwrap()
     }
 
@@ -246,34 +257,46 @@ mod tests {
 
     #[test]
     fn a_bad_path_or_regex_is_named() {
-        let e = compile(&JsonRule {
-            path: "$.[".into(),
-            expect: JsonExpect::Present(true),
-        })
+        let e = compile(
+            &JsonRule {
+                path: "$.[".into(),
+                expect: JsonExpect::Present(true),
+            },
+            fresh,
+        )
         .err()
         .unwrap();
         assert!(e.contains("RFC 9535") && e.contains("$.["), "{e}");
-        let e = compile(&JsonRule {
-            path: "$.a".into(),
-            expect: JsonExpect::Matches("(".into()),
-        })
+        let e = compile(
+            &JsonRule {
+                path: "$.a".into(),
+                expect: JsonExpect::Matches("(".into()),
+            },
+            fresh,
+        )
         .err()
         .unwrap();
         assert!(e.contains("matches"), "{e}");
         // Deep nesting is refused before the (recursive) parser sees it.
         let deep = format!("$[?{}@{}]", "(".repeat(3200), ")".repeat(3200));
-        let e = compile(&JsonRule {
-            path: deep,
-            expect: JsonExpect::Present(true),
-        })
+        let e = compile(
+            &JsonRule {
+                path: deep,
+                expect: JsonExpect::Present(true),
+            },
+            fresh,
+        )
         .err()
         .unwrap();
         assert!(e.contains("at most"), "{e}");
         let nested = format!("$[?{}@{}]", "(".repeat(20), ")".repeat(20));
-        assert!(compile(&JsonRule {
-            path: nested,
-            expect: JsonExpect::Present(true),
-        })
+        assert!(compile(
+            &JsonRule {
+                path: nested,
+                expect: JsonExpect::Present(true),
+            },
+            fresh
+        )
         .is_ok());
     }
 }

@@ -4,27 +4,34 @@
 //! answer and how many bytes came. Like an HTTP check, a site being down is
 //! data, never an `Err`.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use regex::bytes::Regex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::connect::{Connector, Fail, Phase, Route, Trace};
 use crate::model::{CheckOptions, CheckOutcome, CheckRequest, ErrorKind, Failure, Outcome};
 
-/// Runs the `tcp://` check `req`; `cap` bounds the bytes read for `expect`.
+/// Compiles an `expect` pattern (the HTTP checker's regex cache).
+pub type Compile<'a> = dyn Fn(Option<&str>) -> Result<Option<Arc<Regex>>, String> + Sync + 'a;
+
+/// Runs the `tcp://` check `req`; `cap` bounds the bytes read for `expect`,
+/// `compile` turns it into a regex.
 pub async fn check(
     connector: &Connector,
     req: &CheckRequest,
     instance: &str,
     cap: usize,
+    compile: &Compile<'_>,
 ) -> CheckOutcome {
     let mut out = CheckOutcome {
         started_at: Some(Utc::now()),
         ..CheckOutcome::of(req, Outcome::Down, instance)
     };
     let o = req.options.clone().unwrap_or_default();
-    let (route, expect) = match prepare(req, &o) {
+    let (route, expect) = match prepare(req, &o, compile) {
         Ok(p) => p,
         Err(msg) => {
             out.error_kind = Some(ErrorKind::InvalidRequest);
@@ -42,7 +49,7 @@ pub async fn check(
     let mut data = Vec::new();
     let dialogue = Dialogue {
         send,
-        expect: expect.as_ref(),
+        expect: expect.as_deref(),
         cap,
     };
     let exchange = run(
@@ -90,7 +97,7 @@ pub async fn check(
         Ok(Ok(seen)) => {
             out.response_time_ms = Some(took);
             out.body_bytes = Some(data.len() as u64);
-            judge(&mut out, &o, expect.as_ref(), &seen, &data);
+            judge(&mut out, &o, expect.as_deref(), &seen, &data);
             return out;
         }
     };
@@ -103,21 +110,13 @@ pub async fn check(
 fn prepare(
     req: &CheckRequest,
     o: &CheckOptions,
-) -> Result<(Route, Option<regex::bytes::Regex>), String> {
+    expect: &Compile<'_>,
+) -> Result<(Route, Option<Arc<Regex>>), String> {
     let url = url::Url::parse(&req.url).map_err(|e| format!("bad url: {e}"))?;
     let (Some(host), Some(port)) = (url.host_str(), url.port()) else {
         return Err(format!("{url} is not a tcp://host:port URL"));
     };
-    let expect = o
-        .expect
-        .as_deref()
-        .map(|p| {
-            regex::bytes::RegexBuilder::new(p)
-                .size_limit(1 << 20)
-                .build()
-                .map_err(|e| format!("bad expect regex: {e}"))
-        })
-        .transpose()?;
+    let expect = expect(o.expect.as_deref())?;
     let route = Route {
         https: false,
         host: host.to_owned(),
@@ -129,15 +128,15 @@ fn prepare(
     Ok((route, expect))
 }
 
-/// What the server sent: all of it up to the match (or the cap).
 /// What to say and what to wait for once connected.
 struct Dialogue<'a> {
     send: &'a [u8],
-    expect: Option<&'a regex::bytes::Regex>,
+    expect: Option<&'a Regex>,
     /// Bytes read at most.
     cap: usize,
 }
 
+/// How the server's sending ended.
 struct Seen {
     matched: bool,
     /// The connection ended (closed or reset) rather than the cap.
@@ -153,7 +152,7 @@ async fn run(
     data: &mut Vec<u8>,
 ) -> Result<Seen, Fail> {
     let Dialogue { send, expect, cap } = *dialogue;
-    let mut tcp = connector.connect_tcp(route, trace, deadline).await?;
+    let (mut tcp, _) = connector.connect_tcp(route, trace, deadline).await?;
     let Some(re) = expect else {
         if !send.is_empty() {
             tcp.write_all(send)
@@ -205,7 +204,7 @@ async fn run(
 fn judge(
     out: &mut CheckOutcome,
     o: &CheckOptions,
-    expect: Option<&regex::bytes::Regex>,
+    expect: Option<&Regex>,
     seen: &Seen,
     data: &[u8],
 ) {

@@ -200,14 +200,18 @@ pub enum CheckKind {
 impl CheckKind {
     /// The kind `url`'s scheme names; `None` for a scheme no check has.
     pub fn of_url(url: &str) -> Option<CheckKind> {
+        // Called per check and per row: compared in place, no allocation.
         let (scheme, _) = url.split_once("://")?;
-        match scheme.to_ascii_lowercase().as_str() {
-            "http" | "https" => Some(CheckKind::Http),
-            "tcp" => Some(CheckKind::Tcp),
-            "tls" => Some(CheckKind::Tls),
-            "dns" => Some(CheckKind::Dns),
-            _ => None,
-        }
+        [
+            ("http", CheckKind::Http),
+            ("https", CheckKind::Http),
+            ("tcp", CheckKind::Tcp),
+            ("tls", CheckKind::Tls),
+            ("dns", CheckKind::Dns),
+        ]
+        .into_iter()
+        .find(|(s, _)| scheme.eq_ignore_ascii_case(s))
+        .map(|(_, kind)| kind)
     }
 
     pub fn as_str(self) -> &'static str {
