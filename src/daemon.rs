@@ -203,13 +203,14 @@ pub async fn run(
             evaluator.run(t).await;
             ("incidents", Ok(()))
         });
-        if settings.alerts.webhook_url.is_some() {
+        if !settings.alerts.channels.is_empty() {
             let sender = crate::alerts::AlertSender::new(
                 settings.clone(),
                 pool.clone(),
                 &instance_name(),
                 health.stage("alerts"),
-            );
+            )
+            .map_err(|e| DaemonError::Stage("alerts", e))?;
             let t = stop.clone();
             stages.spawn(async move {
                 sender.run(t).await;

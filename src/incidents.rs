@@ -104,7 +104,7 @@ impl Evaluator {
             .filter(|s| !s.maintenance.is_empty())
             .map(|s| s.name.as_str())
             .collect();
-        let alerts = self.settings.alerts.webhook_url.is_some();
+        let alerts = !self.settings.alerts.channels.is_empty();
 
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -235,7 +235,13 @@ impl Evaluator {
                     st.down = true;
                     pass.opened += 1;
                     if alerts && !maintenance {
-                        notify(&tx, id, "opened").await?;
+                        notify(
+                            &tx,
+                            id,
+                            "opened",
+                            self.settings.alerts.route(rules.copied()),
+                        )
+                        .await?;
                     }
                 }
             } else {
@@ -259,7 +265,13 @@ impl Evaluator {
                         st.down = false;
                         pass.resolved += 1;
                         if alerts && !maintenance {
-                            notify(&tx, id, "resolved").await?;
+                            notify(
+                                &tx,
+                                id,
+                                "resolved",
+                                self.settings.alerts.route(rules.copied()),
+                            )
+                            .await?;
                         }
                     }
                 }
@@ -269,7 +281,8 @@ impl Evaluator {
             add_failures(&tx, id, last, n).await?;
         }
         save_states(&tx, &states).await?;
-        pass.resolved += close_orphaned(&tx, alerts).await?;
+        pass.resolved +=
+            close_orphaned(&tx, alerts.then_some(&self.settings.alerts), &by_name).await?;
         if !in_window.0.is_empty() {
             tx.execute(
                 "UPDATE check_results SET in_maintenance = true
@@ -280,7 +293,7 @@ impl Evaluator {
         }
         if alerts {
             if let Some(every) = self.settings.alerts.remind_every {
-                remind(&tx, every, &by_name).await?;
+                remind(&tx, every, &by_name, &self.settings.alerts).await?;
             }
         }
         tx.execute("UPDATE incident_watermark SET evaluated_until = $1", &[&to])
@@ -290,14 +303,23 @@ impl Evaluator {
     }
 }
 
+/// Queues `event` of incident `id` once for each of `channels`, and, for a
+/// reminder or a resolution, for each channel its opening went to (so a
+/// pager that was paged is also told the incident closed, even when the
+/// site's routing changed or the site left the config).
 async fn notify(
     tx: &tokio_postgres::Transaction<'_>,
     id: i64,
     event: &str,
+    channels: &[String],
 ) -> Result<(), StoreError> {
     tx.execute(
-        "INSERT INTO alert_outbox (incident_id, event) VALUES ($1, $2)",
-        &[&id, &event],
+        "INSERT INTO alert_outbox (incident_id, event, channel)
+         SELECT $1::int8, $2::text, c FROM unnest($3::text[]) AS c
+         UNION
+         SELECT $1::int8, $2::text, channel FROM alert_outbox
+         WHERE incident_id = $1::int8 AND event = 'opened' AND $2::text <> 'opened'",
+        &[&id, &event, &channels],
     )
     .await?;
     Ok(())
@@ -312,7 +334,8 @@ async fn notify(
 /// afresh. Returns how many were resolved.
 async fn close_orphaned(
     tx: &tokio_postgres::Transaction<'_>,
-    alerts: bool,
+    alerts: Option<&crate::config::AlertSettings>,
+    sites: &HashMap<&str, &crate::config::Site>,
 ) -> Result<usize, StoreError> {
     let closed = tx
         .query(
@@ -324,17 +347,18 @@ async fn close_orphaned(
             &[],
         )
         .await?;
-    let mut sites = Vec::with_capacity(closed.len());
+    let mut gone = Vec::with_capacity(closed.len());
     for r in &closed {
         let (id, site, maintenance): (i64, String, bool) = (r.get(0), r.get(1), r.get(2));
         tracing::info!(incident = id, %site, "incident resolved: the site is no longer checked");
-        if alerts && !maintenance {
-            notify(tx, id, "resolved").await?;
+        if let Some(alerts) = alerts.filter(|_| !maintenance) {
+            let channels = alerts.route(sites.get(site.as_str()).copied());
+            notify(tx, id, "resolved", channels).await?;
         }
-        sites.push(site);
+        gone.push(site);
     }
-    if !sites.is_empty() {
-        tx.execute("DELETE FROM site_state WHERE site = ANY($1)", &[&sites])
+    if !gone.is_empty() {
+        tx.execute("DELETE FROM site_state WHERE site = ANY($1)", &[&gone])
             .await?;
     }
     Ok(closed.len())
@@ -412,6 +436,7 @@ async fn remind(
     tx: &tokio_postgres::Transaction<'_>,
     every: Duration,
     sites: &HashMap<&str, &crate::config::Site>,
+    alerts: &crate::config::AlertSettings,
 ) -> Result<(), StoreError> {
     let due = tx
         .query(
@@ -424,16 +449,15 @@ async fn remind(
     let now = Utc::now();
     for r in due {
         let (id, site): (i64, String) = (r.get(0), r.get(1));
-        let silenced = sites
-            .get(site.as_str())
-            .is_some_and(|s| s.maintenance.iter().any(|w| w.contains(now)));
+        let rules = sites.get(site.as_str()).copied();
+        let silenced = rules.is_some_and(|s| s.maintenance.iter().any(|w| w.contains(now)));
         tx.execute(
             "UPDATE incidents SET last_notified_at = now() WHERE id = $1",
             &[&id],
         )
         .await?;
         if !silenced {
-            notify(tx, id, "reminder").await?;
+            notify(tx, id, "reminder", alerts.route(rules)).await?;
         }
     }
     Ok(())

@@ -1,14 +1,16 @@
 //! `[admin]` and `[api]`: the two HTTP listeners, their connection limits
 //! and the API's token, rate and on-demand policies.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use super::connections::ConnectionLimits;
 use super::duration;
+use super::problem::Problem;
 use super::secret::Secret;
+use super::MIN_TOKEN_CHARS;
 
 /// The admin listener: `/healthz`, `/readyz`, `/metrics`.
 #[derive(Debug, Clone, Deserialize)]
@@ -174,4 +176,73 @@ impl Default for ApiSettings {
     fn default() -> Self {
         toml::from_str("").expect("empty api settings deserialize to defaults")
     }
+}
+
+/// `api.tokens` and the lines of `api.tokens_file`, with a [`Problem`] for
+/// each token that would let the wrong caller in.
+pub(super) fn api_tokens(
+    api: &ApiSettings,
+    path: &Path,
+    problems: &mut Vec<Problem>,
+) -> Vec<Secret> {
+    let mut api_tokens = api.tokens.clone();
+    if let Some(file) = &api.tokens_file {
+        match std::fs::read_to_string(file) {
+            Ok(text) => api_tokens.extend(
+                text.lines()
+                    .map(str::trim)
+                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
+                    .map(Secret::new),
+            ),
+            Err(e) => problems.push(Problem::field(
+                path,
+                "api.tokens_file",
+                format!("cannot read {}: {e}", file.display()),
+            )),
+        }
+    }
+
+    // An empty token would match a request without credentials, and a short
+    // one is guessable: refuse them wherever they came from (a trailing
+    // comma in SITEWATCH__API__TOKENS, an empty string in the file's list).
+    let short = api_tokens
+        .iter()
+        .filter(|t| {
+            let n = t.expose().trim().chars().count();
+            n > 0 && n < MIN_TOKEN_CHARS
+        })
+        .count();
+    if short > 0 {
+        problems.push(Problem::field(
+            path,
+            "api.tokens",
+            format!(
+                "{short} token(s) shorter than {MIN_TOKEN_CHARS} characters: use long random \
+                 strings (e.g. `openssl rand -hex 32`)"
+            ),
+        ));
+    }
+    if api.enabled && api_tokens.is_empty() && api.tokens_file.is_some() {
+        problems.push(Problem::field(
+            path,
+            "api.tokens_file",
+            "no token in the file (blank lines and # comments only): the API would let nobody in"
+                .to_owned(),
+        ));
+    }
+    let empty = api_tokens
+        .iter()
+        .filter(|t| t.expose().trim().is_empty())
+        .count();
+    if empty > 0 {
+        problems.push(Problem::field(
+            path,
+            "api.tokens",
+            format!(
+                "{empty} empty or blank token(s): every token must have characters \
+                 (a trailing comma in SITEWATCH__API__TOKENS gives an empty one)"
+            ),
+        ));
+    }
+    api_tokens
 }

@@ -3,6 +3,7 @@
 //! overrides. Everything is validated once, here, into typed values; a bad
 //! config yields every problem found, each naming file, site and field.
 
+mod alerts;
 mod connections;
 mod duration;
 mod kafka;
@@ -21,6 +22,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use alerts::{AlertFormat, AlertSettings, Channel, Email, SmtpTls, Target};
 pub use connections::ConnectionLimits;
 pub use duration::{parse as parse_duration, show as show_duration};
 pub use kafka::{Compression, KafkaSasl, KafkaSettings, KafkaTls, TopicNames};
@@ -32,9 +34,8 @@ pub use on_demand::{
 pub use problem::{ConfigErrors, Problem, SiteRef};
 pub use secret::Secret;
 pub use settings::{
-    parse_dns_server, AlertFormat, AlertSettings, CheckerSettings, Coordination, IncidentSettings,
-    LogFormat, LogSettings, PersisterSettings, PostgresSettings, RetentionSettings,
-    SchedulerSettings, SiteDefaults,
+    parse_dns_server, CheckerSettings, Coordination, IncidentSettings, LogFormat, LogSettings,
+    PersisterSettings, PostgresSettings, RetentionSettings, SchedulerSettings, SiteDefaults,
 };
 pub use site::{Site, StatusSet};
 
@@ -156,6 +157,7 @@ fn parse(path: &Path, env: HashMap<String, String>) -> Result<Settings, ConfigEr
         .map_err(|e| ConfigErrors(vec![Problem::file(path, format!("not valid TOML: {e}"))]))?;
     let main_sites = table.remove("sites");
 
+    let vars = env.clone();
     let raw = match daemon_settings(&table, env) {
         Ok(raw) => {
             problems.extend(raw.validate(path));
@@ -245,65 +247,9 @@ fn parse(path: &Path, env: HashMap<String, String>) -> Result<Settings, ConfigEr
         "kafka.tls.key_password_file",
     );
 
-    let mut api_tokens = raw.api.tokens.clone();
-    if let Some(file) = &raw.api.tokens_file {
-        match std::fs::read_to_string(file) {
-            Ok(text) => api_tokens.extend(
-                text.lines()
-                    .map(str::trim)
-                    .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                    .map(Secret::new),
-            ),
-            Err(e) => problems.push(Problem::field(
-                path,
-                "api.tokens_file",
-                format!("cannot read {}: {e}", file.display()),
-            )),
-        }
-    }
-
-    // An empty token would match a request without credentials, and a short
-    // one is guessable: refuse them wherever they came from (a trailing
-    // comma in SITEWATCH__API__TOKENS, an empty string in the file's list).
-    let short = api_tokens
-        .iter()
-        .filter(|t| {
-            let n = t.expose().trim().chars().count();
-            n > 0 && n < MIN_TOKEN_CHARS
-        })
-        .count();
-    if short > 0 {
-        problems.push(Problem::field(
-            path,
-            "api.tokens",
-            format!(
-                "{short} token(s) shorter than {MIN_TOKEN_CHARS} characters: use long random \
-                 strings (e.g. `openssl rand -hex 32`)"
-            ),
-        ));
-    }
-    if raw.api.enabled && api_tokens.is_empty() && raw.api.tokens_file.is_some() {
-        problems.push(Problem::field(
-            path,
-            "api.tokens_file",
-            "no token in the file (blank lines and # comments only): the API would let nobody in"
-                .to_owned(),
-        ));
-    }
-    let empty = api_tokens
-        .iter()
-        .filter(|t| t.expose().trim().is_empty())
-        .count();
-    if empty > 0 {
-        problems.push(Problem::field(
-            path,
-            "api.tokens",
-            format!(
-                "{empty} empty or blank token(s): every token must have characters \
-                 (a trailing comma in SITEWATCH__API__TOKENS gives an empty one)"
-            ),
-        ));
-    }
+    let api_tokens = listeners::api_tokens(&raw.api, path, &mut problems);
+    let alerts = alerts::build(&raw.alerts, path, &vars, &mut problems);
+    alerts::check_routes(&alerts, &sites, &mut problems);
 
     if !problems.is_empty() {
         return Err(ConfigErrors(problems));
@@ -321,7 +267,7 @@ fn parse(path: &Path, env: HashMap<String, String>) -> Result<Settings, ConfigEr
         persister: raw.persister,
         retention: raw.retention,
         incidents: raw.incidents,
-        alerts: raw.alerts,
+        alerts,
         log: raw.log,
         site_defaults: raw.site_defaults,
         admin: raw.admin,

@@ -37,7 +37,7 @@ pub struct RawSettings {
     #[serde(default)]
     pub incidents: IncidentSettings,
     #[serde(default)]
-    pub alerts: AlertSettings,
+    pub alerts: super::alerts::RawAlertSettings,
     #[serde(default)]
     pub log: LogSettings,
     #[serde(default)]
@@ -299,54 +299,6 @@ impl Default for IncidentSettings {
     }
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum AlertFormat {
-    /// `{"event", "site", "incident": {...}}`.
-    #[default]
-    Json,
-    /// `{"text": "..."}`, what Slack (and Mattermost, Rocket.Chat) take.
-    Slack,
-}
-
-/// Where incident notifications go.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AlertSettings {
-    /// POSTed on incident open, resolve and reminder; no alerts when unset.
-    pub webhook_url: Option<String>,
-    #[serde(default)]
-    pub format: AlertFormat,
-    /// While an incident is open, a reminder this often (none when unset).
-    #[serde(default, deserialize_with = "duration::de_opt")]
-    pub remind_every: Option<Duration>,
-    /// Attempts per notification before giving up (backoff 1 s, 2 s, 4 s ...
-    /// up to 5 min between them).
-    #[serde(default = "default_alert_attempts")]
-    pub max_attempts: u32,
-    #[serde(default = "default_alert_timeout", deserialize_with = "duration::de")]
-    pub timeout: Duration,
-}
-
-fn default_alert_attempts() -> u32 {
-    12
-}
-fn default_alert_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-
-impl Default for AlertSettings {
-    fn default() -> Self {
-        AlertSettings {
-            webhook_url: None,
-            format: AlertFormat::Json,
-            remind_every: None,
-            max_attempts: default_alert_attempts(),
-            timeout: default_alert_timeout(),
-        }
-    }
-}
-
 /// How long results are kept. Expired data is removed by dropping whole
 /// partitions (days of raw rows and minute rollups, months of hour rollups),
 /// never by a long `DELETE`.
@@ -455,6 +407,9 @@ pub struct SiteDefaults {
     pub interval: Duration,
     #[serde(default = "default_timeout", deserialize_with = "duration::de")]
     pub timeout: Duration,
+    /// Channels for sites that name none (`alerts.default_channels` when
+    /// unset).
+    pub alert_channels: Option<Vec<String>>,
 }
 
 fn default_interval() -> Duration {
@@ -469,6 +424,7 @@ impl Default for SiteDefaults {
         SiteDefaults {
             interval: default_interval(),
             timeout: default_timeout(),
+            alert_channels: None,
         }
     }
 }

@@ -33,7 +33,7 @@ const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 
 /// Keys of a configured site only: its identity, schedule, connection
 /// reuse and alerting.
-pub const SCHEDULE_KEYS: [&str; 7] = [
+pub const SCHEDULE_KEYS: [&str; 8] = [
     "name",
     "interval",
     "enabled",
@@ -41,6 +41,7 @@ pub const SCHEDULE_KEYS: [&str; 7] = [
     "failure_threshold",
     "success_threshold",
     "maintenance",
+    "alert_channels",
 ];
 
 /// Keys that say what one check does: a site's, and also what an on-demand
@@ -133,6 +134,9 @@ pub struct Site {
     pub success_threshold: u16,
     /// Alerts are silenced, and results marked, inside these windows.
     pub maintenance: Vec<super::maintenance::Window>,
+    /// The `[[alerts.channels]]` its notifications go to; `None` for
+    /// `alerts.default_channels`.
+    pub alert_channels: Option<Arc<[String]>>,
     /// The file the site was defined in, for messages: shared by the sites
     /// of one file (a path per site was 60 bytes each at 100k sites).
     pub source: Arc<Path>,
@@ -491,6 +495,30 @@ pub fn parse_site(
         ),
     }
 
+    let alert_channels = match r.take("alert_channels") {
+        None => defaults.alert_channels.as_deref().map(Arc::from),
+        Some(toml::Value::Array(items)) => {
+            let names: Vec<String> = items
+                .iter()
+                .filter_map(|v| v.as_str().map(str::to_owned))
+                .collect();
+            if names.len() != items.len() {
+                r.bad("alert_channels", "expected a list of channel names");
+            }
+            Some(Arc::from(names))
+        }
+        Some(other) => {
+            r.bad(
+                "alert_channels",
+                format!(
+                    "expected a list of channel names, found {}",
+                    other.type_str()
+                ),
+            );
+            None
+        }
+    };
+
     let unknown: Vec<String> = r.table.keys().cloned().collect();
     for key in unknown {
         r.bad(
@@ -520,6 +548,7 @@ pub fn parse_site(
                 failure_threshold,
                 success_threshold,
                 maintenance,
+                alert_channels,
                 source: Arc::clone(source),
             })
         }

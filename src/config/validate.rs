@@ -171,15 +171,6 @@ impl RawSettings {
         if self.checker.concurrency == 0 {
             bad("checker.concurrency", "must be at least 1".into());
         }
-        if let Some(url) = &self.alerts.webhook_url {
-            match url::Url::parse(url) {
-                Ok(u) if matches!(u.scheme(), "http" | "https") => {}
-                _ => bad(
-                    "alerts.webhook_url",
-                    format!("{url:?} is not an http(s) URL"),
-                ),
-            }
-        }
         if self.alerts.max_attempts == 0 {
             bad("alerts.max_attempts", "must be at least 1".into());
         }

@@ -1,0 +1,262 @@
+//! One attempt to hand a notification to a channel, and what the channel
+//! answered. Every text that leaves here (the answer, the error) has the
+//! channel's secrets removed, because it is logged, stored in
+//! `alert_deliveries` and printed by `sitewatch alert test`; request URLs,
+//! which carry tokens for several vendors, are never included at all.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::config::{AlertSettings, Channel, Target};
+
+use super::email;
+use super::notice::Notice;
+use super::vendors::{self, Call};
+use super::webhook;
+
+/// Most bytes of a channel's answer kept (status line or SMTP reply, then
+/// the start of the body).
+const ANSWER_BYTES: usize = 512;
+
+/// The outcome of one attempt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Answer {
+    /// The HTTP status of the last request made (none for SMTP, or when no
+    /// response came).
+    pub status: Option<u16>,
+    /// What the channel said, at most [`ANSWER_BYTES`], secrets removed.
+    pub text: String,
+    /// Why the attempt failed; `None` when delivered.
+    pub error: Option<String>,
+}
+
+/// The clients every channel shares: one HTTP client, one pooled SMTP
+/// transport per email channel.
+pub struct Deliverer {
+    http: reqwest::Client,
+    smtp: HashMap<String, email::Transport>,
+}
+
+impl Deliverer {
+    /// Builds the clients (nothing connects yet). `Err` names the channel
+    /// whose settings cannot be used (an unreadable CA file).
+    pub fn new(alerts: &AlertSettings, user_agent: &str) -> Result<Deliverer, String> {
+        let http = reqwest::Client::builder()
+            .user_agent(user_agent)
+            .timeout(alerts.timeout)
+            .connect_timeout(alerts.timeout.min(Duration::from_secs(5)))
+            // A vendor's redirect would resend the body elsewhere.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .map_err(|e| chain(&e))?;
+        let mut smtp = HashMap::new();
+        for c in &alerts.channels {
+            if let Target::Email(e) = &c.target {
+                let t = email::transport(e, alerts.timeout)
+                    .map_err(|err| format!("alerts channel {}: {err}", c.name))?;
+                smtp.insert(c.name.clone(), t);
+            }
+        }
+        Ok(Deliverer { http, smtp })
+    }
+
+    /// One attempt to deliver `n` through `channel`.
+    pub async fn deliver(&self, channel: &Channel, n: &Notice) -> Answer {
+        let answer = match &channel.target {
+            Target::Email(e) => self.email(channel, e, n).await,
+            other => match calls(other, n) {
+                Ok(calls) => self.post_all(&calls).await,
+                Err(e) => Answer {
+                    status: None,
+                    text: String::new(),
+                    error: Some(e),
+                },
+            },
+        };
+        let secrets = channel.secrets();
+        Answer {
+            status: answer.status,
+            text: scrub(&answer.text, &secrets),
+            error: answer.error.map(|e| scrub(&e, &secrets)),
+        }
+    }
+
+    async fn email(&self, channel: &Channel, e: &crate::config::Email, n: &Notice) -> Answer {
+        let failed = |error: String| Answer {
+            status: None,
+            text: String::new(),
+            error: Some(error),
+        };
+        let Some(t) = self.smtp.get(&channel.name) else {
+            return failed("no SMTP transport for this channel".into());
+        };
+        let m = match email::message(e, n) {
+            Ok(m) => m,
+            Err(err) => return failed(err),
+        };
+        match email::send(t, m).await {
+            Ok(reply) => Answer {
+                status: None,
+                text: bounded(reply),
+                error: None,
+            },
+            Err(err) => failed(err),
+        }
+    }
+
+    /// Makes the calls in order, stopping at the first that fails.
+    async fn post_all(&self, calls: &[Call]) -> Answer {
+        let mut last = Answer {
+            status: None,
+            text: String::new(),
+            error: Some("nothing to send".into()),
+        };
+        for c in calls {
+            last = self.post(c).await;
+            if last.error.is_some() {
+                break;
+            }
+        }
+        last
+    }
+
+    async fn post(&self, c: &Call) -> Answer {
+        let mut req = self.http.post(&c.url).body(c.body.clone());
+        if !c.headers.iter().any(|h| h.0 == "Content-Type") {
+            req = req.header("Content-Type", "application/json");
+        }
+        for (k, v) in &c.headers {
+            req = req.header(*k, v);
+        }
+        let mut resp = match req.send().await {
+            Ok(r) => r,
+            Err(e) => {
+                return Answer {
+                    status: None,
+                    text: String::new(),
+                    // Without the URL: it may hold the channel's token.
+                    error: Some(chain(&e.without_url())),
+                };
+            }
+        };
+        let status = resp.status();
+        let mut text = format!("HTTP {status}");
+        let mut body = Vec::new();
+        while body.len() < ANSWER_BYTES {
+            match resp.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                _ => break,
+            }
+        }
+        if !body.is_empty() {
+            text.push(' ');
+            text.push_str(&String::from_utf8_lossy(&body));
+        }
+        Answer {
+            status: Some(status.as_u16()),
+            error: (!status.is_success()).then(|| format!("HTTP {status}")),
+            text: bounded(text),
+        }
+    }
+}
+
+/// The requests for an HTTP channel.
+fn calls(target: &Target, n: &Notice) -> Result<Vec<Call>, String> {
+    Ok(match target {
+        Target::Slack { webhook_url } => vec![vendors::slack(webhook_url.expose(), n)],
+        Target::Teams { webhook_url } => vec![vendors::teams(webhook_url.expose(), n)],
+        Target::Discord { webhook_url } => vec![vendors::discord(webhook_url.expose(), n)],
+        Target::PagerDuty {
+            routing_key,
+            url,
+            severity,
+        } => vendors::pagerduty(url, routing_key.expose(), severity, n),
+        Target::Opsgenie {
+            api_key,
+            url,
+            priority,
+        } => vendors::opsgenie(url, api_key.expose(), priority, n),
+        Target::Telegram {
+            bot_token,
+            chat_id,
+            url,
+        } => vec![vendors::telegram(url, bot_token.expose(), chat_id, n)],
+        Target::Ntfy {
+            url,
+            topic,
+            token,
+            priority,
+        } => vec![vendors::ntfy(
+            url,
+            topic,
+            token.as_ref().map(|t| t.expose()),
+            *priority,
+            n,
+        )],
+        Target::Webhook {
+            url,
+            secret,
+            template,
+            content_type,
+        } => vec![webhook::call(
+            url.as_str(),
+            secret.as_ref().map(|s| s.expose()),
+            template.as_deref(),
+            content_type,
+            n,
+            chrono::Utc::now().timestamp(),
+        )?],
+        Target::Email(_) => Vec::new(),
+    })
+}
+
+/// `text` with every secret (and its URL-encoded form) replaced by
+/// `[redacted]`.
+pub fn scrub(text: &str, secrets: &[&str]) -> String {
+    let mut out = text.to_owned();
+    for s in secrets.iter().filter(|s| !s.is_empty()) {
+        out = out.replace(s, "[redacted]");
+        let encoded: String = url::form_urlencoded::byte_serialize(s.as_bytes()).collect();
+        if encoded != *s {
+            out = out.replace(&encoded, "[redacted]");
+        }
+    }
+    out
+}
+
+/// An error and its sources, outermost first.
+pub fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        let m = inner.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        src = inner.source();
+    }
+    s
+}
+
+fn bounded(mut s: String) -> String {
+    if s.len() > ANSWER_BYTES {
+        let mut end = ANSWER_BYTES;
+        while !s.is_char_boundary(end) {
+            end -= 1;
+        }
+        s.truncate(end);
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn scrub_removes_secrets_and_their_encoded_form() {
+        let s = scrub("bot 123:AB/c failed; url 123%3AAB%2Fc", &["123:AB/c", ""]);
+        assert_eq!(s, "bot [redacted] failed; url [redacted]");
+    }
+}
