@@ -11,6 +11,10 @@ KAFKA_VERSION="${SITEWATCH_KAFKA_VERSION:-4.1.1}"
 KAFKA_HOME="${SITEWATCH_KAFKA_HOME:-$HOME/.local/share/sitewatch/kafka-$KAFKA_VERSION}"
 # Any fixed id will do for a single-node dev cluster (16 bytes, base64url).
 KAFKA_CLUSTER_ID="c2l0ZXdhdGNoLWRldi0wMQ"
+# Python for the tests' local SMTP server (scripts/install-deps).
+PY_ENV="${SITEWATCH_PY_ENV:-$HOME/.local/share/sitewatch/py}"
+AIOSMTPD_VERSION=1.4.6
+export SITEWATCH_TEST_PYTHON="${SITEWATCH_TEST_PYTHON:-$PY_ENV/bin/python}"
 PG_BIN="${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)}"
 
 export SITEWATCH_TEST_PG_URL="${SITEWATCH_TEST_PG_URL:-postgres://sitewatch@127.0.0.1:$PG_PORT/sitewatch}"

@@ -35,6 +35,10 @@ pub struct Answer {
 pub struct Deliverer {
     http: reqwest::Client,
     smtp: HashMap<String, email::Transport>,
+    /// The most one attempt may take, whatever the client libraries do
+    /// with their own timeouts: a server that accepts and then stalls must
+    /// not hold the channel's loop.
+    attempt_limit: Duration,
 }
 
 impl Deliverer {
@@ -57,22 +61,40 @@ impl Deliverer {
                 smtp.insert(c.name.clone(), t);
             }
         }
-        Ok(Deliverer { http, smtp })
+        // Two requests at most per attempt (a test's trigger and resolve).
+        let attempt_limit = alerts.timeout * 2 + Duration::from_secs(1);
+        Ok(Deliverer {
+            http,
+            smtp,
+            attempt_limit,
+        })
     }
 
     /// One attempt to deliver `n` through `channel`.
     pub async fn deliver(&self, channel: &Channel, n: &Notice) -> Answer {
-        let answer = match &channel.target {
-            Target::Email(e) => self.email(channel, e, n).await,
-            other => match calls(other, n) {
-                Ok(calls) => self.post_all(&calls).await,
-                Err(e) => Answer {
-                    status: None,
-                    text: String::new(),
-                    error: Some(e),
+        let attempt = async {
+            match &channel.target {
+                Target::Email(e) => self.email(channel, e, n).await,
+                other => match calls(other, n) {
+                    Ok(calls) => self.post_all(&calls).await,
+                    Err(e) => Answer {
+                        status: None,
+                        text: String::new(),
+                        error: Some(e),
+                    },
                 },
-            },
+            }
         };
+        let answer = tokio::time::timeout(self.attempt_limit, attempt)
+            .await
+            .unwrap_or_else(|_| Answer {
+                status: None,
+                text: String::new(),
+                error: Some(format!(
+                    "no answer within {}",
+                    crate::config::show_duration(self.attempt_limit)
+                )),
+            });
         let secrets = channel.secrets();
         Answer {
             status: answer.status,

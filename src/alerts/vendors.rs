@@ -200,17 +200,10 @@ pub fn pagerduty(url: &Url, routing_key: &str, severity: &str, n: &Notice) -> Ve
 pub fn opsgenie(base: &Url, api_key: &str, priority: &str, n: &Notice) -> Vec<Call> {
     let alias = n.incident_key();
     let auth = format!("GenieKey {api_key}");
-    let at = |path: &str| {
-        let mut u = base.clone();
-        u.set_path(path);
-        u.to_string()
-    };
-    let by_alias = |action: &str| {
-        let mut u = base.clone();
-        u.set_path(&format!("/v2/alerts/{alias}/{action}"));
-        u.set_query(Some("identifierType=alias"));
-        u.to_string()
-    };
+    // Under the base's own path, so a proxy prefix is kept.
+    let root = base.as_str().trim_end_matches('/');
+    let at = |path: &str| format!("{root}{path}");
+    let by_alias = |action: &str| format!("{root}/v2/alerts/{alias}/{action}?identifierType=alias");
     let note = json!({"user": "sitewatch", "source": n.sent_by, "note": cut(&n.detail(), 25000)});
     let create = Call::json(
         at("/v2/alerts"),

@@ -3,6 +3,7 @@
 //! returns its exit status: 0 success, 1 failure (for `check`: down), 2
 //! usage (clap), 78 configuration ([`EXIT_CONFIG`]).
 
+mod alert;
 mod check;
 mod dlq;
 
@@ -17,6 +18,7 @@ use crate::config::{self, Settings};
 use crate::daemon::{self, Role};
 use crate::{shutdown, store, telemetry};
 
+pub use alert::AlertAction;
 pub use check::CheckArgs;
 pub use dlq::DlqAction;
 
@@ -73,6 +75,11 @@ pub enum Command {
         #[command(subcommand)]
         action: DlqAction,
     },
+    /// Alert channels: send a test notification through one.
+    Alert {
+        #[command(subcommand)]
+        action: AlertAction,
+    },
     /// Apply database migrations and sync the `sites` table with the config.
     Migrate {
         #[command(flatten)]
@@ -120,6 +127,13 @@ pub fn main(cli: Cli) -> ExitCode {
                 Err(code) => return code,
             };
             report(runtime().block_on(dlq::dlq(&settings, action)))
+        }
+        Command::Alert { action } => {
+            let settings = match load(&action.config().path) {
+                Ok(s) => s,
+                Err(code) => return code,
+            };
+            runtime().block_on(alert::alert(&settings, action))
         }
         Command::Migrate { config } => {
             let settings = match load(&config.path) {

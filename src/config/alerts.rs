@@ -345,7 +345,8 @@ pub fn check_routes(alerts: &AlertSettings, sites: &[Site], problems: &mut Vec<P
     }
 }
 
-fn unknown_channel(name: &str, channels: &[Channel]) -> String {
+/// "no channel named X (known: …)", for the config check and the CLI.
+pub fn unknown_channel(name: &str, channels: &[Channel]) -> String {
     let known: Vec<&str> = channels.iter().map(|c| c.name.as_str()).collect();
     format!(
         "no channel named {name:?} in [[alerts.channels]] (known: {})",

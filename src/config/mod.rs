@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use alerts::{AlertFormat, AlertSettings, Channel, Email, SmtpTls, Target};
+pub use alerts::{unknown_channel, AlertFormat, AlertSettings, Channel, Email, SmtpTls, Target};
 pub use connections::ConnectionLimits;
 pub use duration::{parse as parse_duration, show as show_duration};
 pub use kafka::{Compression, KafkaSasl, KafkaSettings, KafkaTls, TopicNames};

@@ -39,7 +39,7 @@ impl Scene {
 }
 
 /// A target whose `/flip` answers 200 or 500 as the test says.
-async fn flipping_target(healthy: Arc<AtomicBool>) -> SocketAddr {
+pub(crate) async fn flipping_target(healthy: Arc<AtomicBool>) -> SocketAddr {
     let app = axum::Router::new().route(
         "/flip",
         get(move || {
@@ -99,7 +99,7 @@ fn slack_texts(received: &Mutex<Vec<serde_json::Value>>) -> Vec<String> {
         .collect()
 }
 
-async fn serve(app: axum::Router) -> SocketAddr {
+pub(crate) async fn serve(app: axum::Router) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });

@@ -2,6 +2,7 @@
 //! the dev stack (`make up`), isolated by random database, topic and group
 //! names so they run in parallel and leave each other alone.
 
+mod alerts;
 mod api;
 mod browserlike;
 mod bus;
@@ -19,6 +20,7 @@ mod kinds;
 mod limits;
 mod ops;
 mod pipeline;
+mod receivers;
 mod recovery;
 mod stack;
 mod store;
