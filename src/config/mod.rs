@@ -4,6 +4,7 @@
 //! config yields every problem found, each naming file, site and field.
 
 mod alerts;
+mod channels;
 mod connections;
 mod duration;
 mod kafka;
@@ -491,14 +492,22 @@ impl Settings {
             }
             _ => String::new(),
         };
+        let channels: Vec<String> = (self.alerts.channels.iter())
+            .map(|c| format!("{} ({})", c.name, c.kind()))
+            .collect();
         format!(
             "{} sites ({enabled} enabled) from {} file(s){intervals}\n\
-             postgres: {}\nkafka: {} (topics {})",
+             postgres: {}\nkafka: {} (topics {})\nalert channels: {}",
             self.sites.len(),
             self.site_files.len(),
             self.postgres_display_url(),
             self.kafka.brokers,
             self.kafka.topics.all().join(", "),
+            if channels.is_empty() {
+                "none (no alerts)".to_owned()
+            } else {
+                channels.join(", ")
+            },
         )
     }
 
