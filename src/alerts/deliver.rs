@@ -70,6 +70,11 @@ impl Deliverer {
         })
     }
 
+    /// The most one attempt may take: 2 × `alerts.timeout` + 1 s.
+    pub fn attempt_limit(&self) -> Duration {
+        self.attempt_limit
+    }
+
     /// One attempt to deliver `n` through `channel`.
     pub async fn deliver(&self, channel: &Channel, n: &Notice) -> Answer {
         let attempt = async {

@@ -2,9 +2,10 @@
 //! Slack, Teams, Discord, PagerDuty, Opsgenie, Telegram, ntfy, signed
 //! webhooks). The evaluator queues one `alert_outbox` row per event and
 //! channel, in the transaction that opens or resolves the incident. Any
-//! instance may send them: each runs one loop per channel, which claims that
-//! channel's due rows with `FOR UPDATE SKIP LOCKED`, so two instances never
-//! send the same one, and a slow or failing channel never holds up another.
+//! instance may send them: each runs one loop per channel, which leases that
+//! channel's due rows (`FOR UPDATE SKIP LOCKED`, then `due_at` moved past
+//! the round), so two instances never send the same one, and a slow or
+//! failing channel never holds up another, nor a Postgres connection.
 //! Every attempt is recorded in `alert_deliveries` with the channel's answer;
 //! a failed one is retried with backoff (1 s, 2 s, 4 s ... at most
 //! `alerts.max_backoff` apart) up to `alerts.max_attempts`.
@@ -21,15 +22,14 @@ use std::time::{Duration, Instant};
 use deadpool_postgres::Pool;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Settings;
+use crate::config::{Channel, Settings};
 use crate::liveness::Beat;
 use crate::store::StoreError;
 
 pub use deliver::{Answer, Deliverer};
 pub use notice::{Event, Notice};
 
-/// Notifications of one channel claimed per round; the claim is held while
-/// they are sent.
+/// Notifications of one channel claimed (leased) per round.
 const CLAIM: i64 = 5;
 
 pub struct AlertSender {
@@ -97,9 +97,15 @@ impl AlertSender {
         }
     }
 
-    /// Claims and sends up to [`CLAIM`] due notifications of `channel`;
-    /// returns how many were claimed. Stops sending (and commits what was
-    /// sent) once `shutdown` is cancelled.
+    /// Claims up to [`CLAIM`] due notifications of `channel` and sends
+    /// them; returns how many were claimed. The claim is a lease, not an
+    /// open transaction: the rows' `due_at` moves past the longest the
+    /// round can take, so no other instance takes them meanwhile, and no
+    /// Postgres connection is held while a slow channel answers (the pool
+    /// is shared with the persisters). Each attempt is then recorded in a
+    /// short statement of its own. If this instance dies mid-round, the
+    /// rows not recorded fall due again when the lease ends (at least
+    /// once); at `shutdown`, the unsent ones are handed back at once.
     pub async fn round(
         &self,
         channel: &str,
@@ -108,20 +114,26 @@ impl AlertSender {
         let Some(ch) = self.settings.alerts.channel(channel) else {
             return Ok(0);
         };
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let due: Vec<(Notice, i32)> = tx
+        let lease = self.deliverer.attempt_limit() * CLAIM as u32 + Duration::from_secs(30);
+        let due: Vec<(Notice, i32)> = self
+            .pool
+            .get()
+            .await?
             .query(
-                "SELECT o.id, o.event, o.attempts, i.id, i.site, s.url, i.opened_at, i.resolved_at,
-                        i.cause, i.failures, i.first_failing_check, i.last_failing_check,
-                        i.resolution
-                 FROM alert_outbox o JOIN incidents i ON i.id = o.incident_id
+                "WITH claimed AS (
+                     UPDATE alert_outbox SET due_at = now() + make_interval(secs => $3)
+                     WHERE id IN (SELECT id FROM alert_outbox
+                                  WHERE channel = $2 AND delivered_at IS NULL
+                                    AND gave_up_at IS NULL AND due_at <= now()
+                                  ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
+                     RETURNING id, event, attempts, incident_id)
+                 SELECT o.id, o.event, o.attempts, i.id, i.site, s.url, i.opened_at,
+                        i.resolved_at, i.cause, i.failures, i.first_failing_check,
+                        i.last_failing_check, i.resolution
+                 FROM claimed o JOIN incidents i ON i.id = o.incident_id
                  LEFT JOIN sites s ON s.name = i.site
-                 WHERE o.channel = $2
-                   AND o.delivered_at IS NULL AND o.gave_up_at IS NULL AND o.due_at <= now()
-                 ORDER BY o.id LIMIT $1
-                 FOR UPDATE OF o SKIP LOCKED",
-                &[&CLAIM, &channel],
+                 ORDER BY o.id",
+                &[&CLAIM, &channel, &lease.as_secs_f64()],
             )
             .await?
             .iter()
@@ -144,65 +156,83 @@ impl AlertSender {
                 (n, r.get(2))
             })
             .collect();
-        let alerts = &self.settings.alerts;
-        for (n, attempts) in &due {
+        for (i, (n, attempts)) in due.iter().enumerate() {
             if shutdown.is_cancelled() {
+                let unsent: Vec<i64> = due[i..].iter().map(|(n, _)| n.outbox).collect();
+                self.pool
+                    .get()
+                    .await?
+                    .execute(
+                        "UPDATE alert_outbox SET due_at = now() WHERE id = ANY($1)",
+                        &[&unsent],
+                    )
+                    .await?;
                 break;
             }
             let started = Instant::now();
             let a = self.deliverer.deliver(ch, n).await;
             let took = started.elapsed().as_secs_f64() * 1e3;
-            tx.execute(
-                "INSERT INTO alert_deliveries
-                     (outbox_id, instance, status_code, error, duration_ms, answer)
-                 VALUES ($1, $2, $3, $4, $5, $6)",
+            self.record(ch, n, attempts + 1, &a, took).await?;
+        }
+        Ok(due.len())
+    }
+
+    /// Records one attempt and what follows from it (delivered, retried
+    /// after a backoff, or given up), in one statement.
+    async fn record(
+        &self,
+        ch: &Channel,
+        n: &Notice,
+        attempts: i32,
+        a: &Answer,
+        took_ms: f64,
+    ) -> Result<(), StoreError> {
+        let alerts = &self.settings.alerts;
+        let (channel, kind, site, event) = (&ch.name, ch.kind(), &n.site, n.event.as_str());
+        let backoff = 2f64
+            .powi(attempts - 1)
+            .min(alerts.max_backoff.as_secs_f64());
+        let result = if a.error.is_none() {
+            "delivered"
+        } else if attempts as u32 >= alerts.max_attempts {
+            tracing::error!(channel, kind, %site, event, error = ?a.error, answer = %a.text,
+                            attempts, "alert not delivered; giving up");
+            "gave_up"
+        } else {
+            tracing::warn!(channel, kind, %site, event, error = ?a.error, answer = %a.text,
+                           attempts, retry_in_s = backoff, "alert not delivered; retrying");
+            "failed"
+        };
+        self.pool
+            .get()
+            .await?
+            .execute(
+                "WITH attempt AS (
+                     INSERT INTO alert_deliveries
+                         (outbox_id, instance, status_code, error, duration_ms, answer)
+                     VALUES ($1, $2, $3, $4, $5, $6))
+                 UPDATE alert_outbox SET attempts = $7,
+                        delivered_at = CASE WHEN $8 = 'delivered' THEN now() END,
+                        gave_up_at = CASE WHEN $8 = 'gave_up' THEN now() END,
+                        due_at = CASE WHEN $8 = 'failed'
+                                      THEN now() + make_interval(secs => $9) ELSE due_at END
+                 WHERE id = $1",
                 &[
                     &n.outbox,
                     &self.instance,
                     &a.status.map(i32::from),
                     &a.error,
-                    &took,
+                    &took_ms,
                     &a.text,
+                    &attempts,
+                    &result,
+                    &backoff,
                 ],
             )
             .await?;
-            let attempts = attempts + 1;
-            let (kind, site, event) = (ch.kind(), &n.site, n.event.as_str());
-            let result = if a.error.is_none() {
-                tx.execute(
-                    "UPDATE alert_outbox SET delivered_at = now(), attempts = $2 WHERE id = $1",
-                    &[&n.outbox, &attempts],
-                )
-                .await?;
-                "delivered"
-            } else if attempts as u32 >= alerts.max_attempts {
-                tracing::error!(channel, kind, %site, event, error = ?a.error, answer = %a.text,
-                                attempts, "alert not delivered; giving up");
-                tx.execute(
-                    "UPDATE alert_outbox SET gave_up_at = now(), attempts = $2 WHERE id = $1",
-                    &[&n.outbox, &attempts],
-                )
-                .await?;
-                "gave_up"
-            } else {
-                let backoff = 2f64
-                    .powi(attempts - 1)
-                    .min(alerts.max_backoff.as_secs_f64());
-                tracing::warn!(channel, kind, %site, event, error = ?a.error, answer = %a.text,
-                               attempts, retry_in_s = backoff, "alert not delivered; retrying");
-                tx.execute(
-                    "UPDATE alert_outbox SET attempts = $2,
-                            due_at = now() + make_interval(secs => $3) WHERE id = $1",
-                    &[&n.outbox, &attempts, &backoff],
-                )
-                .await?;
-                "failed"
-            };
-            metrics::counter!(crate::telemetry::metrics::ALERTS,
-                "result" => result, "channel" => channel.to_owned())
-            .increment(1);
-        }
-        tx.commit().await?;
-        Ok(due.len())
+        metrics::counter!(crate::telemetry::metrics::ALERTS,
+            "result" => result, "channel" => channel.clone())
+        .increment(1);
+        Ok(())
     }
 }

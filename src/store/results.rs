@@ -55,8 +55,19 @@ RETURNING c.site, c.scheduled_at, c.outcome, c.response_time_ms,
 /// (the only update the raw insert makes), so it moves one count from
 /// `skipped` to its outcome. Response times go into a fixed-size sketch
 /// (migration V10), so updating a rollup row costs the same whatever it
-/// already holds.
-fn rollup(name: &str, table: &str, unit: &str) -> String {
+/// already holds. Rows without response times (`skipped` placeholders:
+/// missed and shed slots) leave the sketch as it is (`sketch` false): the
+/// sketch functions would only merge an empty sketch, at about half the
+/// cost of such a row's whole write.
+fn rollup(name: &str, table: &str, unit: &str, sketch: bool) -> String {
+    let (of, merge) = if sketch {
+        (
+            "sitewatch_sketch_of(array_agg(response_time_ms))",
+            "sitewatch_sketch_merge(r.rt_sketch, excluded.rt_sketch)",
+        )
+    } else {
+        ("'{}'::int8[]", "r.rt_sketch")
+    };
     format!(
         "{name} AS (
     INSERT INTO {table} AS r (site, bucket, checks, up, degraded, down, skipped, rt_sketch)
@@ -66,27 +77,28 @@ fn rollup(name: &str, table: &str, unit: &str) -> String {
            count(*) FILTER (WHERE outcome = 'degraded'),
            count(*) FILTER (WHERE outcome = 'down'),
            count(*) FILTER (WHERE outcome = 'skipped' AND fresh) - count(*) FILTER (WHERE NOT fresh),
-           sitewatch_sketch_of(array_agg(response_time_ms))
+           {of}
     FROM ins WHERE origin = 'scheduled' GROUP BY 1, 2 ORDER BY 1, 2
     ON CONFLICT (site, bucket) DO UPDATE SET
         checks = r.checks + excluded.checks, up = r.up + excluded.up,
         degraded = r.degraded + excluded.degraded, down = r.down + excluded.down,
         skipped = r.skipped + excluded.skipped,
-        rt_sketch = sitewatch_sketch_merge(r.rt_sketch, excluded.rt_sketch)
+        rt_sketch = {merge}
 )"
     )
 }
 
 /// The raw insert and its rollups, as one statement.
-fn with_rollups(insert: &str) -> String {
+fn with_rollups(insert: &str, sketch: bool) -> String {
     format!(
         "WITH ins AS ({insert}),\n{},\n{}\nSELECT count(*) FROM ins",
-        rollup("minute", "rollup_minute", "minute"),
-        rollup("hour", "rollup_hour", "hour")
+        rollup("minute", "rollup_minute", "minute", sketch),
+        rollup("hour", "rollup_hour", "hour", sketch)
     )
 }
 
-static INSERT: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| with_rollups(INSERT_RAW));
+static INSERT: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| with_rollups(INSERT_RAW, true));
 static INSERT_SKIPPED: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     with_rollups(
         "INSERT INTO check_results (check_id, site, url, origin, scheduled_at, outcome,
@@ -96,6 +108,7 @@ static INSERT_SKIPPED: std::sync::LazyLock<String> = std::sync::LazyLock::new(||
                      $6::text[], $7::text[]) AS x(id, s, u, t, k, m, ck)
          ON CONFLICT (check_id, scheduled_at) DO NOTHING
          RETURNING site, scheduled_at, outcome, response_time_ms, true AS fresh, origin",
+        false,
     )
 });
 

@@ -25,7 +25,7 @@ pub const CHECK_DURATION: &str = "sitewatch_check_duration_seconds";
 pub const CHECK_PHASE: &str = "sitewatch_check_phase_seconds";
 /// Days left on the certificates seen, as a histogram (no site label).
 pub const CERT_DAYS_LEFT: &str = "sitewatch_check_cert_days_left";
-/// Alert delivery attempts, by result (delivered, failed, gave_up).
+/// Alert delivery attempts, by channel and result (delivered, failed, gave_up).
 pub const ALERTS: &str = "sitewatch_alert_deliveries_total";
 /// Producers replaced because their idempotence state broke.
 pub const PRODUCER_RESETS: &str = "sitewatch_kafka_producer_resets_total";
@@ -89,7 +89,7 @@ fn describe() {
     );
     describe_counter!(
         ALERTS,
-        "Webhook delivery attempts of incident alerts, by result"
+        "Delivery attempts of incident alerts, by channel and result"
     );
     describe_counter!(
         PRODUCER_RESETS,

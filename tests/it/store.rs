@@ -27,7 +27,8 @@ async fn migrations_apply_once_and_create_partitions() {
             "V11__shard_watermarks",
             "V12__evidence",
             "V13__check_kind",
-            "V14__dns_answers"
+            "V14__dns_answers",
+            "V15__alert_channels"
         ]
     );
     // Yesterday through PARTITION_DAYS_AHEAD days ahead.
