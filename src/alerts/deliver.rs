@@ -17,6 +17,9 @@ use super::webhook;
 /// Most bytes of a channel's answer kept (status line or SMTP reply, then
 /// the start of the body).
 const ANSWER_BYTES: usize = 512;
+/// Bytes of a response body read, so that secrets are removed from more
+/// than is kept: a secret across the cut must not leave its first half.
+const READ_BYTES: usize = 4096;
 
 /// The outcome of one attempt.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +56,10 @@ impl Deliverer {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(|e| chain(&e))?;
+        let problems = super::check(alerts);
+        if !problems.is_empty() {
+            return Err(problems.join("; "));
+        }
         let mut smtp = HashMap::new();
         for c in &alerts.channels {
             if let Target::Email(e) = &c.target {
@@ -103,8 +110,8 @@ impl Deliverer {
         let secrets = channel.secrets();
         Answer {
             status: answer.status,
-            text: scrub(&answer.text, &secrets),
-            error: answer.error.map(|e| scrub(&e, &secrets)),
+            text: bounded(scrub(&answer.text, &secrets)),
+            error: answer.error.map(|e| bounded(scrub(&e, &secrets))),
         }
     }
 
@@ -124,7 +131,7 @@ impl Deliverer {
         match email::send(t, m).await {
             Ok(reply) => Answer {
                 status: None,
-                text: bounded(reply),
+                text: reply,
                 error: None,
             },
             Err(err) => failed(err),
@@ -169,20 +176,28 @@ impl Deliverer {
         let status = resp.status();
         let mut text = format!("HTTP {status}");
         let mut body = Vec::new();
-        while body.len() < ANSWER_BYTES {
+        while body.len() < READ_BYTES {
             match resp.chunk().await {
                 Ok(Some(chunk)) => body.extend_from_slice(&chunk),
                 _ => break,
             }
         }
+        if status.is_redirection() {
+            // Not followed (the body would go elsewhere): say where to.
+            if let Some(to) = resp.headers().get("location").and_then(|v| v.to_str().ok()) {
+                text.push_str(&format!(" (redirects are not followed; Location: {to})"));
+            }
+        }
         if !body.is_empty() {
             text.push(' ');
-            text.push_str(&String::from_utf8_lossy(&body));
+            text.push_str(&String::from_utf8_lossy(
+                &body[..body.len().min(READ_BYTES)],
+            ));
         }
         Answer {
             status: Some(status.as_u16()),
             error: (!status.is_success()).then(|| format!("HTTP {status}")),
-            text: bounded(text),
+            text,
         }
     }
 }
@@ -226,7 +241,7 @@ fn calls(target: &Target, n: &Notice) -> Result<Vec<Call>, String> {
             template,
             content_type,
         } => vec![webhook::call(
-            url.as_str(),
+            url.expose(),
             secret.as_ref().map(|s| s.expose()),
             template.as_deref(),
             content_type,
@@ -237,15 +252,14 @@ fn calls(target: &Target, n: &Notice) -> Result<Vec<Call>, String> {
     })
 }
 
-/// `text` with every secret (and its URL-encoded form) replaced by
-/// `[redacted]`.
-pub fn scrub(text: &str, secrets: &[&str]) -> String {
+/// `text` with every secret replaced by `[redacted]`: as given, URL-encoded,
+/// and JSON-escaped (`/` as `\/`), the forms a server echoes it in.
+pub fn scrub(text: &str, secrets: &[String]) -> String {
     let mut out = text.to_owned();
     for s in secrets.iter().filter(|s| !s.is_empty()) {
-        out = out.replace(s, "[redacted]");
         let encoded: String = url::form_urlencoded::byte_serialize(s.as_bytes()).collect();
-        if encoded != *s {
-            out = out.replace(&encoded, "[redacted]");
+        for form in [s.clone(), encoded, s.replace('/', r"\/")] {
+            out = out.replace(&form, "[redacted]");
         }
     }
     out
@@ -283,7 +297,8 @@ mod tests {
 
     #[test]
     fn scrub_removes_secrets_and_their_encoded_form() {
-        let s = scrub("bot 123:AB/c failed; url 123%3AAB%2Fc", &["123:AB/c", ""]);
-        assert_eq!(s, "bot [redacted] failed; url [redacted]");
+        let secrets = ["123:AB/c".to_owned(), String::new()];
+        let s = scrub(r"bot 123:AB/c; url 123%3AAB%2Fc; json 123:AB\/c", &secrets);
+        assert_eq!(s, "bot [redacted]; url [redacted]; json [redacted]");
     }
 }

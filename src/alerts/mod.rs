@@ -27,6 +27,26 @@ use crate::liveness::Beat;
 use crate::store::StoreError;
 
 pub use deliver::{Answer, Deliverer};
+
+/// What would make a channel fail every delivery, one message per problem
+/// naming the channel (templates and content types of webhooks); checked by
+/// `sitewatch validate` and at start-up.
+pub fn check(alerts: &crate::config::AlertSettings) -> Vec<String> {
+    let mut problems = Vec::new();
+    for c in &alerts.channels {
+        if let crate::config::Target::Webhook {
+            template,
+            content_type,
+            ..
+        } = &c.target
+        {
+            if let Err(e) = webhook::check(template.as_deref(), content_type) {
+                problems.push(format!("alerts channel {}: {e}", c.name));
+            }
+        }
+    }
+    problems
+}
 pub use notice::{Event, Notice};
 
 /// Notifications of one channel claimed (leased) per round.
@@ -122,9 +142,18 @@ impl AlertSender {
             .query(
                 "WITH claimed AS (
                      UPDATE alert_outbox SET due_at = now() + make_interval(secs => $3)
-                     WHERE id IN (SELECT id FROM alert_outbox
+                     WHERE id IN (SELECT id FROM alert_outbox o
                                   WHERE channel = $2 AND delivered_at IS NULL
                                     AND gave_up_at IS NULL AND due_at <= now()
+                                    -- An incident's events go out in order: a
+                                    -- resolve that overtook its opening would
+                                    -- leave a page open for good.
+                                    AND NOT EXISTS (
+                                        SELECT 1 FROM alert_outbox e
+                                        WHERE e.channel = o.channel
+                                          AND e.incident_id = o.incident_id
+                                          AND e.id < o.id AND e.delivered_at IS NULL
+                                          AND e.gave_up_at IS NULL)
                                   ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)
                      RETURNING id, event, attempts, incident_id)
                  SELECT o.id, o.event, o.attempts, i.id, i.site, s.url, i.opened_at,
@@ -156,23 +185,33 @@ impl AlertSender {
                 (n, r.get(2))
             })
             .collect();
-        for (i, (n, attempts)) in due.iter().enumerate() {
-            if shutdown.is_cancelled() {
-                let unsent: Vec<i64> = due[i..].iter().map(|(n, _)| n.outbox).collect();
-                self.pool
-                    .get()
-                    .await?
-                    .execute(
-                        "UPDATE alert_outbox SET due_at = now() WHERE id = ANY($1)",
-                        &[&unsent],
-                    )
-                    .await?;
-                break;
+        // Incidents whose earlier event failed in this round: their later
+        // events wait for it (handed back unsent, and held by the claim's
+        // order rule until it is delivered or given up).
+        let mut failed: Vec<i64> = Vec::new();
+        let mut unsent: Vec<i64> = Vec::new();
+        for (n, attempts) in &due {
+            if shutdown.is_cancelled() || failed.contains(&n.incident) {
+                unsent.push(n.outbox);
+                continue;
             }
             let started = Instant::now();
             let a = self.deliverer.deliver(ch, n).await;
             let took = started.elapsed().as_secs_f64() * 1e3;
+            if a.error.is_some() {
+                failed.push(n.incident);
+            }
             self.record(ch, n, attempts + 1, &a, took).await?;
+        }
+        if !unsent.is_empty() {
+            self.pool
+                .get()
+                .await?
+                .execute(
+                    "UPDATE alert_outbox SET due_at = now() WHERE id = ANY($1)",
+                    &[&unsent],
+                )
+                .await?;
         }
         Ok(due.len())
     }

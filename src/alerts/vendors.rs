@@ -45,7 +45,17 @@ fn colour(n: &Notice) -> u32 {
 /// Slack incoming webhook: `{"text"}` in Slack's mrkdwn
 /// (<https://docs.slack.dev/messaging/sending-messages-using-incoming-webhooks>).
 /// Mattermost and Rocket.Chat take the same body.
+/// Text from a monitored server (the cause quotes its body) is escaped as
+/// Slack asks (`&`, `<`, `>`: <https://docs.slack.dev/messaging/formatting-message-text#escaping-text>),
+/// so it cannot ping `<!channel>` or disguise a link.
 pub fn slack(webhook_url: &str, n: &Notice) -> Call {
+    let n = &Notice {
+        site: slack_escape(&n.site),
+        url: n.url.as_deref().map(slack_escape),
+        cause: slack_escape(&n.cause),
+        resolution: n.resolution.as_deref().map(slack_escape),
+        ..n.clone()
+    };
     let site = format!("*{}*", n.site);
     let url = n.link();
     let since = n.opened_at.format("%Y-%m-%d %H:%M UTC");
@@ -116,10 +126,13 @@ pub fn teams(webhook_url: &str, n: &Notice) -> Call {
 /// Discord Execute Webhook with one embed, mentions disabled
 /// (<https://discord.com/developers/docs/resources/webhook#execute-webhook>,
 /// embed limits <https://discord.com/developers/docs/resources/message#embed-object-embed-limits>).
+///
+/// Markdown in the text is escaped (a cause quoting `[login](https://evil)`
+/// would render as a link in the embed).
 pub fn discord(webhook_url: &str, n: &Notice) -> Call {
     let mut embed = json!({
-        "title": cut(&n.headline(), 256),
-        "description": cut(&n.detail(), 4096),
+        "title": cut(&markdown_escape(&n.headline()), 256),
+        "description": cut(&markdown_escape(&n.detail()), 4096),
         "color": colour(n),
         "timestamp": n.resolved_at.unwrap_or(n.opened_at).to_rfc3339(),
         "fields": [
@@ -315,6 +328,28 @@ pub fn html(s: &str) -> String {
     out
 }
 
+/// `&`, `<`, `>` as Slack's entities.
+fn slack_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+}
+
+/// Markdown's punctuation backslash-escaped (Discord's flavour).
+fn markdown_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(
+            c,
+            '\\' | '*' | '_' | '~' | '`' | '|' | '>' | '[' | ']' | '(' | ')'
+        ) {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 /// At most `max` characters, the last one an ellipsis when cut.
 pub fn cut(s: &str, max: usize) -> String {
     if s.chars().count() <= max {
@@ -393,6 +428,23 @@ mod tests {
         let b = body(&c);
         assert!(b["text"].as_str().unwrap().contains("HTTP 503 &lt;b&gt;"));
         assert_eq!(b["chat_id"], -100);
+    }
+
+    #[test]
+    fn server_text_cannot_ping_or_disguise_a_link() {
+        let hostile = Notice {
+            cause: "got <!channel> <https://evil.example|re-login> & [x](https://evil)".into(),
+            ..opened()
+        };
+        let text = body(&slack("http://x/", &hostile))["text"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        assert!(text.contains("&lt;!channel&gt; &lt;https://evil.example|re-login&gt; &amp;"));
+        assert!(!text.contains("<!channel>"));
+        let d = body(&discord("http://x/", &hostile));
+        let desc = d["embeds"][0]["description"].as_str().unwrap();
+        assert!(desc.contains(r"\[x\]\(https://evil\)"), "{desc}");
     }
 
     #[test]

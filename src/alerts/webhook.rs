@@ -19,6 +19,44 @@ use super::vendors::{event_json, Call};
 /// The header that carries the signature.
 pub const SIGNATURE_HEADER: &str = "X-Sitewatch-Signature";
 
+/// minijinja's instruction budget for one render: a template that loops
+/// past it fails instead of holding a runtime thread (rendering is not
+/// preempted by the attempt's timeout).
+const TEMPLATE_FUEL: u64 = 200_000;
+/// The largest body a template may render.
+const MAX_BODY: usize = 256 * 1024;
+
+/// Renders `template` with the event's fields.
+fn render(template: &str, event: &serde_json::Value) -> Result<String, String> {
+    let mut env = minijinja::Environment::new();
+    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
+    env.set_fuel(Some(TEMPLATE_FUEL));
+    let body = env
+        .render_str(template, event)
+        .map_err(|e| format!("template: {e}"))?;
+    if body.len() > MAX_BODY {
+        return Err(format!(
+            "template: the body is {} bytes, more than {MAX_BODY}",
+            body.len()
+        ));
+    }
+    Ok(body)
+}
+
+/// What would make every delivery of a channel fail, found before any is
+/// tried: a template that does not render for a test event (an unknown
+/// filter, a misspelt field, too much work) or a content type that is not
+/// a header value.
+pub fn check(template: Option<&str>, content_type: &str) -> Result<(), String> {
+    if reqwest::header::HeaderValue::from_str(content_type).is_err() {
+        return Err("content_type is not a valid header value".into());
+    }
+    match template {
+        Some(t) => render(t, &event_json(&Notice::test("check", "validate"))).map(drop),
+        None => Ok(()),
+    }
+}
+
 /// The body and headers for a generic webhook channel. A template that
 /// fails to render is an `Err` with minijinja's message.
 pub fn call(
@@ -32,12 +70,7 @@ pub fn call(
     let event = event_json(n);
     let body = match template {
         None => event.to_string(),
-        Some(t) => {
-            let mut env = minijinja::Environment::new();
-            env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-            env.render_str(t, &event)
-                .map_err(|e| format!("template: {e}"))?
-        }
+        Some(t) => render(t, &event)?,
     };
     let mut headers = vec![
         ("Content-Type", content_type.to_owned()),
@@ -177,5 +210,15 @@ mod tests {
         assert_eq!(c.body, b"test|0|sitewatch test notification");
         let bad = call("http://x/", None, Some("{{ nope.x }}"), "text/plain", &n, 0);
         assert!(bad.unwrap_err().starts_with("template:"));
+        assert!(
+            check(Some("{{ sumary }}"), "text/plain").is_err(),
+            "a misspelt field"
+        );
+        assert!(check(Some("{{ summary | nosuch }}"), "text/plain").is_err());
+        assert!(check(None, "bad\nheader").is_err());
+        let endless =
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
+        let err = check(Some(endless), "text/plain").unwrap_err();
+        assert!(err.contains("fuel"), "{err}");
     }
 }

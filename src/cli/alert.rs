@@ -15,7 +15,7 @@ use crate::config::Settings;
 #[derive(Subcommand)]
 pub enum AlertAction {
     /// Send a test notification through a channel and print its answer.
-    /// Exit status: 0 delivered, 1 not.
+    /// Exit status: 0 delivered, 1 not, 78 no such channel.
     Test {
         #[command(flatten)]
         config: ConfigPath,
@@ -39,7 +39,7 @@ pub async fn alert(settings: &Settings, action: AlertAction) -> ExitCode {
     let Some(ch) = settings.alerts.channel(&channel) else {
         let channels = &settings.alerts.channels;
         eprintln!("{}", crate::config::unknown_channel(&channel, channels));
-        return ExitCode::FAILURE;
+        return ExitCode::from(super::EXIT_CONFIG);
     };
     let deliverer = match Deliverer::new(&settings.alerts, &settings.checker.user_agent) {
         Ok(d) => d,

@@ -94,6 +94,11 @@ pub fn main(cli: Cli) -> ExitCode {
             config: ConfigPath { path: config },
         } => match config::load(&config) {
             Ok(settings) => {
+                let problems = crate::alerts::check(&settings.alerts);
+                if !problems.is_empty() {
+                    eprintln!("{}: {}", config.display(), problems.join("\n  "));
+                    return ExitCode::from(EXIT_CONFIG);
+                }
                 println!("{}: OK\n{}", config.display(), settings.summary());
                 ExitCode::SUCCESS
             }

@@ -219,3 +219,48 @@ fn a_bad_template_is_refused_at_load() {
         "{p}"
     );
 }
+
+#[test]
+fn unsafe_or_impossible_channels_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty");
+    std::fs::write(&empty, "\n").unwrap();
+    let text = format!(
+        r#"
+[alerts]
+max_backoff = "0s"
+[[alerts.channels]]
+name = "a b"
+kind = "ntfy"
+topic = "t"
+priority_file = "/nonexistent"
+[[alerts.channels]]
+name = "relay"
+kind = "email"
+smtp_host = "smtp.example.com"
+smtp_tls = "none"
+username = "u"
+password = "p"
+from = "a@example.com"
+to = "b@example.com"
+[[alerts.channels]]
+name = "tg"
+kind = "telegram"
+bot_token_file = "{}"
+chat_id = 1
+"#,
+        empty.display()
+    );
+    let p = problems(&text, &[("EMPTY", "")]);
+    for needle in [
+        "field `alerts.max_backoff`: must be at least 1s",
+        "field `alerts.channels[0].name`: at most 64 of",
+        "field `alerts.channels[0].priority_file`: not a key of kind ntfy",
+        "field `alerts.channels[1].smtp_tls`: \"none\" would send the password in cleartext",
+        "field `alerts.channels[1].to`: expected a list of addresses",
+        "field `alerts.channels[2].bot_token_file`:",
+    ] {
+        assert!(p.contains(needle), "{needle:?} not in:\n{p}");
+    }
+    assert!(p.contains("is empty"), "{p}");
+}

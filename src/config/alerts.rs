@@ -126,7 +126,7 @@ pub fn build(
                 name: "default".into(),
                 target: match raw.format {
                     AlertFormat::Json => Target::Webhook {
-                        url: u,
+                        url: Secret::new(u.to_string()),
                         secret: None,
                         template: None,
                         content_type: "application/json".into(),
@@ -136,10 +136,11 @@ pub fn build(
                     },
                 },
             }),
+            // Not echoed: a webhook URL carries its token.
             _ => problems.push(Problem::field(
                 file,
                 "alerts.webhook_url",
-                format!("{url:?} is not an http(s) URL"),
+                "is not an http(s) URL",
             )),
         }
     }
@@ -153,11 +154,26 @@ pub fn build(
         };
         if let Some(c) = r.channel() {
             if channels.iter().any(|o: &Channel| o.name == c.name) {
-                r.bad("name", format!("a second channel named {:?}", c.name));
+                let shorthand = if c.name == "default" && raw.webhook_url.is_some() {
+                    " (alerts.webhook_url defines the channel \"default\")"
+                } else {
+                    ""
+                };
+                r.bad(
+                    "name",
+                    format!("a second channel named {:?}{shorthand}", c.name),
+                );
             } else {
                 channels.push(c);
             }
         }
+    }
+    if raw.max_backoff < Duration::from_secs(1) {
+        problems.push(Problem::field(
+            file,
+            "alerts.max_backoff",
+            "must be at least 1s",
+        ));
     }
     let default_channels = match &raw.default_channels {
         None => channels.iter().map(|c| c.name.clone()).collect(),

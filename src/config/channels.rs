@@ -60,9 +60,10 @@ pub enum Target {
         token: Option<Secret>,
         priority: u8,
     },
-    /// A generic webhook: the JSON event, or `template` rendered.
+    /// A generic webhook: the JSON event, or `template` rendered. The URL
+    /// is held as a secret: many carry a token.
     Webhook {
-        url: Url,
+        url: Secret,
         secret: Option<Secret>,
         template: Option<String>,
         content_type: String,
@@ -113,27 +114,43 @@ impl Channel {
 
     /// Every secret value of the channel, to be removed from any text it
     /// answers or fails with before that text is logged or stored.
-    pub fn secrets(&self) -> Vec<&str> {
-        let s: Vec<Option<&Secret>> = match &self.target {
-            Target::Email(e) => vec![e.password.as_ref()],
+    ///
+    /// For a URL, also the parts that carry its credential, since a server
+    /// may echo only its path: path segments of 12 characters or more
+    /// (Slack, Discord and Teams tokens are longer; ids are shorter), query
+    /// values of 8 or more, and a password.
+    pub fn secrets(&self) -> Vec<String> {
+        let (plain, urls): (Vec<&Secret>, Vec<&Secret>) = match &self.target {
+            Target::Email(e) => (e.password.iter().collect(), vec![]),
             Target::Slack { webhook_url }
             | Target::Teams { webhook_url }
-            | Target::Discord { webhook_url } => vec![Some(webhook_url)],
-            Target::PagerDuty { routing_key, .. } => vec![Some(routing_key)],
-            Target::Opsgenie { api_key, .. } => vec![Some(api_key)],
-            Target::Telegram { bot_token, .. } => vec![Some(bot_token)],
-            Target::Ntfy { token, .. } => vec![token.as_ref()],
-            Target::Webhook { secret, .. } => vec![secret.as_ref()],
+            | Target::Discord { webhook_url } => (vec![], vec![webhook_url]),
+            Target::PagerDuty { routing_key, .. } => (vec![routing_key], vec![]),
+            Target::Opsgenie { api_key, .. } => (vec![api_key], vec![]),
+            Target::Telegram { bot_token, .. } => (vec![bot_token], vec![]),
+            Target::Ntfy { token, .. } => (token.iter().collect(), vec![]),
+            Target::Webhook { url, secret, .. } => (secret.iter().collect(), vec![url]),
         };
-        s.into_iter().flatten().map(Secret::expose).collect()
+        let mut out: Vec<String> = plain.iter().map(|s| s.expose().to_owned()).collect();
+        for u in urls {
+            out.push(u.expose().to_owned());
+            if let Ok(url) = Url::parse(u.expose()) {
+                let segments = url.path_segments().into_iter().flatten();
+                out.extend(segments.filter(|p| p.len() >= 12).map(str::to_owned));
+                let values = url.query_pairs().map(|(_, v)| v.into_owned());
+                out.extend(values.filter(|v| v.len() >= 8));
+                out.extend(url.password().map(str::to_owned));
+            }
+        }
+        out
     }
 }
 
 /// Keys every channel has.
 const COMMON: [&str; 2] = ["name", "kind"];
 
-/// The keys each kind takes besides [`COMMON`]; a secret key `k` also
-/// stands for `k_file` and `k_env`.
+/// The keys each kind takes besides [`COMMON`]; a secret key (see
+/// [`secret_keys_of`]) `k` also stands for `k_file` and `k_env`.
 fn keys_of(kind: &str) -> Option<&'static [&'static str]> {
     Some(match kind {
         "email" => &[
@@ -154,6 +171,20 @@ fn keys_of(kind: &str) -> Option<&'static [&'static str]> {
         "webhook" => &["url", "secret", "template", "content_type"],
         _ => return None,
     })
+}
+
+/// The keys of `kind` that hold secrets.
+fn secret_keys_of(kind: &str) -> &'static [&'static str] {
+    match kind {
+        "email" => &["password"],
+        "slack" | "teams" | "discord" => &["webhook_url"],
+        "pagerduty" => &["routing_key"],
+        "opsgenie" => &["api_key"],
+        "telegram" => &["bot_token"],
+        "ntfy" => &["token"],
+        "webhook" => &["url", "secret"],
+        _ => &[],
+    }
 }
 
 const KINDS: &str = "email, slack, teams, discord, pagerduty, opsgenie, telegram, ntfy, webhook";
@@ -195,7 +226,7 @@ impl ChannelReader<'_> {
         let before = self.problems.len();
         let v = self.string(key);
         if v.is_none() && self.problems.len() == before {
-            self.bad(key, "required for this kind");
+            self.bad(key, "required");
         }
         v
     }
@@ -229,6 +260,13 @@ impl ChannelReader<'_> {
         }
         if let Some(path) = file {
             return match Secret::from_file(&path) {
+                Ok(s) if s.expose().trim().is_empty() => {
+                    self.bad(
+                        &format!("{key}_file"),
+                        format!("{} is empty", path.display()),
+                    );
+                    None
+                }
                 Ok(s) => Some(s),
                 Err(e) => {
                     self.bad(&format!("{key}_file"), e);
@@ -238,11 +276,16 @@ impl ChannelReader<'_> {
         }
         if let Some(var) = var {
             return match self.env.get(&var) {
-                Some(v) if !v.is_empty() => Some(Secret::new(v.clone())),
-                _ => {
+                Some(v) if !v.trim().is_empty() => Some(Secret::new(v.clone())),
+                found => {
+                    let what = if found.is_some() {
+                        "is empty"
+                    } else {
+                        "is not set"
+                    };
                     self.bad(
                         &format!("{key}_env"),
-                        format!("the environment variable {var} is not set"),
+                        format!("the environment variable {var} {what}"),
                     );
                     None
                 }
@@ -275,18 +318,27 @@ impl ChannelReader<'_> {
 
     pub fn channel(&mut self) -> Option<Channel> {
         let name = self.required("name");
+        if let Some(n) = &name {
+            let ok = n.len() <= 64
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+            if !ok {
+                self.bad("name", "at most 64 of a-z A-Z 0-9 - _ .");
+            }
+        }
         let kind = self.required("kind")?;
         let Some(keys) = keys_of(&kind) else {
             self.bad("kind", format!("unknown kind {kind:?} (kinds: {KINDS})"));
             return None;
         };
         let before = self.problems.len();
+        let secrets = secret_keys_of(&kind);
         let unknown: Vec<String> = self
             .table
             .keys()
             .filter(|k| {
                 let base = k.strip_suffix("_file").or(k.strip_suffix("_env"));
-                !keys.contains(&k.as_str()) && !base.is_some_and(|b| keys.contains(&b))
+                !keys.contains(&k.as_str()) && !base.is_some_and(|b| secrets.contains(&b))
             })
             .cloned()
             .collect();
@@ -295,9 +347,11 @@ impl ChannelReader<'_> {
             self.bad(
                 &k,
                 format!(
-                    "not a key of kind {kind} (its keys: {}, {})",
+                    "not a key of kind {kind} (its keys: {}, {}; {} also as `<key>_file` or \
+                     `<key>_env`)",
                     COMMON.join(", "),
-                    keys.join(", ")
+                    keys.join(", "),
+                    secrets.join(", ")
                 ),
             );
         }
@@ -387,7 +441,7 @@ impl ChannelReader<'_> {
                 }
             }
             "webhook" => {
-                let url = self.url("url", None);
+                let url = self.secret_url("url");
                 let secret = self.secret("secret");
                 let template = self.string("template");
                 if let Some(t) = &template {
@@ -438,6 +492,16 @@ impl ChannelReader<'_> {
         if username.is_some() != password.is_some() && self.problems.len() == before {
             self.bad("password", "`username` and `password` go together");
         }
+        let loopback = smtp_host
+            .as_deref()
+            .is_some_and(|h| matches!(h, "localhost" | "127.0.0.1" | "::1" | "[::1]"));
+        if smtp_tls == SmtpTls::None && password.is_some() && !loopback {
+            self.bad(
+                "smtp_tls",
+                "\"none\" would send the password in cleartext: use starttls or tls \
+                 (none is for a relay on loopback)",
+            );
+        }
         let from = self.required("from");
         if let Some(f) = &from {
             if let Err(e) = f.parse::<lettre::message::Mailbox>() {
@@ -458,16 +522,24 @@ impl ChannelReader<'_> {
                 }
                 Some(to)
             }
-            _ => {
+            None | Some(toml::Value::Array(_)) => {
                 self.bad("to", "required: a list of addresses");
+                None
+            }
+            Some(_) => {
+                self.bad(
+                    "to",
+                    "expected a list of addresses, e.g. [\"ops@example.com\"]",
+                );
                 None
             }
         };
         let tls_ca_file = self.string("tls_ca_file").map(PathBuf::from);
         if let Some(path) = &tls_ca_file {
             match std::fs::read(path) {
-                Ok(pem) if lettre::transport::smtp::client::Certificate::from_pem(&pem).is_ok() => {
-                }
+                // lettre's parser takes any text; a PEM certificate has this.
+                Ok(pem)
+                    if String::from_utf8_lossy(&pem).contains("-----BEGIN CERTIFICATE-----") => {}
                 Ok(_) => self.bad(
                     "tls_ca_file",
                     format!("{} is not a PEM certificate", path.display()),

@@ -23,6 +23,8 @@ const GENIE_KEY: &str = "genie-key-0b6e4c1a";
 const NTFY_TOKEN: &str = "tk_ntfy_token_secret";
 const HOOK_SECRET: &str = "whsec_shared_secret";
 const SMTP_PASSWORD: &str = "smtp-pass-word";
+/// The token part of a webhook URL that a receiver echoes back.
+const ECHOED: &str = "SLACKSECRETXYZ123";
 
 /// Every secret of the channels below.
 const SECRETS: [&str; 6] = [
@@ -467,6 +469,11 @@ chat_id = 1
 url = "{tg}"
 
 [[alerts.channels]]
+name = "echo"
+kind = "slack"
+webhook_url = "{echo}"
+
+[[alerts.channels]]
 name = "stalled"
 kind = "email"
 smtp_host = "127.0.0.1"
@@ -488,6 +495,7 @@ to = ["ops@example.test"]
 tls_ca_file = "{ca}"
 "#,
         tg = vendors.url("/telegram"),
+        echo = vendors.url(&format!("/echo/services/T000/B000/{ECHOED}")),
         stalled = stalled.local_addr().unwrap().port(),
         port = smtp.port,
         ca = ca.display(),
@@ -554,12 +562,21 @@ tls_ca_file = "{ca}"
         "{err}"
     );
 
+    let (code, out, err) = alert_test(&config, "echo");
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(err.contains("HTTP 401"), "{err}");
+    // Not whole, not JSON-escaped, not its first half at the 512-byte cut.
+    assert!(
+        !err.contains(&ECHOED[..8]),
+        "a webhook token echoed back was printed: {err}"
+    );
+
     let (code, out, err) = alert_test(&config, "stalled");
     assert_eq!(code, 1, "{out}{err}");
     assert!(err.contains("not delivered: no answer within 3s"), "{err}");
 
     let (code, _, err) = alert_test(&config, "nope");
-    assert_eq!(code, 1);
+    assert_eq!(code, 78, "no such channel is a configuration problem");
     assert!(
         err.contains("no channel named \"nope\"") && err.contains("known: mail, chat"),
         "{err}"
@@ -683,13 +700,17 @@ timeout = "500ms"
             .iter()
             .map(|r| r.get(0))
             .collect();
-        let mut got: Vec<i64> = vendors
+        let got: Vec<i64> = vendors
             .accepted(&format!("/{channel}"))
             .iter()
             .map(|r| r.header("x-sitewatch-delivery").parse().unwrap())
             .collect();
-        got.sort();
-        assert_eq!(got, ids, "{channel}: every notification exactly once");
+        // Not sorted: an incident's events must also arrive in order (a
+        // resolve before its opening would leave a page open).
+        assert_eq!(
+            got, ids,
+            "{channel}: every notification exactly once, in order"
+        );
     }
     let steady_retries = count(
         &client,

@@ -130,7 +130,17 @@ async fn answer(
         return (StatusCode::INTERNAL_SERVER_ERROR, "failing on purpose").into_response();
     }
     // The success answers each vendor documents.
-    if path.starts_with("/pagerduty") {
+    if path.starts_with("/echo") {
+        // A hostile or careless server: refuses, echoing the request's path
+        // (a webhook URL's token) plainly and JSON-escaped, across the point
+        // where the sender cuts what it keeps.
+        let body = format!(
+            "{}{path} {}",
+            "x".repeat(500),
+            serde_json::to_string(&path).unwrap().replace('/', "\\/")
+        );
+        (StatusCode::UNAUTHORIZED, body).into_response()
+    } else if path.starts_with("/pagerduty") {
         let key = parsed["dedup_key"].clone();
         let body = json!({"status": "success", "message": "Event processed", "dedup_key": key});
         (StatusCode::ACCEPTED, axum::Json(body)).into_response()
