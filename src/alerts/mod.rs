@@ -27,6 +27,7 @@ use crate::liveness::Beat;
 use crate::store::StoreError;
 
 pub use deliver::{Answer, Deliverer};
+pub use notice::{Event, Notice};
 
 /// What would make a channel fail every delivery, one message per problem
 /// naming the channel (templates and content types of webhooks); checked by
@@ -47,11 +48,13 @@ pub fn check(alerts: &crate::config::AlertSettings) -> Vec<String> {
     }
     problems
 }
-pub use notice::{Event, Notice};
 
 /// Notifications of one channel claimed (leased) per round.
 const CLAIM: i64 = 5;
 
+/// The alerts stage: sends what the evaluator queued, through every
+/// configured channel (built by [`AlertSender::new`], run until shutdown by
+/// [`AlertSender::run`]).
 pub struct AlertSender {
     settings: Arc<Settings>,
     pool: Pool,
