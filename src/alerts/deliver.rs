@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use crate::checker::error_chain;
 use crate::config::{AlertSettings, Channel, Target};
 
 use super::email;
@@ -55,7 +56,7 @@ impl Deliverer {
             // A vendor's redirect would resend the body elsewhere.
             .redirect(reqwest::redirect::Policy::none())
             .build()
-            .map_err(|e| chain(&e))?;
+            .map_err(|e| error_chain(&e))?;
         let problems = super::check(alerts);
         if !problems.is_empty() {
             return Err(problems.join("; "));
@@ -169,7 +170,7 @@ impl Deliverer {
                     status: None,
                     text: String::new(),
                     // Without the URL: it may hold the channel's token.
-                    error: Some(chain(&e.without_url())),
+                    error: Some(error_chain(&e.without_url())),
                 };
             }
         };
@@ -263,21 +264,6 @@ pub fn scrub(text: &str, secrets: &[String]) -> String {
         }
     }
     out
-}
-
-/// An error and its sources, outermost first.
-pub fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(inner) = src {
-        let m = inner.to_string();
-        if !s.contains(&m) {
-            s.push_str(": ");
-            s.push_str(&m);
-        }
-        src = inner.source();
-    }
-    s
 }
 
 fn bounded(mut s: String) -> String {

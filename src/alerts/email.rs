@@ -120,6 +120,6 @@ pub async fn send(t: &Transport, m: Message) -> Result<String, String> {
             r.code(),
             r.message().collect::<Vec<_>>().join(" ")
         )),
-        Err(e) => Err(super::deliver::chain(&e)),
+        Err(e) => Err(crate::checker::error_chain(&e)),
     }
 }
