@@ -10,6 +10,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use crate::api::status::StatusPages;
 use crate::api::{Admin, Health, PublicApi};
 use crate::bus::{self, BusError, Publisher};
 use crate::checker::{Checker, ClientError, HttpChecker};
@@ -61,7 +62,9 @@ pub async fn run(
 ) -> Result<(), DaemonError> {
     let all = roles.is_empty();
     let api_enabled = settings.api.enabled;
-    let has = |r: Role| roles.contains(&r) || (all && (r != Role::Api || api_enabled));
+    // With all roles, the API listener runs for the API or the status page.
+    let listens = api_enabled || settings.status_page.enabled;
+    let has = |r: Role| roles.contains(&r) || (all && (r != Role::Api || listens));
     // The sites live once, shared by the scheduler's entries; the settings
     // the stages share do not carry a second copy.
     let sites = site_list(std::mem::take(&mut settings.sites));
@@ -158,7 +161,7 @@ pub async fn run(
             pool.clone(),
             publisher.clone(),
             health.stage("scheduler"),
-            sites_rx,
+            sites_rx.clone(),
             ownership,
             backlog,
         );
@@ -232,26 +235,37 @@ pub async fn run(
         let listener = tokio::net::TcpListener::bind(settings.api.listen)
             .await
             .map_err(|e| DaemonError::Listen(settings.api.listen, e))?;
-        let out = crate::api::outcomes::channel();
-        let (s, o, beat, t) = (
-            settings.clone(),
-            out.clone(),
-            health.stage("api-outcomes"),
-            stop.clone(),
-        );
-        stages.spawn(async move {
-            let r = crate::api::outcomes::follow(&s, o, beat, t).await;
-            ("api-outcomes", r.map_err(|e| e.to_string()))
-        });
-        let app = PublicApi {
-            settings: settings.clone(),
-            pool: pool.clone(),
-            publisher: publisher.clone(),
-            outcomes: out,
+        let mut app = axum::Router::new();
+        if api_enabled || !all {
+            let out = crate::api::outcomes::channel();
+            let (s, o, beat, t) = (
+                settings.clone(),
+                out.clone(),
+                health.stage("api-outcomes"),
+                stop.clone(),
+            );
+            stages.spawn(async move {
+                let r = crate::api::outcomes::follow(&s, o, beat, t).await;
+                ("api-outcomes", r.map_err(|e| e.to_string()))
+            });
+            app = PublicApi {
+                settings: settings.clone(),
+                pool: pool.clone(),
+                publisher: publisher.clone(),
+                outcomes: out,
+            }
+            .router();
         }
-        .router();
+        if settings.status_page.enabled {
+            let pages =
+                StatusPages::new(settings.status_page.clone(), pool.clone(), sites_rx.clone());
+            let warm = pages.clone();
+            tokio::spawn(async move { warm.warm().await });
+            app = app.merge(pages.router());
+        }
         let t = stop.clone();
-        tracing::info!(addr = %settings.api.listen, "API listening");
+        tracing::info!(addr = %settings.api.listen, api = api_enabled || !all,
+            status_page = settings.status_page.enabled, "API listening");
         let limits = settings.api.connections;
         stages.spawn(async move {
             crate::api::listener::serve(listener, app, limits, "api", t).await;
@@ -321,6 +335,10 @@ async fn reload(
         ("alerts", differs(&current.alerts, &next.alerts)),
         ("admin", differs(&current.admin, &next.admin)),
         ("api", differs(&current.api, &next.api)),
+        (
+            "status_page",
+            differs(&current.status_page, &next.status_page),
+        ),
         ("log", differs(&current.log, &next.log)),
     ] {
         if changed {

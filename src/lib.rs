@@ -22,7 +22,8 @@
 //!   at a time across instances); [`alerts`]: their webhook notifications.
 //! * [`shutdown`]: signals to cancellation.
 //! * [`net`]: which addresses are public (server-side request forgery).
-//! * [`api`]: the public API and the admin listener (`/healthz`, `/readyz`,
+//! * [`api`]: the public API, the public status page and badges, and the
+//!   admin listener (`/healthz`, `/readyz`,
 //!   `/metrics`).
 //! * [`liveness`]: the stages' beats, read by the admin listener and the
 //!   systemd watchdog; [`instance`]: this process's name.

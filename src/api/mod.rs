@@ -1,4 +1,5 @@
-//! The public API ([`public`]: on-demand checks, results, sites) and the
+//! The public API ([`public`]: on-demand checks, results, sites), the
+//! public status page and badges ([`status`]), and the
 //! admin listener: `/healthz` (the process answers), `/readyz` (this
 //! instance can do its work now: start-up done, its stages running and not
 //! stalled, and the Kafka and Postgres it needs reachable) and `/metrics`
@@ -8,6 +9,7 @@ pub mod guard;
 pub mod listener;
 pub mod outcomes;
 pub mod public;
+pub mod status;
 mod stream;
 
 pub use crate::liveness::{Beat, Health, StageReport};

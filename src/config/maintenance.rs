@@ -54,6 +54,36 @@ impl Window {
     }
 }
 
+impl Window {
+    /// The first occurrence that starts after `now` and no later than
+    /// `now + horizon`, as `(start, end)`; `None` when there is none.
+    pub fn next_start(
+        &self,
+        now: DateTime<Utc>,
+        horizon: chrono::Duration,
+    ) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+        let len = |l: &Duration| chrono::Duration::from_std(*l).unwrap_or_default();
+        let within = |start: DateTime<Utc>| start > now && start <= now + horizon;
+        let days = (horizon.num_days().max(0) + 2) as u64;
+        let each_day = |at: NaiveTime| {
+            (0..=days).map(move |d| {
+                (now.date_naive() + chrono::Days::new(d))
+                    .and_time(at)
+                    .and_utc()
+            })
+        };
+        match self {
+            Window::Once { from, to } => within(*from).then_some((*from, *to)),
+            Window::Daily { at, length } => each_day(*at)
+                .find(|s| within(*s))
+                .map(|s| (s, s + len(length))),
+            Window::Weekly { day, at, length } => each_day(*at)
+                .find(|s| s.weekday() == *day && within(*s))
+                .map(|s| (s, s + len(length))),
+        }
+    }
+}
+
 /// Parses one window table, or says what is wrong with it.
 pub fn parse(item: &toml::Value) -> Result<Window, String> {
     let toml::Value::Table(t) = item else {
@@ -152,6 +182,40 @@ mod tests {
         let weekly = window(r#"{ weekly = "sun 02:00", duration = "2h" }"#).unwrap();
         assert!(weekly.contains(at("2026-11-29T03:59:00Z")));
         assert!(!weekly.contains(at("2026-11-30T03:00:00Z")));
+    }
+
+    #[test]
+    fn next_start_is_the_first_start_within_the_horizon() {
+        let week = chrono::Duration::days(7);
+        let now = at("2026-12-01T12:00:00Z"); // a Tuesday
+        let once =
+            window(r#"{ from = "2026-12-03T22:00:00Z", to = "2026-12-04T01:00:00Z" }"#).unwrap();
+        assert_eq!(
+            once.next_start(now, week),
+            Some((at("2026-12-03T22:00:00Z"), at("2026-12-04T01:00:00Z")))
+        );
+        assert_eq!(once.next_start(now, chrono::Duration::days(1)), None);
+        assert_eq!(
+            once.next_start(at("2026-12-03T23:00:00Z"), week),
+            None,
+            "already on"
+        );
+        let daily = window(r#"{ daily = "03:00", duration = "15m" }"#).unwrap();
+        assert_eq!(
+            daily.next_start(now, week),
+            Some((at("2026-12-02T03:00:00Z"), at("2026-12-02T03:15:00Z")))
+        );
+        let today = window(r#"{ daily = "13:00", duration = "1h" }"#).unwrap();
+        assert_eq!(
+            today.next_start(now, week).map(|w| w.0),
+            Some(at("2026-12-01T13:00:00Z"))
+        );
+        let weekly = window(r#"{ weekly = "sun 02:00", duration = "2h" }"#).unwrap();
+        assert_eq!(
+            weekly.next_start(now, week).map(|w| w.0),
+            Some(at("2026-12-06T02:00:00Z"))
+        );
+        assert_eq!(weekly.next_start(now, chrono::Duration::days(2)), None);
     }
 
     #[test]

@@ -17,6 +17,7 @@ mod request;
 mod secret;
 mod settings;
 mod site;
+mod status_page;
 mod validate;
 
 use std::collections::HashMap;
@@ -39,6 +40,7 @@ pub use settings::{
     PersisterSettings, PostgresSettings, RetentionSettings, SchedulerSettings, SiteDefaults,
 };
 pub use site::{Site, StatusSet};
+pub use status_page::{Group as StatusGroup, Listed, StatusPage};
 
 /// The configured sites as the stages share them: one allocation per site,
 /// swapped whole on a reload (through a `watch` channel).
@@ -79,6 +81,8 @@ pub struct Settings {
     pub api: ApiSettings,
     /// `api.tokens` and the lines of `api.tokens_file`.
     pub api_tokens: Vec<Secret>,
+    /// `[status_page]`, its listed sites checked against `sites`.
+    pub status_page: StatusPage,
     pub sites: Vec<Site>,
 }
 
@@ -251,6 +255,7 @@ fn parse(path: &Path, env: HashMap<String, String>) -> Result<Settings, ConfigEr
     let api_tokens = listeners::api_tokens(&raw.api, path, &mut problems);
     let alerts = alerts::build(&raw.alerts, path, &vars, &mut problems);
     alerts::check_routes(&alerts, &sites, &mut problems);
+    let status_page = status_page::build(&raw.status_page, path, &sites, &mut problems);
 
     if !problems.is_empty() {
         return Err(ConfigErrors(problems));
@@ -274,6 +279,7 @@ fn parse(path: &Path, env: HashMap<String, String>) -> Result<Settings, ConfigEr
         admin: raw.admin,
         api: raw.api,
         api_tokens,
+        status_page,
         sites,
     })
 }

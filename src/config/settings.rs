@@ -46,6 +46,8 @@ pub struct RawSettings {
     pub admin: AdminSettings,
     #[serde(default)]
     pub api: ApiSettings,
+    #[serde(default)]
+    pub status_page: super::status_page::RawStatusPage,
 }
 
 #[derive(Debug, Clone, Deserialize)]

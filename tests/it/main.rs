@@ -23,6 +23,8 @@ mod pipeline;
 mod receivers;
 mod recovery;
 mod stack;
+mod status_badges;
+mod status_page;
 mod store;
 mod support;
 mod target;

@@ -1,0 +1,268 @@
+//! The public status page and badges (`[status_page]`), served by the API
+//! role without a token:
+//!
+//! * `GET /status`: server-rendered HTML (readable without JavaScript;
+//!   `app.js` only localises times, makes the charts tabs and reloads),
+//!   `GET /status.json`: the same data.
+//! * `GET /status/sites/{name}` (and `{name}.json`): one site's uptime
+//!   windows, 90-day bars, p50/p95 response-time charts (24 h, 7 d) and
+//!   incidents.
+//! * `GET /badges/{name}/status.svg`, `uptime/{24h,7d,30d,1y}.svg`,
+//!   `response-time/{24h,7d}.svg`, each also as `.json` (a Shields.io
+//!   endpoint).
+//!
+//! Only listed sites exist here: any other name is `404`, the same answer
+//! as a name that is not configured at all. Of a site the page shows its
+//! name, display name and, with `show_urls`, its URL; incidents show the
+//! kind of failure, never its message. Answers are cached for `refresh`
+//! (see [`cache`]), gzip-compressed once, validated by `ETag`, and carry a
+//! strict Content Security Policy: the page loads nothing but its own CSS
+//! and script.
+
+pub mod badges;
+mod cache;
+mod chart;
+pub mod data;
+pub mod detail;
+mod page;
+mod respond;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::Response;
+use axum::routing::get;
+use axum::Router;
+use chrono::Utc;
+use deadpool_postgres::Pool;
+use tokio::sync::watch;
+
+use crate::config::{Listed, Site, SiteList, StatusPage};
+use respond::{Body, Form};
+
+/// Postgres gets this long to answer one page's queries.
+const QUERY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Why a page could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum StatusError {
+    #[error("no Postgres connection: {0}")]
+    Pool(#[from] deadpool_postgres::PoolError),
+    #[error("query failed: {}", crate::checker::error_chain(.0))]
+    Query(#[from] tokio_postgres::Error),
+    #[error("rendering failed: {0}")]
+    Render(#[from] minijinja::Error),
+    #[error("Postgres did not answer within {QUERY_TIMEOUT:?}")]
+    Timeout,
+}
+
+/// One answer in both its forms: HTML or SVG, and JSON.
+pub struct Pair {
+    main: Body,
+    json: Body,
+}
+
+/// The status page service; cheap to clone.
+#[derive(Clone)]
+pub struct StatusPages {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    page: StatusPage,
+    pool: Pool,
+    sites: watch::Receiver<SiteList>,
+    templates: page::Templates,
+    cache: cache::Cache<Pair>,
+}
+
+impl StatusPages {
+    /// `page` as loaded; `sites` follows config reloads.
+    pub fn new(page: StatusPage, pool: Pool, sites: watch::Receiver<SiteList>) -> Self {
+        let cache = cache::Cache::new(page.refresh);
+        StatusPages {
+            inner: Arc::new(Inner {
+                page,
+                pool,
+                sites,
+                templates: page::Templates::default(),
+                cache,
+            }),
+        }
+    }
+
+    /// The routes, public (no token).
+    pub fn router(self) -> Router {
+        Router::new()
+            .route("/status", get(overview_html))
+            .route("/status.json", get(overview_json))
+            .route(
+                "/status/app.css",
+                get(|h: HeaderMap| async move { respond::asset(Form::Css, &h) }),
+            )
+            .route(
+                "/status/app.js",
+                get(|h: HeaderMap| async move { respond::asset(Form::Js, &h) }),
+            )
+            .route("/status/sites/{page}", get(site_page))
+            .route("/badges/{site}/{*rest}", get(badge))
+            .with_state(self)
+    }
+
+    /// Renders the overview once, so the first reader does not wait.
+    pub async fn warm(&self) {
+        if let Err(e) = self.overview().await {
+            tracing::warn!(error = %e, "status page not rendered at start; the first request will try again");
+        }
+    }
+
+    fn max_age(&self) -> u64 {
+        self.inner.page.refresh.as_secs()
+    }
+
+    /// The listed site called `name` and its config, if both exist.
+    fn listed(&self, name: &str) -> Option<(Listed, Arc<Site>)> {
+        let listed = self.inner.page.listed().find(|l| l.site == name)?.clone();
+        let site = self
+            .inner
+            .sites
+            .borrow()
+            .iter()
+            .find(|s| s.name == name)?
+            .clone();
+        Some((listed, site))
+    }
+
+    async fn overview(&self) -> Result<Arc<Pair>, StatusError> {
+        let me = self.clone();
+        self.inner
+            .cache
+            .get("overview", move || async move {
+                let list = me.inner.sites.borrow().clone();
+                let by_name: HashMap<&str, &Site> =
+                    list.iter().map(|s| (s.name.as_str(), s.as_ref())).collect();
+                let db = me.inner.pool.get().await?;
+                let o = within(data::overview(&db, &me.inner.page, &by_name, Utc::now())).await?;
+                let html = me.inner.templates.overview(&o, me.max_age())?;
+                Ok(Pair {
+                    main: Body::new(html.into_bytes()),
+                    json: Body::json(&o),
+                })
+            })
+            .await
+    }
+
+    async fn site(&self, listed: Listed, site: Arc<Site>) -> Result<Arc<Pair>, StatusError> {
+        let me = self.clone();
+        self.inner
+            .cache
+            .get(&format!("site/{}", site.name), move || async move {
+                let db = me.inner.pool.get().await?;
+                let page = &me.inner.page;
+                let d = within(detail::detail(&db, page, &listed, &site, Utc::now())).await?;
+                let html = me.inner.templates.site(&d, me.max_age())?;
+                Ok(Pair {
+                    main: Body::new(html.into_bytes()),
+                    json: Body::json(&d),
+                })
+            })
+            .await
+    }
+
+    async fn badge(
+        &self,
+        listed: Listed,
+        site: Arc<Site>,
+        kind: badges::Kind,
+        key: String,
+    ) -> Result<Arc<Pair>, StatusError> {
+        let me = self.clone();
+        self.inner
+            .cache
+            .get(&key, move || async move {
+                let db = me.inner.pool.get().await?;
+                let face = match kind {
+                    badges::Kind::Status => {
+                        let now = Utc::now();
+                        let s = detail::status_now(&db, &me.inner.page, &listed, &site, now);
+                        badges::status(within(s).await?)
+                    }
+                    badges::Kind::Uptime(span) | badges::Kind::ResponseTime(span) => {
+                        let rows = within(detail::windows(&db, &site.name)).await?;
+                        let row = rows.iter().find(|w| w.window == span.view_window());
+                        badges::window(kind, row)
+                    }
+                };
+                Ok(Pair {
+                    main: Body::new(face.svg().into_bytes()),
+                    json: Body::json(&face.shields(me.max_age())),
+                })
+            })
+            .await
+    }
+}
+
+async fn within<T>(
+    f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, StatusError> {
+    tokio::time::timeout(QUERY_TIMEOUT, f)
+        .await
+        .map_err(|_| StatusError::Timeout)?
+        .map_err(StatusError::from)
+}
+
+/// `99.931`, `100`, `99.9`: a view's `round(…, 3)` without trailing zeros.
+pub fn percent(v: f64) -> String {
+    let s = format!("{v:.3}");
+    s.trim_end_matches('0').trim_end_matches('.').to_owned()
+}
+
+async fn overview_html(State(s): State<StatusPages>, h: HeaderMap) -> Response {
+    let r = s.overview().await;
+    respond::pair(r, Form::Html, &h, s.max_age())
+}
+
+async fn overview_json(State(s): State<StatusPages>, h: HeaderMap) -> Response {
+    let r = s.overview().await;
+    respond::pair(r, Form::Json, &h, s.max_age())
+}
+
+async fn site_page(
+    State(s): State<StatusPages>,
+    Path(page): Path<String>,
+    h: HeaderMap,
+) -> Response {
+    let (name, form) = match s.listed(&page) {
+        Some(_) => (page.as_str(), Form::Html),
+        None => match page.strip_suffix(".json") {
+            Some(name) => (name, Form::Json),
+            None => return respond::not_found(),
+        },
+    };
+    let Some((listed, site)) = s.listed(name) else {
+        return respond::not_found();
+    };
+    let r = s.site(listed, site).await;
+    respond::pair(r, form, &h, s.max_age())
+}
+
+async fn badge(
+    State(s): State<StatusPages>,
+    Path((name, rest)): Path<(String, String)>,
+    h: HeaderMap,
+) -> Response {
+    let Some((path, form)) = (rest.strip_suffix(".svg").map(|p| (p, Form::Svg)))
+        .or_else(|| rest.strip_suffix(".json").map(|p| (p, Form::Json)))
+    else {
+        return respond::not_found();
+    };
+    let (Some(kind), Some((listed, site))) = (badges::Kind::parse(path), s.listed(&name)) else {
+        return respond::not_found();
+    };
+    let key = format!("badge/{name}/{path}");
+    let r = s.badge(listed, site, kind, key).await;
+    respond::pair(r, form, &h, s.max_age())
+}

@@ -1,0 +1,169 @@
+//! Badges, checked against a running status page (called by the status
+//! page test, on its data): each is well-formed SVG in the SVG namespace
+//! that Chromium renders, its Shields.io endpoint JSON carries the same
+//! message, and the numbers equal the views'. Names that are not listed,
+//! and kinds that do not exist, are 404.
+
+use sitewatch::api::status::percent;
+
+/// Every badge of the listed site `ok` and `outage`, and what is refused.
+pub async fn check(base: &str, client: &tokio_postgres::Client) {
+    let http = reqwest::Client::new();
+    let view = |site: &'static str, window: &'static str| async move {
+        let r = client
+            .query_one(
+                "SELECT uptime_pct::float8, p95_ms FROM site_uptime WHERE site = $1 AND \"window\" = $2
+                 UNION ALL
+                 SELECT uptime_pct::float8, NULL FROM site_uptime_long WHERE site = $1 AND \"window\" = $2",
+                &[&site, &window],
+            )
+            .await
+            .unwrap_or_else(|e| panic!("{site} {window}: {e}"));
+        (r.get::<_, Option<f64>>(0), r.get::<_, Option<f64>>(1))
+    };
+    let pct = |v: Option<f64>| v.map_or("no data".into(), |p| format!("{}%", percent(p)));
+    let mut expect: Vec<(String, String)> = vec![
+        ("ok/status".into(), "up".into()),
+        ("outage/status".into(), "down".into()),
+    ];
+    for (span, window) in [
+        ("24h", "1 day"),
+        ("7d", "7 days"),
+        ("30d", "30 days"),
+        ("1y", "365 days"),
+    ] {
+        expect.push((format!("ok/uptime/{span}"), pct(view("ok", window).await.0)));
+        expect.push((
+            format!("outage/uptime/{span}"),
+            pct(view("outage", window).await.0),
+        ));
+    }
+    for (span, window) in [("24h", "1 day"), ("7d", "7 days")] {
+        let p95 = view("ok", window).await.1.expect("ok has response times");
+        expect.push((
+            format!("ok/response-time/{span}"),
+            format!("{} ms", p95.round()),
+        ));
+    }
+    assert_eq!(expect[2].1, "100%", "the up site's day: {expect:?}");
+    assert_eq!(expect[3].1, "0%", "the failing site's day: {expect:?}");
+
+    for (path, message) in &expect {
+        let svg = http
+            .get(format!("{base}/badges/{path}.svg"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(svg.status(), 200, "{path}");
+        assert_eq!(svg.headers()["content-type"], "image/svg+xml");
+        assert_eq!(
+            svg.headers()["cross-origin-resource-policy"],
+            "cross-origin"
+        );
+        assert!(svg.headers()["cache-control"]
+            .to_str()
+            .unwrap()
+            .starts_with("public, max-age="));
+        assert_eq!(svg.headers()["x-content-type-options"], "nosniff");
+        let body = svg.text().await.unwrap();
+        let doc =
+            roxmltree::Document::parse(&body).unwrap_or_else(|e| panic!("{path}: {e}\n{body}"));
+        let root = doc.root_element();
+        assert_eq!(root.tag_name().name(), "svg", "{path}");
+        assert_eq!(
+            root.tag_name().namespace(),
+            Some("http://www.w3.org/2000/svg")
+        );
+        let title = root
+            .children()
+            .find(|n| n.has_tag_name("title"))
+            .and_then(|n| n.text());
+        assert!(
+            title.is_some_and(|t| t.ends_with(&format!(": {message}"))),
+            "{path}: {title:?} should end with {message:?}"
+        );
+        let json = http
+            .get(format!("{base}/badges/{path}.json"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let json: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert_eq!(json["schemaVersion"], 1, "{path}");
+        assert_eq!(json["message"], message.as_str(), "{path}");
+    }
+    // Chromium draws one as an SVG document.
+    let shown =
+        super::status_page::chromium(&["--dump-dom"], &format!("{base}/badges/ok/status.svg"));
+    assert!(shown.trim_start().starts_with("<svg"), "{shown}");
+
+    for path in [
+        "hidden/status.svg",
+        "nope/status.svg",
+        "ok/uptime/2d.svg",
+        "ok/response-time/30d.svg",
+        "ok/status.png",
+        "ok/status",
+    ] {
+        let r = http
+            .get(format!("{base}/badges/{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
+    for path in [
+        "/status/sites/hidden",
+        "/status/sites/hidden.json",
+        "/status/sites/nope",
+    ] {
+        let r = http.get(format!("{base}{path}")).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
+    // The JSON carries the page's data, and nothing of an unlisted site
+    // or of the sites' URLs.
+    let status = http
+        .get(format!("{base}/status.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(status.headers()["access-control-allow-origin"], "*");
+    let status = status.text().await.unwrap();
+    for hidden in ["hidden", "\"url\"", "127.0.0.1"] {
+        assert!(!status.contains(hidden), "status.json shows {hidden}");
+    }
+    let status: serde_json::Value = serde_json::from_str(&status).unwrap();
+    assert_eq!(status["status"], "down");
+    assert_eq!(
+        status["groups"][1]["sites"][1]["display_name"],
+        "Public API"
+    );
+    let page = http
+        .get(format!("{base}/status"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    let csp = page.headers()["content-security-policy"].to_str().unwrap();
+    assert!(
+        csp.contains("default-src 'none'") && csp.contains("frame-ancestors 'none'"),
+        "{csp}"
+    );
+    assert_eq!(page.headers()["x-frame-options"], "DENY");
+    let etag = page.headers()["etag"].clone();
+    let again = http
+        .get(format!("{base}/status"))
+        .header("if-none-match", etag)
+        .send()
+        .await
+        .unwrap();
+    // The page re-renders every second here, so a changed page is fine;
+    // an unchanged one must be a 304.
+    assert!(
+        matches!(again.status().as_u16(), 200 | 304),
+        "{}",
+        again.status()
+    );
+}
