@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CONFIG ?= config/sitewatch.example.toml
 CARGO ?= cargo
 
-.PHONY: all install-deps up down run smoke test lint fmt clean-data install uninstall bench bench-probe soak faults
+.PHONY: all install-deps up down run smoke test lint fmt clean-data install uninstall bench bench-probe soak faults bench-status
 
 all: test
 
@@ -41,6 +41,10 @@ bench-probe:
 
 bench: up
 	bench/pipeline.sh
+
+# The status page at 1,000 listed sites: render time and what readers wait.
+bench-status: up
+	bench/status_page.sh
 
 # The write path over an hour: SITES, INTERVAL, MINUTES (default 1500, 1s, 60).
 soak: up

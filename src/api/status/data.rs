@@ -4,8 +4,10 @@
 //! `site_uptime_long`, response-time percentiles from the rollups'
 //! sketches, and incidents; upcoming maintenance comes from the config.
 //!
-//! Every percentage is computed by Postgres with the views' own expression
-//! (`round(100.0 * up / checks, 3)`), so the page shows what the views say.
+//! Every percentage is the views' own expression (`round(100.0 * up /
+//! checks, 3)`), computed by Postgres or, for sums of its rows, by
+//! [`uptime_pct`] with the same rounding, so the page shows what the views
+//! say.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -126,12 +128,14 @@ pub struct Overview {
 }
 
 /// Reads the overview of `page`'s listed sites; `sites` are the configured
-/// ones (a listed site missing from them is left out).
+/// ones (a listed site missing from them is left out); `history` keeps the
+/// closed days between calls.
 pub async fn overview(
     db: &tokio_postgres::Client,
     page: &StatusPage,
     sites: &HashMap<&str, &Site>,
     now: DateTime<Utc>,
+    history: Option<&History>,
 ) -> Result<Overview, tokio_postgres::Error> {
     let listed: Vec<(&Listed, &Site)> = page
         .listed()
@@ -139,7 +143,7 @@ pub async fn overview(
         .collect();
     let names: Vec<&str> = listed.iter().map(|(l, _)| l.site.as_str()).collect();
     let latest = latest(db, &listed, now).await?;
-    let (days, totals) = daily(db, &names, now).await?;
+    let (days, totals) = daily(db, &names, now, history).await?;
     let incidents = incidents(db, &names, now - chrono::Duration::days(RECENT_INCIDENTS)).await?;
     let display: HashMap<&str, &str> = listed
         .iter()
@@ -288,48 +292,113 @@ async fn latest(
 type Days = HashMap<String, Vec<Day>>;
 type Totals = HashMap<String, (i64, Option<f64>)>;
 
-/// `site_uptime_daily` for the last [`DAYS`] days, per site, and the
-/// totals over them, both by Postgres.
+/// The closed days (before today, UTC) of every listed site, kept between
+/// renders: at 1,000 sites they are 2 million hour rows, and they change
+/// only when a late result lands. Read again when the day turns, and
+/// hourly for late results.
+#[derive(Default)]
+pub struct History {
+    kept: tokio::sync::Mutex<Option<(NaiveDate, tokio::time::Instant, Days)>>,
+}
+
+/// Closed days are read again after this long.
+const HISTORY_FOR: Duration = Duration::from_secs(3600);
+
+impl History {
+    async fn closed(
+        &self,
+        db: &tokio_postgres::Client,
+        names: &[&str],
+        now: DateTime<Utc>,
+    ) -> Result<Days, tokio_postgres::Error> {
+        let today = now.date_naive();
+        let mut kept = self.kept.lock().await;
+        if let Some((day, at, days)) = kept.as_ref() {
+            if *day == today && at.elapsed() < HISTORY_FOR {
+                return Ok(days.clone());
+            }
+        }
+        let days = days_between(db, names, first_day(now), today).await?;
+        *kept = Some((today, tokio::time::Instant::now(), days.clone()));
+        Ok(days)
+    }
+}
+
+/// `site_uptime_daily` for the last [`DAYS`] days, per site (the closed
+/// days from `history` when given), and the totals over them.
 async fn daily(
     db: &tokio_postgres::Client,
     names: &[&str],
     now: DateTime<Utc>,
+    history: Option<&History>,
 ) -> Result<(Days, Totals), tokio_postgres::Error> {
-    let first = first_day(now)
-        .and_hms_opt(0, 0, 0)
-        .expect("midnight")
-        .and_utc();
-    // The view's expression with the bucket bound written where the
-    // rollups' index and day partitions can use it.
+    let today = now.date_naive();
+    let mut days = match history {
+        Some(h) => {
+            let mut days = h.closed(db, names, now).await?;
+            for (site, mut d) in
+                days_between(db, names, today, today + chrono::Days::new(1)).await?
+            {
+                days.entry(site).or_default().append(&mut d);
+            }
+            days
+        }
+        None => days_between(db, names, first_day(now), today + chrono::Days::new(1)).await?,
+    };
+    let mut totals = Totals::new();
+    for (site, list) in &mut days {
+        list.sort_by_key(|d| d.day);
+        let (up, checks) = list
+            .iter()
+            .fold((0, 0), |(u, c), d| (u + d.up, c + d.checks));
+        totals.insert(site.clone(), (checks, uptime_pct(up, checks)));
+    }
+    Ok((days, totals))
+}
+
+/// `round(100.0 * up / checks, 3)` as Postgres computes it (numeric,
+/// half away from zero), in integers: exact for any count a day can hold.
+pub fn uptime_pct(up: i64, checks: i64) -> Option<f64> {
+    (checks > 0).then(|| {
+        let thousandths =
+            (200_000 * i128::from(up) + i128::from(checks)) / (2 * i128::from(checks));
+        thousandths as f64 / 1000.0
+    })
+}
+
+/// The view's rows of days `from` (inclusive) to `to` (exclusive).
+async fn days_between(
+    db: &tokio_postgres::Client,
+    names: &[&str],
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Days, tokio_postgres::Error> {
+    let at = |d: NaiveDate| d.and_hms_opt(0, 0, 0).expect("midnight").and_utc();
+    // The view's expression with the bucket bounds written where the
+    // rollups' index and partitions can use them.
     let rows = db
         .query(
             "SELECT site, (bucket AT TIME ZONE 'UTC')::date AS day,
                     sum(checks)::int8, sum(up + degraded)::int8, sum(down)::int8,
                     sum(skipped)::int8,
                     round(100.0 * sum(up + degraded) / NULLIF(sum(checks), 0), 3)::float8
-             FROM rollup_hour WHERE site = ANY($1) AND bucket >= $2
-             GROUP BY GROUPING SETS ((site, day), (site))",
-            &[&names, &first],
+             FROM rollup_hour WHERE site = ANY($1) AND bucket >= $2 AND bucket < $3
+             GROUP BY 1, 2",
+            &[&names, &at(from), &at(to)],
         )
         .await?;
-    let (mut days, mut totals) = (Days::new(), Totals::new());
+    let mut days = Days::new();
     for r in rows {
-        let site: String = r.get(0);
-        match r.get::<_, Option<NaiveDate>>(1) {
-            Some(day) => days.entry(site).or_default().push(Day {
-                day,
-                checks: r.get(2),
-                up: r.get(3),
-                down: r.get(4),
-                skipped: r.get(5),
-                uptime_pct: r.get(6),
-            }),
-            None => {
-                totals.insert(site, (r.get(2), r.get(6)));
-            }
-        }
+        days.entry(r.get(0)).or_default().push(Day {
+            day: r.get(1),
+            checks: r.get(2),
+            up: r.get(3),
+            down: r.get(4),
+            skipped: r.get(5),
+            uptime_pct: r.get(6),
+        });
     }
-    Ok((days, totals))
+    Ok(days)
 }
 
 /// The first of the [`DAYS`] days ending today (UTC).
@@ -434,4 +503,21 @@ fn maintenance(listed: &[(&Listed, &Site)], now: DateTime<Utc>) -> Vec<Maintenan
     windows.sort_by_key(|m| m.starts_at);
     windows.truncate(20);
     windows
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uptime_rounds_as_postgres_numeric_does() {
+        // Values checked with psql: SELECT round(100.0 * u / c, 3).
+        assert_eq!(uptime_pct(2, 3), Some(66.667));
+        assert_eq!(uptime_pct(1, 8000), Some(0.013), "half away from zero");
+        assert_eq!(uptime_pct(1, 16000), Some(0.006));
+        assert_eq!(uptime_pct(129_598, 129_600), Some(99.998));
+        assert_eq!(uptime_pct(7, 7), Some(100.0));
+        assert_eq!(uptime_pct(0, 5), Some(0.0));
+        assert_eq!(uptime_pct(0, 0), None);
+    }
 }

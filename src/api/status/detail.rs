@@ -65,7 +65,7 @@ async fn one(
         ..page.clone()
     };
     let sites = HashMap::from([(site.name.as_str(), site)]);
-    let mut o = data::overview(db, &alone, &sites, now).await?;
+    let mut o = data::overview(db, &alone, &sites, now, None).await?;
     Ok(o.groups.remove(0).sites.remove(0))
 }
 

@@ -77,6 +77,7 @@ struct Inner {
     sites: watch::Receiver<SiteList>,
     templates: page::Templates,
     cache: cache::Cache<Pair>,
+    history: data::History,
 }
 
 impl StatusPages {
@@ -90,6 +91,7 @@ impl StatusPages {
                 sites,
                 templates: page::Templates::default(),
                 cache,
+                history: data::History::default(),
             }),
         }
     }
@@ -141,16 +143,25 @@ impl StatusPages {
         self.inner
             .cache
             .get("overview", move || async move {
+                let started = std::time::Instant::now();
                 let list = me.inner.sites.borrow().clone();
                 let by_name: HashMap<&str, &Site> =
                     list.iter().map(|s| (s.name.as_str(), s.as_ref())).collect();
                 let db = me.inner.pool.get().await?;
-                let o = within(data::overview(&db, &me.inner.page, &by_name, Utc::now())).await?;
+                let history = Some(&me.inner.history);
+                let now = Utc::now();
+                let o = within(data::overview(&db, &me.inner.page, &by_name, now, history)).await?;
                 let html = me.inner.templates.overview(&o, me.max_age())?;
-                Ok(Pair {
+                let pair = Pair {
                     main: Body::new(html.into_bytes()),
                     json: Body::json(&o),
-                })
+                };
+                tracing::debug!(
+                    ms = started.elapsed().as_millis() as u64,
+                    bytes = pair.main.len(),
+                    "status page rendered"
+                );
+                Ok(pair)
             })
             .await
     }

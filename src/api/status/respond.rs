@@ -78,6 +78,11 @@ impl Body {
         }
     }
 
+    /// Bytes before compression.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
     pub fn json(v: &impl serde::Serialize) -> Body {
         Body::new(serde_json::to_vec(v).expect("status data serializes"))
     }
