@@ -236,7 +236,9 @@ pub async fn run(
             .await
             .map_err(|e| DaemonError::Listen(settings.api.listen, e))?;
         let mut app = axum::Router::new();
-        if api_enabled || !all {
+        // The token API only when enabled, whatever the roles: a status
+        // page instance (`--role api`, `api.enabled = false`) serves no more.
+        if api_enabled {
             let out = crate::api::outcomes::channel();
             let (s, o, beat, t) = (
                 settings.clone(),
@@ -264,7 +266,7 @@ pub async fn run(
             app = app.merge(pages.router());
         }
         let t = stop.clone();
-        tracing::info!(addr = %settings.api.listen, api = api_enabled || !all,
+        tracing::info!(addr = %settings.api.listen, api = api_enabled,
             status_page = settings.status_page.enabled, "API listening");
         let limits = settings.api.connections;
         stages.spawn(async move {

@@ -82,10 +82,15 @@ pub struct RawGroup {
 #[serde(untagged)]
 pub enum RawEntry {
     Name(String),
-    Table {
-        site: String,
-        display_name: Option<String>,
-    },
+    Table(RawListed),
+}
+
+/// `{ site, display_name }` as written.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawListed {
+    site: String,
+    display_name: Option<String>,
 }
 
 /// The status page as loaded: every listed site exists in the config.
@@ -157,7 +162,7 @@ pub fn build(
             let field = format!("{at}.sites[{j}]");
             let (site, display) = match e {
                 RawEntry::Name(s) => (s, None),
-                RawEntry::Table { site, display_name } => (site, display_name.as_ref()),
+                RawEntry::Table(t) => (&t.site, t.display_name.as_ref()),
             };
             if !known.contains(site.as_str()) {
                 bad(field, format!("no site named {site:?} in the config"));
@@ -180,6 +185,7 @@ pub fn build(
         out
     };
     let mut groups = Vec::new();
+    let mut group_names: HashSet<&str> = HashSet::new();
     let ungrouped = entries(&raw.sites, "status_page", &mut bad);
     if !ungrouped.is_empty() {
         groups.push(Group {
@@ -193,6 +199,15 @@ pub fn build(
             bad(format!("{at}.name"), "is empty".into());
         } else if let Err(e) = text(&g.name) {
             bad(format!("{at}.name"), e);
+        }
+        if !group_names.insert(g.name.trim()) {
+            bad(
+                format!("{at}.name"),
+                format!("{:?} names two groups", g.name.trim()),
+            );
+        }
+        if g.sites.is_empty() {
+            bad(format!("{at}.sites"), "lists no site".into());
         }
         let sites = entries(&g.sites, &at, &mut bad);
         groups.push(Group {
@@ -216,13 +231,26 @@ pub fn build(
     }
 }
 
-/// Text shown on the page: bounded, one line, no control characters.
+/// Text shown on the page: bounded, one line, no control characters and
+/// no invisible formatting (zero-width spaces, bidirectional overrides that
+/// make text read differently from what it is: Unicode TR 36, 3.2).
 fn text(s: &str) -> Result<(), String> {
     if s.chars().count() > MAX_TEXT {
         return Err(format!("is longer than {MAX_TEXT} characters"));
     }
     if s.chars().any(char::is_control) {
         return Err("holds a control character (a newline, a tab ...)".into());
+    }
+    let invisible = |c: char| {
+        matches!(c, '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}'
+            | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+    };
+    if let Some(c) = s.chars().find(|c| invisible(*c)) {
+        return Err(format!(
+            "holds an invisible formatting character (U+{:04X})",
+            c as u32
+        ));
     }
     Ok(())
 }
@@ -317,5 +345,10 @@ sites = [{{ site = "api", display_name = "Public API" }}]
         }
         let unknown = load(&format!("[status_page]\ncolour = \"red\"\n{SITES}")).unwrap_err();
         assert!(unknown.to_string().contains("colour"), "{unknown}");
+        let typo = "[status_page]\nsites = [{ site = \"home\", display = \"x\" }]";
+        assert!(
+            load(&format!("{typo}\n{SITES}")).is_err(),
+            "a misspelt key is refused"
+        );
     }
 }

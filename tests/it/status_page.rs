@@ -346,12 +346,13 @@ interval = "1s"
         .query(
             "SELECT \"window\", uptime_pct::float8 FROM site_uptime
              WHERE site = 'ok' AND \"window\" IN ('1 day', '7 days')
-             UNION ALL SELECT \"window\", uptime_pct::float8 FROM site_uptime_long WHERE site = 'ok'",
+             UNION ALL SELECT \"window\", uptime_pct::float8 FROM site_uptime_long
+             WHERE site = 'ok' AND \"window\" IN ('30 days', '365 days')",
             &[],
         )
         .await
         .unwrap();
-    assert_eq!(windows.len(), 5);
+    assert_eq!(windows.len(), 4);
     for w in &windows {
         let key: &str = w.get(0);
         let row = site
@@ -360,6 +361,15 @@ interval = "1s"
             .unwrap_or_else(|| panic!("no row for {key}"));
         assert_eq!(text(row), shown(w.get(1)), "{key}");
     }
+    // The 90-day row is the bars' figure, the overview's.
+    let bars_row = site
+        .select(&sel("tr.window[data-window='90 days shown'] td.pct"))
+        .next()
+        .unwrap();
+    assert_eq!(
+        text(bars_row),
+        text(rows[0].select(&sel(".uptime")).next().unwrap())
+    );
     for chart in ["#chart-24h", "#chart-7d"] {
         let lines = site.select(&sel(&format!("{chart} polyline.p50"))).count();
         assert!(lines >= 1, "{chart}: no p50 line");
@@ -404,4 +414,49 @@ interval = "1s"
     super::status_badges::check(&base, &client).await;
     serve.cancel();
     api_only.await.unwrap().unwrap();
+}
+
+/// A Postgres that accepts connections and never answers (a hung server, a
+/// black-holed proxy) costs a reader a bounded wait and a 503, not a hang.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_postgres_that_never_answers_gets_a_503_in_bounded_time() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = silent.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            held.push(c);
+        }
+    });
+    let cfg = TestConfig::with_endpoints(
+        &format!("postgres://sitewatch@127.0.0.1:{port}/none"),
+        &crate::support::kafka_brokers(),
+        "[status_page]\nenabled = true\nsites = [\"a\"]\n[[sites]]\nname = \"a\"\nurl = \"http://127.0.0.1:9/\"\n",
+    );
+    let mut settings = cfg.load();
+    let pool = sitewatch::store::pool(&settings).unwrap();
+    let sites: sitewatch::config::SiteList = std::sync::Arc::new(
+        std::mem::take(&mut settings.sites)
+            .into_iter()
+            .map(std::sync::Arc::new)
+            .collect(),
+    );
+    let (_tx, rx) = tokio::sync::watch::channel(sites);
+    let app =
+        sitewatch::api::status::StatusPages::new(settings.status_page.clone(), pool, rx).router();
+    let addr = crate::incidents::serve(app).await;
+    // The render gives up after 20 s; a hang would run into the client's
+    // 60 s and fail the `expect`.
+    let answer = reqwest::Client::new()
+        .get(format!("http://{addr}/badges/a/status.svg"))
+        .timeout(Duration::from_secs(60))
+        .send()
+        .await
+        .expect("an answer, not a hang");
+    assert_eq!(answer.status(), 503);
+    assert_eq!(answer.headers()["retry-after"], "10");
+    assert_eq!(
+        answer.headers()["cross-origin-resource-policy"],
+        "cross-origin"
+    );
 }

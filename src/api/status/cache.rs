@@ -4,7 +4,7 @@
 //! Stale-while-revalidate (RFC 5861's idea, on the server): a stale answer
 //! is served at once while one task renders the next, so a reader waits for
 //! Postgres only when there is no answer at all, or when the one kept is so
-//! old (ten refreshes) that serving it would mislead. Concurrent misses of
+//! old (three refreshes) that serving it would mislead. Concurrent misses of
 //! one key wait for one render instead of each starting their own. Keys are
 //! the listed sites' pages and badges, so the map is bounded by the config.
 
@@ -17,8 +17,8 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 /// How many refreshes old an answer may be and still be served while the
-/// next renders.
-const STALE_FOR: u32 = 10;
+/// next renders (90 s at the default 30 s).
+const STALE_FOR: u32 = 3;
 
 pub struct Cache<V> {
     ttl: Duration,
@@ -134,7 +134,7 @@ mod tests {
         tokio::task::yield_now().await;
         assert_eq!(*cache.get("k", make(renders.clone())).await.unwrap(), 2);
 
-        tokio::time::advance(Duration::from_secs(30 * 11)).await;
+        tokio::time::advance(Duration::from_secs(30 * 4)).await;
         assert_eq!(
             *cache.get("k", make(renders.clone())).await.unwrap(),
             3,

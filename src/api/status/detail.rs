@@ -69,17 +69,18 @@ async fn one(
     Ok(o.groups.remove(0).sites.remove(0))
 }
 
-/// Reads one site's page.
+/// Reads one site's page; `windows` are its [`windows`].
 pub async fn detail(
     db: &tokio_postgres::Client,
     page: &StatusPage,
     listed: &Listed,
     site: &Site,
+    windows: &[Window],
     now: DateTime<Utc>,
 ) -> Result<Detail, tokio_postgres::Error> {
     let view = one(db, page, listed, site, now).await?;
     let name = site.name.as_str();
-    let windows = windows(db, name).await?;
+    let windows = windows.to_vec();
     let day = db
         .query(
             "SELECT date_bin('15 minutes', bucket, TIMESTAMPTZ '2000-01-01 00:00:00+00'),

@@ -15,7 +15,8 @@
 //! as a name that is not configured at all. Of a site the page shows its
 //! name, display name and, with `show_urls`, its URL; incidents show the
 //! kind of failure, never its message. Answers are cached for `refresh`
-//! (see [`cache`]), gzip-compressed once, validated by `ETag`, and carry a
+//! (see [`cache`]; a stale one is sent with its `Age` and what is left
+//! of `max-age`), gzip-compressed once, validated by `ETag`, and carry a
 //! strict Content Security Policy: the page loads nothing but its own CSS
 //! and script.
 
@@ -63,6 +64,19 @@ pub enum StatusError {
 pub struct Pair {
     main: Body,
     json: Body,
+    /// When it was rendered: its age is sent (`Age`) and taken off
+    /// `max-age`, so a stale answer is not cached downstream as fresh.
+    rendered: tokio::time::Instant,
+}
+
+impl Pair {
+    fn new(main: Body, json: Body) -> Pair {
+        Pair {
+            main,
+            json,
+            rendered: tokio::time::Instant::now(),
+        }
+    }
 }
 
 /// The status page service; cheap to clone.
@@ -77,6 +91,9 @@ struct Inner {
     sites: watch::Receiver<SiteList>,
     templates: page::Templates,
     cache: cache::Cache<Pair>,
+    /// Each site's view rows, shared by its page and its six badges (one
+    /// query over a week of raw rows per site and refresh, not seven).
+    windows: cache::Cache<Vec<detail::Window>>,
     history: data::History,
 }
 
@@ -84,6 +101,7 @@ impl StatusPages {
     /// `page` as loaded; `sites` follows config reloads.
     pub fn new(page: StatusPage, pool: Pool, sites: watch::Receiver<SiteList>) -> Self {
         let cache = cache::Cache::new(page.refresh);
+        let windows = cache::Cache::new(page.refresh);
         StatusPages {
             inner: Arc::new(Inner {
                 page,
@@ -91,6 +109,7 @@ impl StatusPages {
                 sites,
                 templates: page::Templates::default(),
                 cache,
+                windows,
                 history: data::History::default(),
             }),
         }
@@ -147,15 +166,12 @@ impl StatusPages {
                 let list = me.inner.sites.borrow().clone();
                 let by_name: HashMap<&str, &Site> =
                     list.iter().map(|s| (s.name.as_str(), s.as_ref())).collect();
-                let db = me.inner.pool.get().await?;
+                let db = within(me.inner.pool.get()).await?;
                 let history = Some(&me.inner.history);
                 let now = Utc::now();
                 let o = within(data::overview(&db, &me.inner.page, &by_name, now, history)).await?;
                 let html = me.inner.templates.overview(&o, me.max_age())?;
-                let pair = Pair {
-                    main: Body::new(html.into_bytes()),
-                    json: Body::json(&o),
-                };
+                let pair = Pair::new(Body::new(html.into_bytes()), Body::json(&o));
                 tracing::debug!(
                     ms = started.elapsed().as_millis() as u64,
                     bytes = pair.main.len(),
@@ -171,14 +187,25 @@ impl StatusPages {
         self.inner
             .cache
             .get(&format!("site/{}", site.name), move || async move {
-                let db = me.inner.pool.get().await?;
+                let db = within(me.inner.pool.get()).await?;
                 let page = &me.inner.page;
-                let d = within(detail::detail(&db, page, &listed, &site, Utc::now())).await?;
+                let windows = me.windows(&site.name).await?;
+                let now = Utc::now();
+                let d = within(detail::detail(&db, page, &listed, &site, &windows, now)).await?;
                 let html = me.inner.templates.site(&d, me.max_age())?;
-                Ok(Pair {
-                    main: Body::new(html.into_bytes()),
-                    json: Body::json(&d),
-                })
+                Ok(Pair::new(Body::new(html.into_bytes()), Body::json(&d)))
+            })
+            .await
+    }
+
+    /// The site's rows of `site_uptime` and `site_uptime_long`.
+    async fn windows(&self, site: &str) -> Result<Arc<Vec<detail::Window>>, StatusError> {
+        let (pool, name) = (self.inner.pool.clone(), site.to_owned());
+        self.inner
+            .windows
+            .get(site, move || async move {
+                let db = within(pool.get()).await?;
+                within(detail::windows(&db, &name)).await
             })
             .await
     }
@@ -194,35 +221,38 @@ impl StatusPages {
         self.inner
             .cache
             .get(&key, move || async move {
-                let db = me.inner.pool.get().await?;
                 let face = match kind {
                     badges::Kind::Status => {
+                        let db = within(me.inner.pool.get()).await?;
                         let now = Utc::now();
                         let s = detail::status_now(&db, &me.inner.page, &listed, &site, now);
                         badges::status(within(s).await?)
                     }
                     badges::Kind::Uptime(span) | badges::Kind::ResponseTime(span) => {
-                        let rows = within(detail::windows(&db, &site.name)).await?;
+                        let rows = me.windows(&site.name).await?;
                         let row = rows.iter().find(|w| w.window == span.view_window());
                         badges::window(kind, row)
                     }
                 };
-                Ok(Pair {
-                    main: Body::new(face.svg().into_bytes()),
-                    json: Body::json(&face.shields(me.max_age())),
-                })
+                Ok(Pair::new(
+                    Body::new(face.svg().into_bytes()),
+                    Body::json(&face.shields(me.max_age())),
+                ))
             })
             .await
     }
 }
 
-async fn within<T>(
-    f: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+/// Runs a render's Postgres work (the pool's connection included: a server
+/// that accepts and never answers must not hold readers) within
+/// [`QUERY_TIMEOUT`].
+async fn within<T, E: Into<StatusError>>(
+    f: impl std::future::Future<Output = Result<T, E>>,
 ) -> Result<T, StatusError> {
     tokio::time::timeout(QUERY_TIMEOUT, f)
         .await
         .map_err(|_| StatusError::Timeout)?
-        .map_err(StatusError::from)
+        .map_err(Into::into)
 }
 
 /// `99.931`, `100`, `99.9`: a view's `round(…, 3)` without trailing zeros.

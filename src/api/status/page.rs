@@ -84,16 +84,25 @@ impl Templates {
     /// `/status/sites/{name}`.
     pub fn site(&self, d: &Detail, refresh: u64) -> Result<String, minijinja::Error> {
         let now = d.generated_at;
+        // The 90-day row is the bars' (as on the overview), not
+        // `site_uptime_long`'s hour-aligned window: one page, one figure.
+        let bars = super::detail::Window {
+            window: "90 days shown".into(),
+            checks: d.site.checks,
+            uptime_pct: d.site.uptime_pct,
+            p50_ms: None,
+            p95_ms: None,
+        };
         let windows: Vec<Value> = [
             ("1 day", "24 hours"),
             ("7 days", "7 days"),
             ("30 days", "30 days"),
-            ("90 days", "90 days"),
+            ("90 days shown", "90 days (the bars)"),
             ("365 days", "1 year"),
         ]
         .iter()
         .map(|(key, label)| {
-            let w = d.windows.iter().find(|w| w.window == *key);
+            let w = (d.windows.iter().chain([&bars])).find(|w| w.window == *key);
             let ms = |v: Option<f64>| v.map_or("–".to_owned(), chart::ms_label);
             context! {
                 window => key, label,

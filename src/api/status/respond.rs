@@ -98,7 +98,12 @@ pub fn pair(
     match r {
         Ok(p) => {
             let body = if form == Form::Json { &p.json } else { &p.main };
-            send(body, form, req, max_age)
+            let age = p.rendered.elapsed().as_secs();
+            let mut r = send(body, form, req, max_age.saturating_sub(age));
+            if let Ok(v) = HeaderValue::from_str(&age.to_string()) {
+                r.headers_mut().insert(header::AGE, v);
+            }
+            r
         }
         Err(e) => {
             tracing::warn!(error = %e, "status page unavailable");
@@ -107,7 +112,9 @@ pub fn pair(
                 "status data is unavailable right now; try again shortly\n",
             )
                 .into_response();
-            guard(r.headers_mut(), Form::Css);
+            // Badges and JSON keep their cross-origin headers, so an
+            // embedding page can see the 503.
+            guard(r.headers_mut(), form);
             r.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
             r.headers_mut().insert(
@@ -179,22 +186,30 @@ fn send(body: &Body, form: Form, req: &HeaderMap, max_age: u64) -> Response {
     r
 }
 
-/// True unless the client does not list gzip or gives it `q=0`.
+/// True when the client lists gzip (or `*`) with a non-zero weight and
+/// does not refuse gzip by name (RFC 9110, 12.5.3).
 fn accepts_gzip(req: &HeaderMap) -> bool {
-    req.get_all(header::ACCEPT_ENCODING)
+    let items: Vec<(String, bool)> = req
+        .get_all(header::ACCEPT_ENCODING)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .any(|item| {
+        .map(|item| {
             let mut parts = item.split(';').map(str::trim);
-            let coding = parts.next().unwrap_or("");
+            let coding = parts.next().unwrap_or("").to_ascii_lowercase();
             let refused = parts.any(|p| {
+                let p = p.to_ascii_lowercase();
                 p.strip_prefix("q=")
-                    .and_then(|q| q.parse::<f32>().ok())
+                    .and_then(|q| q.trim().parse::<f32>().ok())
                     .is_some_and(|q| q == 0.0)
             });
-            (coding.eq_ignore_ascii_case("gzip") || coding == "*") && !refused
+            (coding, refused)
         })
+        .collect();
+    match items.iter().find(|(c, _)| c == "gzip") {
+        Some((_, refused)) => !refused,
+        None => items.iter().any(|(c, refused)| c == "*" && !refused),
+    }
 }
 
 /// The headers every answer carries.
@@ -254,6 +269,12 @@ mod tests {
         assert!(!accepts_gzip(&headers(&[("accept-encoding", "gzip;q=0")])));
         assert!(!accepts_gzip(&headers(&[("accept-encoding", "br")])));
         assert!(!accepts_gzip(&headers(&[])));
+        assert!(!accepts_gzip(&headers(&[("accept-encoding", "GZIP;Q=0")])));
+        assert!(!accepts_gzip(&headers(&[(
+            "accept-encoding",
+            "gzip;q=0, *"
+        )])));
+        assert!(accepts_gzip(&headers(&[("accept-encoding", "*")])));
     }
 
     #[test]
