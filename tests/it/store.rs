@@ -28,7 +28,8 @@ async fn migrations_apply_once_and_create_partitions() {
             "V12__evidence",
             "V13__check_kind",
             "V14__dns_answers",
-            "V15__alert_channels"
+            "V15__alert_channels",
+            "V16__site_uptime_daily",
         ]
     );
     // Yesterday through PARTITION_DAYS_AHEAD days ahead.
