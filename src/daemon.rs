@@ -16,7 +16,7 @@ use crate::bus::{self, BusError, Publisher};
 use crate::checker::{Checker, ClientError, HttpChecker};
 use crate::config::{self, Coordination, Settings};
 use crate::persister::{Persister, ResultTopic};
-use crate::scheduler::{Ownership, Scheduler, SchedulerError, SiteList};
+use crate::scheduler::{Ownership, Scheduler, SchedulerError, Seams, SiteList};
 use crate::store::{self, StoreError};
 use crate::systemd;
 use crate::telemetry::metrics as m;
@@ -132,9 +132,14 @@ pub async fn run(
         Err(BusError::Cancelled) => return Ok(()),
         r => r?,
     }
-    if needs_db && !prepare_database(&settings, &sites, &shutdown).await? {
-        return Ok(());
-    }
+    let check_ids = if needs_db {
+        match prepare_database(&settings, &sites, &shutdown).await? {
+            Some(ids) => ids,
+            None => return Ok(()),
+        }
+    } else {
+        crate::model::CheckIds::default()
+    };
     // The sites sync built large temporary arrays: give their pages back.
     crate::config::release_free_memory();
 
@@ -156,14 +161,20 @@ pub async fn run(
         } else {
             watch::channel(None).1
         };
-        let s = Scheduler::new(
-            settings.clone(),
+        let seams = Seams::daemon(
+            &settings,
             pool.clone(),
             publisher.clone(),
+            backlog,
+            check_ids,
+        );
+        let s = Scheduler::new(
+            settings.clone(),
+            seams,
+            pool.clone(),
             health.stage("scheduler"),
             sites_rx.clone(),
             ownership,
-            backlog,
         );
         let t = stop.clone();
         stages.spawn(async move { ("scheduler", s.run(t).await.map_err(|e| e.to_string())) });
@@ -381,33 +392,35 @@ fn site_list(sites: Vec<crate::config::Site>) -> SiteList {
 }
 
 /// Applies migrations and syncs the `sites` table, retrying while Postgres
-/// is unreachable. False when shut down first; `Err` when retrying cannot
-/// help (bad CA, wrong password).
+/// is unreachable; returns the store's check id scheme. `None` when shut
+/// down first; `Err` when retrying cannot help (bad CA, wrong password).
 async fn prepare_database(
     settings: &Settings,
     sites: &[Arc<crate::config::Site>],
     shutdown: &CancellationToken,
-) -> Result<bool, DaemonError> {
+) -> Result<Option<crate::model::CheckIds>, DaemonError> {
     let mut delay = Duration::from_millis(250);
     loop {
         let attempt = async {
             let mut client = store::connect(settings).await?;
             let report = store::migrate(&mut client).await?;
             let sync = store::sync_sites(&mut client, sites).await?;
-            Ok::<_, StoreError>((report, sync))
+            let ids = store::check_ids(&client).await?;
+            Ok::<_, StoreError>((report, sync, ids))
         };
         match attempt.await {
-            Ok((report, sync)) => {
+            Ok((report, sync, ids)) => {
                 tracing::info!(migrations = ?report.applied, partitions = report.partitions_created,
-                    added = sync.added, changed = sync.changed, removed = sync.removed, "database ready");
-                return Ok(true);
+                    added = sync.added, changed = sync.changed, removed = sync.removed,
+                    time_leading_ids_from = %ids.time_leading_from, "database ready");
+                return Ok(Some(ids));
             }
             Err(e) if e.is_fatal() => return Err(e.into()),
             Err(e) => tracing::warn!(error = %e, url = %settings.postgres_display_url(),
                 retry_in = ?delay, "Postgres not ready"),
         }
         tokio::select! {
-            _ = shutdown.cancelled() => return Ok(false),
+            _ = shutdown.cancelled() => return Ok(None),
             _ = tokio::time::sleep(delay) => {}
         }
         delay = (delay * 2).min(Duration::from_secs(10));

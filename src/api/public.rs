@@ -117,14 +117,13 @@ pub(super) async fn queue(
     }
     let now = Utc::now();
     let req = CheckRequest {
-        check_id: uuid::Uuid::new_v4(),
         origin: Origin::OnDemand,
         public_only: !api.settings.api.allow_private_targets,
         requested_by: Some(caller.token_id().to_owned()),
         site: on_demand_key(&site.url),
         deadline: now
             + chrono::Duration::from_std(site.timeout + QUEUE_ALLOWANCE).unwrap_or_default(),
-        ..site.request(now)
+        ..site.request(uuid::Uuid::new_v4(), now)
     };
     api.publisher
         .send(
@@ -236,14 +235,30 @@ async fn get_check(
         Ok(c) => c,
         Err(e) => return unavailable(e),
     };
-    match client
-        .query_opt(
-            "SELECT to_jsonb(r) - 'requested_by' FROM check_results r
-             WHERE check_id = $1 AND (origin = 'scheduled' OR requested_by = $2)",
-            &[&id, &caller.token_id()],
-        )
-        .await
-    {
+    // A time-leading id carries its slot: one partition's index, not one
+    // probe per daily partition.
+    let found = match crate::model::slot_of(id) {
+        Some(slot) => {
+            client
+                .query_opt(
+                    "SELECT to_jsonb(r) - 'requested_by' FROM check_results r
+                     WHERE check_id = $1 AND scheduled_at = $3
+                       AND (origin = 'scheduled' OR requested_by = $2)",
+                    &[&id, &caller.token_id(), &slot],
+                )
+                .await
+        }
+        None => {
+            client
+                .query_opt(
+                    "SELECT to_jsonb(r) - 'requested_by' FROM check_results r
+                     WHERE check_id = $1 AND (origin = 'scheduled' OR requested_by = $2)",
+                    &[&id, &caller.token_id()],
+                )
+                .await
+        }
+    };
+    match found {
         Ok(Some(row)) => {
             Json(json!({ "check_id": id, "status": "done", "result": row.get::<_, Value>(0) }))
                 .into_response()

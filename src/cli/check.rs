@@ -326,9 +326,8 @@ pub async fn check(a: CheckArgs) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut req = site.request(chrono::Utc::now());
+    let mut req = site.request(uuid::Uuid::new_v4(), chrono::Utc::now());
     req.origin = Origin::OnDemand;
-    req.check_id = uuid::Uuid::new_v4();
     let out = http.check(&req).await;
     if a.json {
         println!("{}", String::from_utf8_lossy(&crate::model::encode(&out)));

@@ -9,14 +9,15 @@ use super::Site;
 use crate::model::{self, CheckRequest, Origin};
 
 impl Site {
-    /// The request for `site`'s slot: everything a checker needs, so
-    /// checkers hold no site state.
-    pub fn request(&self, slot: DateTime<Utc>) -> CheckRequest {
+    /// The request for `site`'s slot, as check `check_id` (the scheduler's
+    /// [`model::CheckIds`], a random id for on-demand checks): everything a
+    /// checker needs, so checkers hold no site state.
+    pub fn request(&self, check_id: uuid::Uuid, slot: DateTime<Utc>) -> CheckRequest {
         let site = self;
         CheckRequest {
             v: model::CheckKind::of_url(site.url.as_str())
                 .map_or(model::SCHEMA_VERSION, model::CheckKind::schema_version),
-            check_id: model::scheduled_check_id(&site.name, slot),
+            check_id,
             site: site.name.clone(),
             origin: Origin::Scheduled,
             scheduled_at: slot,

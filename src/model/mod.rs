@@ -13,13 +13,13 @@
 //!   [`CheckOutcome`]: succeeded when an HTTP response came back (whatever its
 //!   status), failed when none did, or when the check was skipped.
 
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use uuid::Uuid;
 
+mod check_id;
 mod outcome;
 mod request;
 
+pub use check_id::{slot_of, CheckIds};
 pub use outcome::{CheckOutcome, ErrorKind, Evidence, Failure, Outcome, Timing, TlsDetails};
 pub use request::{
     CheckKind, CheckOptions, CheckRequest, HeaderRule, IpFamily, JsonExpect, JsonRule, LATE_AFTER,
@@ -30,17 +30,6 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// knows only HTTP refuses them into the dead-letter topic instead of
 /// mis-checking a `tcp://` URL as HTTP. This build reads both.
 pub const KINDS_SCHEMA_VERSION: u32 = 2;
-
-/// Namespace of the UUIDv5 check ids of scheduled checks.
-const CHECK_ID_NAMESPACE: Uuid = Uuid::from_u128(0x5174_e3a7_c8d4_4b7e_9a1f_0c2d_6e8b_4f31);
-
-/// The id of the scheduled check of `site` at `slot`: the same slot always
-/// gives the same id, so a re-emitted slot is the same check and persists as
-/// the same row.
-pub fn scheduled_check_id(site: &str, slot: DateTime<Utc>) -> Uuid {
-    let name = format!("{site}\n{}", slot.timestamp_millis());
-    Uuid::new_v5(&CHECK_ID_NAMESPACE, name.as_bytes())
-}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -117,6 +106,7 @@ pub fn encode<T: Serialize>(msg: &T) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::{DateTime, Utc};
     use std::collections::BTreeMap;
 
     fn request() -> CheckRequest {
@@ -125,7 +115,7 @@ mod tests {
             .with_timezone(&Utc);
         CheckRequest {
             v: 1,
-            check_id: scheduled_check_id("a", slot),
+            check_id: CheckIds::TIME_LEADING.scheduled("a", slot),
             site: "a".into(),
             origin: Origin::Scheduled,
             scheduled_at: slot,
@@ -142,15 +132,6 @@ mod tests {
             requested_by: None,
             late: false,
         }
-    }
-
-    #[test]
-    fn check_id_depends_only_on_site_and_slot() {
-        let r = request();
-        assert_eq!(r.check_id, scheduled_check_id("a", r.scheduled_at));
-        assert_ne!(r.check_id, scheduled_check_id("b", r.scheduled_at));
-        let later = r.scheduled_at + chrono::Duration::milliseconds(1);
-        assert_ne!(r.check_id, scheduled_check_id("a", later));
     }
 
     #[test]

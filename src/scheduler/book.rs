@@ -101,6 +101,8 @@ pub(super) struct Book {
     pub released_sites: Vec<(String, DateTime<Utc>)>,
     /// Watermarks as last written, per shard.
     pub saved: HashMap<usize, DateTime<Utc>>,
+    /// The ids slots get (the store's cutover, migration V17).
+    pub ids: model::CheckIds,
 }
 
 impl Book {
@@ -155,9 +157,15 @@ impl Book {
 }
 
 /// The row of a slot recorded as skipped.
-pub(super) fn skipped(site: &Site, slot: DateTime<Utc>, kind: ErrorKind, why: &str) -> SkippedSlot {
+pub(super) fn skipped(
+    ids: &model::CheckIds,
+    site: &Site,
+    slot: DateTime<Utc>,
+    kind: ErrorKind,
+    why: &str,
+) -> SkippedSlot {
     SkippedSlot {
-        check_id: model::scheduled_check_id(&site.name, slot),
+        check_id: ids.scheduled(&site.name, slot),
         site: site.name.clone(),
         url: site.url.to_string(),
         scheduled_at: slot,

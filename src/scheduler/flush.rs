@@ -73,7 +73,15 @@ pub(super) fn take(
             Join::Loading => load.push((*id, e.site.name.clone())),
             Join::Backfill { from, to } => {
                 if let Some(from) = from {
-                    backfill(&e.site, &e.cadence, from, to, backfill_limit, &mut write);
+                    backfill(
+                        &book.ids,
+                        &e.site,
+                        &e.cadence,
+                        from,
+                        to,
+                        backfill_limit,
+                        &mut write,
+                    );
                 }
                 write.sites.push((e.site.name.clone(), to));
                 backfilled.push(*id);
@@ -123,6 +131,7 @@ pub(super) fn take(
 /// The slots in `[from, to)` recorded as missed: the last `limit` one by
 /// one, any earlier ones as one gap.
 fn backfill(
+    ids: &crate::model::CheckIds,
     site: &Arc<crate::config::Site>,
     cadence: &Cadence,
     from: DateTime<Utc>,
@@ -148,7 +157,7 @@ fn backfill(
     while slot < to {
         write
             .skipped
-            .push(skipped(site, slot, ErrorKind::MissedSlot, WHY));
+            .push(skipped(ids, site, slot, ErrorKind::MissedSlot, WHY));
         slot = cadence.next(slot);
     }
 }

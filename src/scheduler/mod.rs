@@ -56,14 +56,12 @@ use rdkafka::error::KafkaError;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::bus::lag::Backlog;
-use crate::bus::{BusError, Publisher};
+use crate::bus::BusError;
 use crate::config::{Coordination, Settings, Site};
 use crate::liveness::Beat;
 use crate::model::{ErrorKind, LATE_AFTER};
 use crate::telemetry::metrics as m;
 use book::{skipped, Book, Entry, Join, Pending};
-use seams::{KafkaSink, PgLedger, SystemClock};
 
 /// Pause before a failed slot is published again.
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
@@ -105,25 +103,16 @@ pub struct Scheduler {
 type Delivery = BoxFuture<'static, (u64, Arc<Site>, DateTime<Utc>, Result<(), KafkaError>)>;
 
 impl Scheduler {
-    /// The daemon's scheduler: the system clock, Kafka and Postgres.
+    /// The daemon's scheduler on `seams` ([`Seams::daemon`]), holding shard
+    /// leases in `pool` under `coordination = "postgres"`.
     pub fn new(
         settings: Arc<Settings>,
+        seams: Seams,
         pool: Pool,
-        publisher: Publisher,
         beat: Beat,
         sites: watch::Receiver<SiteList>,
         ownership: Ownership,
-        backlog: watch::Receiver<Option<Backlog>>,
     ) -> Self {
-        let seams = Seams {
-            backlog,
-            clock: Arc::new(SystemClock),
-            sink: Arc::new(KafkaSink {
-                publisher,
-                topic: settings.kafka.topics.created.clone(),
-            }),
-            ledger: Arc::new(PgLedger(pool.clone())),
-        };
         let leases = match settings.scheduler.coordination {
             Coordination::Postgres => Some(pool),
             Coordination::None => None,
@@ -168,7 +157,10 @@ impl Scheduler {
             ))
         });
         let mut owned = self.ownership.subscribe();
-        let mut book = Book::default();
+        let mut book = Book {
+            ids: self.seams.ids,
+            ..Book::default()
+        };
         self.reconcile(&mut book, true);
         let mut deliveries: FuturesUnordered<Delivery> = FuturesUnordered::new();
         let mut flush = tokio::time::interval(FLUSH_EVERY);
@@ -380,6 +372,7 @@ impl Scheduler {
             if next <= now {
                 // A later slot is due too: publish only the latest.
                 book.missed.push(skipped(
+                    &book.ids,
                     &e.site,
                     slot,
                     ErrorKind::MissedSlot,
@@ -390,7 +383,7 @@ impl Scheduler {
             }
             if let Some(why) = self.shed(&e.site) {
                 book.missed
-                    .push(skipped(&e.site, slot, ErrorKind::LoadShed, &why));
+                    .push(skipped(&book.ids, &e.site, slot, ErrorKind::LoadShed, &why));
                 metrics::counter!(m::SLOTS_SKIPPED, "reason" => "load_shed").increment(1);
                 continue;
             }
@@ -399,7 +392,7 @@ impl Scheduler {
             let lateness = (self.now() - slot).to_std().unwrap_or_default();
             metrics::histogram!(m::LATENESS).record(lateness.as_secs_f64());
             let site = e.site.clone();
-            let mut request = site.request(slot);
+            let mut request = site.request(book.ids.scheduled(&site.name, slot), slot);
             request.late = lateness >= LATE_AFTER;
             let ack = self.seams.sink.send(&request).await?;
             metrics::counter!(m::SLOTS_PUBLISHED).increment(1);
@@ -450,7 +443,7 @@ impl Scheduler {
                 // Debug: while the broker is away this fires for every
                 // slot; the slot's final fate is logged as a warning.
                 tracing::debug!(site = %site.name, %slot, error = %err, "publish failed; retrying");
-                let mut request = site.request(slot);
+                let mut request = site.request(book.ids.scheduled(&site.name, slot), slot);
                 request.late = true;
                 let sink = Arc::clone(&self.seams.sink);
                 deliveries.push(Box::pin(async move {
@@ -469,6 +462,7 @@ impl Scheduler {
                 tracing::warn!(site = %site.name, %slot, error = %err, "slot not delivered before its deadline");
                 metrics::counter!(m::SLOTS_SKIPPED, "reason" => "undelivered").increment(1);
                 book.missed.push(skipped(
+                    &book.ids,
                     &site,
                     slot,
                     ErrorKind::MissedSlot,

@@ -183,6 +183,29 @@ impl Ledger for PgLedger {
     }
 }
 
+impl Seams {
+    /// The daemon's seams: the system clock, Kafka's `created` topic, the
+    /// ledger in `pool`, the checkers' `backlog` and the store's `ids`.
+    pub fn daemon(
+        settings: &crate::config::Settings,
+        pool: Pool,
+        publisher: Publisher,
+        backlog: watch::Receiver<Option<Backlog>>,
+        ids: model::CheckIds,
+    ) -> Seams {
+        Seams {
+            backlog,
+            ids,
+            clock: Arc::new(SystemClock),
+            sink: Arc::new(KafkaSink {
+                publisher,
+                topic: settings.kafka.topics.created.clone(),
+            }),
+            ledger: Arc::new(PgLedger(pool)),
+        }
+    }
+}
+
 /// The seams together.
 #[derive(Clone)]
 pub struct Seams {
@@ -191,4 +214,6 @@ pub struct Seams {
     pub ledger: Arc<dyn Ledger>,
     /// The checkers' backlog (see `bus::lag`), for load shedding.
     pub backlog: watch::Receiver<Option<Backlog>>,
+    /// The ids slots get: the store's cutover (migration V17).
+    pub ids: model::CheckIds,
 }

@@ -10,8 +10,8 @@ mod sites;
 
 pub use migrate::{migrate, MigrationReport, PARTITION_DAYS_AHEAD};
 pub use progress::{
-    forget_progress_except, load_progress_of, load_watermarks, record_gap, save_progress,
-    save_watermarks,
+    check_ids, forget_progress_except, load_progress_of, load_watermarks, record_gap,
+    save_progress, save_watermarks,
 };
 pub use results::{
     ensure_partitions, insert_results, insert_skipped, is_data_error, is_missing_partition,

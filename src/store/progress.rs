@@ -8,6 +8,18 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::GenericClient;
 
 use super::StoreError;
+use crate::model::CheckIds;
+
+/// The store's check id scheme (migration V17): from which slot scheduled
+/// checks get time-leading ids.
+pub async fn check_ids(client: &impl GenericClient) -> Result<CheckIds, StoreError> {
+    let row = client
+        .query_one("SELECT time_leading_from FROM check_id_scheme", &[])
+        .await?;
+    Ok(CheckIds {
+        time_leading_from: row.get(0),
+    })
+}
 
 /// Every shard watermark on record: `(shards, shard, accounted_until)`,
 /// under each shard count that was ever used.

@@ -157,6 +157,30 @@ async fn on_demand_checks_sites_results_and_openapi() {
         shop_rows, 0,
         "an on-demand result stored under a site's name"
     );
+    // A scheduled check by its id: time-leading (migration V17), so the
+    // lookup goes to the slot's partition.
+    wait_for("a scheduled result", Duration::from_secs(30), || async {
+        crate::support::count(
+            &client,
+            "SELECT count(*) FROM check_results WHERE origin = 'scheduled'",
+        )
+        .await
+            > 0
+    })
+    .await;
+    let row = client
+        .query_one(
+            "SELECT check_id, scheduled_at FROM check_results WHERE origin = 'scheduled' LIMIT 1",
+            &[],
+        )
+        .await
+        .unwrap();
+    let (sched, at): (uuid::Uuid, chrono::DateTime<chrono::Utc>) = (row.get(0), row.get(1));
+    assert_eq!(sitewatch::model::slot_of(sched), Some(at));
+    let (code, got) = api.get(&format!("/v1/checks/{sched}")).await;
+    assert_eq!(code, 200, "{got}");
+    assert_eq!(got["result"]["check_id"], sched.to_string(), "{got}");
+    assert_eq!(got["result"]["origin"], "scheduled", "{got}");
     let gauge = |sql: &'static str| crate::support::count(&client, sql);
     wait_for(
         "shop up in site_status",

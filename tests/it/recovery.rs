@@ -179,6 +179,7 @@ pub async fn drain_and_check(db: &TestDb, cfg: &TestConfig, n_sites: usize) -> (
     drain.await.unwrap().unwrap();
 
     let acc = accounted(&client).await;
+    let ids = sitewatch::store::check_ids(&client).await.unwrap();
     let mut slots = 0;
     for (site, (first, until)) in &acc {
         let cadence = Cadence::new(site, INTERVAL);
@@ -204,7 +205,7 @@ pub async fn drain_and_check(db: &TestDb, cfg: &TestConfig, n_sites: usize) -> (
             let at: DateTime<Utc> = r.get(0);
             assert_eq!(at, slot, "{site}: slot {slot} missing or duplicated");
             let id: uuid::Uuid = r.get(1);
-            assert_eq!(id, sitewatch::model::scheduled_check_id(site, at));
+            assert_eq!(id, ids.scheduled(site, at));
             slot = cadence.next(slot);
         }
         slots += n;

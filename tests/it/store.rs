@@ -30,6 +30,7 @@ async fn migrations_apply_once_and_create_partitions() {
             "V14__dns_answers",
             "V15__alert_channels",
             "V16__site_uptime_daily",
+            "V17__time_leading_check_ids",
         ]
     );
     // Yesterday through PARTITION_DAYS_AHEAD days ahead.
@@ -59,6 +60,43 @@ async fn concurrent_migrations_apply_each_version_once() {
     let total = ra.unwrap().applied.len() + rb.unwrap().applied.len();
     let files = std::fs::read_dir("migrations").unwrap().count();
     assert_eq!(total, files, "each migration applied exactly once");
+}
+
+/// V17 on an empty store gives every slot a time-leading id; on a store
+/// with results, slots keep their old ids until an hour after the upgrade,
+/// so a rolling upgrade records each slot under one id.
+#[tokio::test]
+async fn time_leading_check_ids_start_an_hour_after_an_upgrade_with_results() {
+    let db = TestDb::create().await;
+    let mut client = db.client().await;
+    store::migrate(&mut client).await.unwrap();
+    let ids = store::check_ids(&client).await.unwrap();
+    assert_eq!(ids, sitewatch::model::CheckIds::TIME_LEADING);
+
+    // The same store upgraded with a result already in it.
+    client
+        .batch_execute(
+            "DROP TABLE check_id_scheme;
+             DELETE FROM refinery_schema_history WHERE version = 17;
+             INSERT INTO check_results (check_id, site, url, origin, scheduled_at, outcome)
+             VALUES (gen_random_uuid(), 's', 'https://s/', 'scheduled', now(), 'up');",
+        )
+        .await
+        .unwrap();
+    let before = chrono::Utc::now();
+    let report = store::migrate(&mut client).await.unwrap();
+    assert_eq!(report.applied, ["V17__time_leading_check_ids"]);
+    let cut = store::check_ids(&client).await.unwrap().time_leading_from;
+    let hour = chrono::Duration::hours(1);
+    assert!(
+        cut >= before + hour - chrono::Duration::minutes(1) && cut <= chrono::Utc::now() + hour,
+        "cutover {cut} is about an hour after {before}"
+    );
+    let ids = store::check_ids(&client).await.unwrap();
+    let old = ids.scheduled("s", cut - chrono::Duration::seconds(1));
+    let new = ids.scheduled("s", cut);
+    assert_eq!(old.get_version_num(), 5);
+    assert_eq!(new.get_version_num(), 8);
 }
 
 #[tokio::test]

@@ -202,7 +202,7 @@ pub fn request(
     use sitewatch::model::{self, CheckRequest, Origin};
     CheckRequest {
         v: model::SCHEMA_VERSION,
-        check_id: model::scheduled_check_id(site, slot),
+        check_id: model::CheckIds::TIME_LEADING.scheduled(site, slot),
         site: site.into(),
         origin: Origin::Scheduled,
         scheduled_at: slot,

@@ -175,6 +175,7 @@ pub(super) fn start(
     let (backlog, backlog_rx) = watch::channel(None);
     let seams = Seams {
         backlog: backlog_rx,
+        ids: crate::model::CheckIds::TIME_LEADING,
         clock: clock.clone(),
         sink: sink.clone(),
         ledger: ledger.clone(),
@@ -233,7 +234,7 @@ pub(super) fn fates(
         e.late += usize::from(r.late);
         assert_eq!(
             r.check_id,
-            model::scheduled_check_id(&r.site, r.scheduled_at)
+            model::CheckIds::TIME_LEADING.scheduled(&r.site, r.scheduled_at)
         );
     }
     for s in ledger.skipped.lock().unwrap().iter() {
