@@ -68,15 +68,27 @@ SELECT format('slot to row: p50 %s ms, p99 %s ms',
               round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)))
 FROM (SELECT extract(epoch FROM persisted_at - scheduled_at) * 1000 AS ms FROM check_results
       WHERE outcome <> 'skipped' AND scheduled_at >= '$t0' AND scheduled_at < '$t1') x;
--- Every slot between a site's first and last row in the window has a row:
--- gaps larger than the interval are slots without a row.
-SELECT format('slots without a row: %s; duplicated rows: %s',
+SELECT format('shed: %s slots/s (%s slots in %s site-minute runs, schedule_gaps)',
+              round(coalesce(sum(slots), 0) / extract(epoch FROM '$t1'::timestamptz - '$t0'::timestamptz)),
+              coalesce(sum(slots), 0), count(*))
+FROM schedule_gaps WHERE reason = 'load_shed' AND from_at >= '$t0' AND from_at < '$t1';
+-- Every slot between a site's first and last one in the window has a row
+-- or is in a shed run: gaps larger than the interval are slots without
+-- either, a slot twice is a duplicate.
+WITH slots AS (
+    SELECT site, scheduled_at AS at FROM check_results
+    WHERE scheduled_at >= '$t0' AND scheduled_at < '$t1'
+    UNION ALL
+    SELECT site, at FROM (
+        SELECT site, generate_series(from_at, to_at - interval '1 millisecond', interval '$INTERVAL') AS at
+        FROM schedule_gaps WHERE reason = 'load_shed' AND to_at > '$t0' AND from_at < '$t1') x
+    WHERE at >= '$t0' AND at < '$t1')
+SELECT format('slots without a row or shed run: %s; duplicated slots: %s',
               coalesce(sum(round(gap / iv) - 1) FILTER (WHERE gap > iv * 1.5), 0),
-              (SELECT count(*) FROM (SELECT 1 FROM check_results GROUP BY site, scheduled_at HAVING count(*) > 1) d))
-FROM (SELECT extract(epoch FROM scheduled_at - lag(scheduled_at) OVER w) AS gap,
+              (SELECT count(*) FROM (SELECT 1 FROM slots GROUP BY site, at HAVING count(*) > 1) d))
+FROM (SELECT extract(epoch FROM at - lag(at) OVER w) AS gap,
              extract(epoch FROM interval '$INTERVAL') AS iv
-      FROM check_results WHERE scheduled_at >= '$t0' AND scheduled_at < '$t1'
-      WINDOW w AS (PARTITION BY site ORDER BY scheduled_at)) g;
+      FROM slots WINDOW w AS (PARTITION BY site ORDER BY at)) g;
 SQL
 
 # Beside blackbox_exporter's probe-only rate, measured now on the same

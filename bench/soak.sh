@@ -47,7 +47,8 @@ for minute in $(seq "$MINUTES"); do
     t=$(date -u +%FT%T.%3NZ); w=$(wal); read -r wr pr < <(writes)
     ws=$(metric sitewatch_persister_write_seconds_sum); wc=$(metric sitewatch_persister_write_seconds_count)
     read -r rows skipped shed checked < <(sql "SELECT count(*), count(*) FILTER (WHERE outcome = 'skipped'),
-        count(*) FILTER (WHERE error_kind = 'load_shed'), count(*) FILTER (WHERE outcome <> 'skipped')
+        (SELECT coalesce(sum(slots), 0) FROM schedule_gaps WHERE reason = 'load_shed'
+            AND recorded_at >= '$t_prev' AND recorded_at < '$t'), count(*) FILTER (WHERE outcome <> 'skipped')
         FROM check_results WHERE persisted_at >= '$t_prev' AND persisted_at < '$t'")
     read -r raw rmin rhour < <(sql "SELECT $(parts check_results), $(parts rollup_minute), $(parts rollup_hour)")
     rss=$(awk '/VmRSS/ {print $2}' "/proc/$sw/status")
@@ -68,10 +69,11 @@ awk -v n="$MINUTES" 'NR > 1 { m=$1; if (m >= 2 && m <= 11) { a++; aw+=$6; at+=$5
   END { if (a && b && n >= 12) printf "minutes 2-11 vs last 10: WAL per row %.0f -> %.0f B (%.2fx), write time %.1f -> %.1f ms (%.2fx)\n",
         aw/a, bw/b, (bw/b)/(aw/a), at/a, bt/b, (at ? (bt/b)/(at/a) : 0);
         else print "(minutes 2-11 vs last 10: needs MINUTES >= 12)" }' "$out"
-sql "SELECT format('rows: %s, skipped %s%% (%s shed, %s deadline_exceeded, %s missed_slot)', count(*),
-        round(100.0 * count(*) FILTER (WHERE outcome = 'skipped') / greatest(count(*), 1), 3),
-        count(*) FILTER (WHERE error_kind = 'load_shed'), count(*) FILTER (WHERE error_kind = 'deadline_exceeded'),
-        count(*) FILTER (WHERE error_kind = 'missed_slot'))
+sql "SELECT format('rows: %s, skipped %s%% (%s deadline_exceeded, %s missed_slot); shed slots: %s',
+        count(*), round(100.0 * count(*) FILTER (WHERE outcome = 'skipped') / greatest(count(*), 1), 3),
+        count(*) FILTER (WHERE error_kind = 'deadline_exceeded'),
+        count(*) FILTER (WHERE error_kind = 'missed_slot'),
+        (SELECT coalesce(sum(slots), 0) FROM schedule_gaps WHERE reason = 'load_shed'))
      FROM check_results"
 # Each site's rows from its first slot to a minute before the end: a gap
 # larger than the interval is a slot without a row.

@@ -7,6 +7,8 @@ use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
+use super::seams::Gap;
+use super::shed::Shedder;
 use super::Cadence;
 use crate::config::Site;
 use crate::model::{self, ErrorKind};
@@ -103,6 +105,20 @@ pub(super) struct Book {
     pub saved: HashMap<usize, DateTime<Utc>>,
     /// The ids slots get (the store's cutover, migration V17).
     pub ids: model::CheckIds,
+    /// Which sites are checked this minute under load.
+    pub shedder: Shedder,
+    /// Open shed runs by entry: a site held back for the rest of a minute.
+    /// An open run's first slot is pending (its slots are not on record).
+    pub shedding: HashMap<u64, ShedRun>,
+    /// Closed shed runs, not yet written: every flush writes all of them
+    /// before any progress, so a closed run's slots count as accounted.
+    pub shed: Vec<Gap>,
+}
+
+/// A site's slots shed in one minute: `gap` covers them, `[from, to)`.
+pub(super) struct ShedRun {
+    pub minute: i64,
+    pub gap: Gap,
 }
 
 impl Book {
@@ -128,10 +144,17 @@ impl Book {
     /// the shard's released watermark (or, unknown while loading, holds the
     /// watermark back: the stored one stays the next owner's start).
     pub fn release(&mut self, id: u64, handed_over: bool) {
-        let Some(e) = self.entries.remove(&id) else {
+        let Some(mut e) = self.entries.remove(&id) else {
             return;
         };
         self.by_name.remove(&e.site.name);
+        // Its shed slots are written in the flush that hands its progress
+        // over, before the progress: the next owner starts after them.
+        if let Some(run) = self.shedding.remove(&id) {
+            e.pending.remove(&run.gap.from);
+            self.shed.push(run.gap);
+        }
+        let e = e;
         if !handed_over {
             return;
         }
@@ -147,6 +170,33 @@ impl Book {
             Some(t) => (*mark).min(t),
             None => DateTime::<Utc>::MIN_UTC,
         };
+    }
+
+    /// Closes `id`'s shed run, if open: it is written with the next flush,
+    /// before that flush's progress, so its slots no longer hold the
+    /// site's progress back (holding it back would have a next owner
+    /// record them a second time, as missed).
+    pub fn close_run(&mut self, id: u64) {
+        let Some(run) = self.shedding.remove(&id) else {
+            return;
+        };
+        if let Some(e) = self.entries.get_mut(&id) {
+            e.pending.remove(&run.gap.from);
+        }
+        self.shed.push(run.gap);
+    }
+
+    /// Closes the shed runs of minutes before `minute`.
+    pub fn close_runs_before(&mut self, minute: i64) {
+        let ended: Vec<u64> = self
+            .shedding
+            .iter()
+            .filter(|(_, r)| r.minute < minute)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in ended {
+            self.close_run(id);
+        }
     }
 
     pub fn schedule(&mut self, id: u64) {

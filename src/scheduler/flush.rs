@@ -63,6 +63,7 @@ pub(super) fn take(
     let mut write = Write {
         forget_except: book.forget_except.take(),
         skipped: std::mem::take(&mut book.missed),
+        shed: std::mem::take(&mut book.shed),
         shards,
         ..Write::default()
     };
@@ -281,6 +282,9 @@ fn hand_back(book: &mut Book, mut w: Write, missed: usize, released: &[usize], j
     w.skipped.truncate(missed);
     w.skipped.append(&mut book.missed);
     book.missed = w.skipped;
+    // Closed runs count as accounted already: they go into the next flush.
+    w.shed.append(&mut book.shed);
+    book.shed = w.shed;
     book.released_sites.extend(w.sites.drain(joined..));
     for (shard, t) in w.watermarks {
         if released.contains(&shard) {

@@ -35,6 +35,7 @@ mod book;
 mod flush;
 pub mod seams;
 pub mod shards;
+mod shed;
 mod slots;
 #[cfg(test)]
 mod tests;
@@ -61,18 +62,13 @@ use crate::config::{Coordination, Settings, Site};
 use crate::liveness::Beat;
 use crate::model::{ErrorKind, LATE_AFTER};
 use crate::telemetry::metrics as m;
-use book::{skipped, Book, Entry, Join, Pending};
+use book::{skipped, Book, Entry, Join, Pending, ShedRun};
+use seams::Gap;
 
 /// Pause before a failed slot is published again.
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// How often skipped slots and backfills are written.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
-/// Load shedding starts only past this backlog: below it the checkers
-/// drain their queue in well under a second whatever the estimate says.
-const SHED_MIN_BACKLOG: i64 = 1_000;
-/// Added to half a slot's deadline before it is shed: the backlog figure
-/// is up to a commit period (one second) old.
-const SHED_ALLOWANCE: Duration = Duration::from_secs(1);
 /// How often shard watermarks are written. Longer means fewer writes, and
 /// after a crash more delivered slots that get a (harmless) placeholder.
 const WATERMARK_EVERY: Duration = Duration::from_secs(5);
@@ -248,6 +244,11 @@ impl Scheduler {
         watermarks: bool,
         last: bool,
     ) -> Option<BoxFuture<'static, flush::Done>> {
+        book.close_runs_before(if last {
+            i64::MAX
+        } else {
+            shed::minute_of(self.now())
+        });
         let job = flush::take(
             book,
             self.settings.scheduler.backfill_limit,
@@ -276,6 +277,7 @@ impl Scheduler {
             .collect();
         if config_changed {
             book.forget_except = Some(wanted.keys().map(|n| n.to_string()).collect());
+            book.shedder.configure(wanted.values().map(|s| s.interval));
         }
         let (mut adopted, mut released) = (0usize, 0usize);
         let ids: Vec<u64> = book.entries.keys().copied().collect();
@@ -368,6 +370,18 @@ impl Scheduler {
             let next = e.cadence.next(slot);
             e.next = next;
             book.heap.push(Reverse((next, id)));
+            let minute = shed::minute_of(slot);
+            // A site held back this minute stays held back: one run.
+            if let Some(run) = book.shedding.get_mut(&id) {
+                if run.minute == minute && run.gap.to == slot {
+                    run.gap.to = next;
+                    run.gap.slots += 1;
+                    metrics::counter!(m::SLOTS_SKIPPED, "reason" => "load_shed").increment(1);
+                    continue;
+                }
+                book.close_run(id);
+            }
+            let e = book.entries.get_mut(&id).expect("looked up above");
             e.pending.insert(slot);
             if next <= now {
                 // A later slot is due too: publish only the latest.
@@ -381,9 +395,20 @@ impl Scheduler {
                 metrics::counter!(m::SLOTS_SKIPPED, "reason" => "behind").increment(1);
                 continue;
             }
-            if let Some(why) = self.shed(&e.site) {
-                book.missed
-                    .push(skipped(&book.ids, &e.site, slot, ErrorKind::LoadShed, &why));
+            if self.settings.scheduler.load_shedding
+                && book
+                    .shedder
+                    .sheds(&e.site, minute, *self.seams.backlog.borrow())
+            {
+                // The slot stays pending until the run closes.
+                let gap = Gap {
+                    site: e.site.name.clone(),
+                    from: slot,
+                    to: next,
+                    slots: 1,
+                    reason: shed::REASON,
+                };
+                book.shedding.insert(id, ShedRun { minute, gap });
                 metrics::counter!(m::SLOTS_SKIPPED, "reason" => "load_shed").increment(1);
                 continue;
             }
@@ -399,28 +424,6 @@ impl Scheduler {
             deliveries.push(Box::pin(async move { (id, site, slot, ack.await) }));
         }
         Ok(())
-    }
-
-    /// Why `site`'s slot due now is shed, if it is: the checkers' backlog
-    /// would hold its request longer than half its deadline (one interval),
-    /// so it would likely expire in Kafka after costing a round trip.
-    fn shed(&self, site: &Site) -> Option<String> {
-        if !self.settings.scheduler.load_shedding {
-            return None;
-        }
-        let backlog = (*self.seams.backlog.borrow())?;
-        let wait = backlog.wait()?;
-        (backlog.messages >= SHED_MIN_BACKLOG && wait > site.interval / 2 + SHED_ALLOWANCE).then(
-            || {
-                format!(
-                    "load shedding: {} requests wait for the checkers (about {:.1} s at {:.0}/s), \
-                 more than half this slot's deadline",
-                    backlog.messages,
-                    wait.min(Duration::from_secs(86_400)).as_secs_f64(),
-                    backlog.rate
-                )
-            },
-        )
     }
 
     fn delivered(

@@ -83,6 +83,9 @@ pub struct Write {
     pub forget_except: Option<Vec<String>>,
     pub gaps: Vec<Gap>,
     pub skipped: Vec<SkippedSlot>,
+    /// Shed runs: a site's slots held back in one minute (reason
+    /// `load_shed`), counted as skipped in the rollups too.
+    pub shed: Vec<Gap>,
     /// Per-site progress: for sites taken on, the first slot this instance
     /// publishes (every earlier slot is in `skipped`, `gaps` or was
     /// accounted before); for sites handed over or at a clean stop, their
@@ -98,6 +101,7 @@ impl Write {
         self.forget_except.is_none()
             && self.gaps.is_empty()
             && self.skipped.is_empty()
+            && self.shed.is_empty()
             && self.sites.is_empty()
             && self.watermarks.is_empty()
     }
@@ -153,8 +157,8 @@ impl Ledger for PgLedger {
         })
     }
 
-    /// Skipped rows go first, each chunk one statement in a transaction of
-    /// its own; then gaps and progress in one transaction. Why: a chunk
+    /// Skipped rows and shed runs go first, each chunk one statement in a
+    /// transaction of its own; then gaps and progress in one transaction. Why: a chunk
     /// locks the rollup rows of its sites, and a second chunk in the same
     /// transaction could then wait on a persister's batch that itself waits
     /// on those rows (a deadlock, seen under 2x overload with 128k skipped
@@ -167,6 +171,13 @@ impl Ledger for PgLedger {
             let mut client = self.0.get().await?;
             for chunk in w.skipped.chunks(SKIPPED_CHUNK) {
                 store::insert_skipped(&**client, chunk).await?;
+            }
+            for chunk in w.shed.chunks(SKIPPED_CHUNK) {
+                let runs: Vec<_> = chunk
+                    .iter()
+                    .map(|g| (g.site.as_str(), g.from, g.to, g.slots))
+                    .collect();
+                store::record_shed(&**client, &runs).await?;
             }
             let tx = client.transaction().await?;
             if let Some(names) = &w.forget_except {

@@ -10,7 +10,7 @@ mod sites;
 
 pub use migrate::{migrate, MigrationReport, PARTITION_DAYS_AHEAD};
 pub use progress::{
-    check_ids, forget_progress_except, load_progress_of, load_watermarks, record_gap,
+    check_ids, forget_progress_except, load_progress_of, load_watermarks, record_gap, record_shed,
     save_progress, save_watermarks,
 };
 pub use results::{

@@ -124,6 +124,49 @@ pub async fn record_gap(
     Ok(())
 }
 
+/// Records shed runs, `(site, from, to, slots)` with `[from, to)` within
+/// one minute, as `schedule_gaps` rows (reason `load_shed`) and adds their
+/// slots to the `skipped` counts of the minute and hour rollups, in one
+/// statement. Writing a run again is a no-op: only inserted gaps count.
+pub async fn record_shed(
+    client: &impl GenericClient,
+    runs: &[(&str, DateTime<Utc>, DateTime<Utc>, i64)],
+) -> Result<(), StoreError> {
+    if runs.is_empty() {
+        return Ok(());
+    }
+    let sites: Vec<&str> = runs.iter().map(|r| r.0).collect();
+    let from: Vec<DateTime<Utc>> = runs.iter().map(|r| r.1).collect();
+    let to: Vec<DateTime<Utc>> = runs.iter().map(|r| r.2).collect();
+    let slots: Vec<i64> = runs.iter().map(|r| r.3).collect();
+    // Rollup rows in key order, as the persister's statements take them,
+    // so the two never wait on each other in a cycle.
+    let rollup = |name: &str, table: &str, unit: &str| {
+        format!(
+            "{name} AS (
+    INSERT INTO {table} AS r (site, bucket, checks, up, degraded, down, skipped, rt_sketch)
+    SELECT site, date_trunc('{unit}', from_at), 0, 0, 0, 0, sum(slots), '{{}}'::int8[]
+    FROM g GROUP BY 1, 2 ORDER BY 1, 2
+    ON CONFLICT (site, bucket) DO UPDATE SET skipped = r.skipped + excluded.skipped)"
+        )
+    };
+    let sql = format!(
+        "WITH g AS (
+    INSERT INTO schedule_gaps (site, from_at, to_at, slots, reason)
+    SELECT s, f, t, n, 'load_shed'
+    FROM unnest($1::text[], $2::timestamptz[], $3::timestamptz[], $4::int8[]) AS x(s, f, t, n)
+    ON CONFLICT (site, from_at) DO NOTHING
+    RETURNING site, from_at, slots),
+{},
+{}
+SELECT count(*) FROM g",
+        rollup("m", "rollup_minute", "minute"),
+        rollup("h", "rollup_hour", "hour")
+    );
+    client.execute(&sql, &[&sites, &from, &to, &slots]).await?;
+    Ok(())
+}
+
 /// Saved progress of the given sites (those without any are absent).
 pub async fn load_progress_of(
     client: &impl GenericClient,

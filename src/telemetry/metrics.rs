@@ -34,6 +34,8 @@ pub const SLOTS_PUBLISHED: &str = "sitewatch_scheduler_slots_published_total";
 pub const SLOTS_SKIPPED: &str = "sitewatch_scheduler_slots_skipped_total";
 pub const LATENESS: &str = "sitewatch_scheduler_lateness_seconds";
 pub const SCHEDULED_SITES: &str = "sitewatch_scheduler_sites";
+/// Share of sites checked this minute under load shedding (1: none shed).
+pub const SHED_SHARE: &str = "sitewatch_scheduler_checked_share";
 pub const SHARDS_OWNED: &str = "sitewatch_scheduler_shards_owned";
 pub const PRODUCER_QUEUE: &str = "sitewatch_producer_queue_messages";
 pub const CONSUMER_LAG: &str = "sitewatch_consumer_lag_messages";
@@ -134,6 +136,10 @@ fn describe() {
         "Time from a slot to the scheduler publishing it"
     );
     describe_gauge!(SCHEDULED_SITES, "Sites this instance schedules now");
+    describe_gauge!(
+        SHED_SHARE,
+        "Share of sites checked this minute under load shedding (1: none shed)"
+    );
     describe_gauge!(SHARDS_OWNED, "Scheduler shards this instance owns now");
     describe_gauge!(
         PRODUCER_QUEUE,

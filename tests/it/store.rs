@@ -99,6 +99,57 @@ async fn time_leading_check_ids_start_an_hour_after_an_upgrade_with_results() {
     assert_eq!(new.get_version_num(), 8);
 }
 
+/// A site's slots shed in one minute are one `schedule_gaps` row and a
+/// `skipped` count in each rollup, beside the minute's checked rows;
+/// writing the runs again changes nothing.
+#[tokio::test]
+async fn shed_runs_are_one_gap_row_and_count_as_skipped_in_the_rollups() {
+    let db = TestDb::create().await;
+    let mut client = db.client().await;
+    store::migrate(&mut client).await.unwrap();
+    let minute = chrono::Utc::now()
+        .duration_trunc(chrono::Duration::minutes(1))
+        .unwrap();
+    let s = |secs: i64| minute + chrono::Duration::seconds(secs);
+    let (_, real) = crate::support::slot_outcomes("s", s(0), "http://s.test/");
+    store::insert_results(&client, &[real]).await.unwrap();
+    let runs = [("s", s(5), s(65), 12), ("t", s(7), s(22), 3)];
+    store::record_shed(&client, &runs).await.unwrap();
+    store::record_shed(&client, &runs).await.unwrap();
+    let gaps = client
+        .query(
+            "SELECT site, slots, reason FROM schedule_gaps ORDER BY site",
+            &[],
+        )
+        .await
+        .unwrap();
+    let gaps: Vec<(String, i64, String)> = gaps
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect();
+    assert_eq!(
+        gaps,
+        [
+            ("s".into(), 12, "load_shed".into()),
+            ("t".into(), 3, "load_shed".into())
+        ]
+    );
+    for table in ["rollup_minute", "rollup_hour"] {
+        let rows = client
+            .query(
+                &format!("SELECT site, checks::int8, skipped::int8 FROM {table} ORDER BY site"),
+                &[],
+            )
+            .await
+            .unwrap();
+        let rows: Vec<(String, i64, i64)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        assert_eq!(rows, [("s".into(), 1, 12), ("t".into(), 0, 3)], "{table}");
+    }
+}
+
 #[tokio::test]
 async fn dropping_partitions_removes_exactly_the_old_days() {
     let db = TestDb::create().await;

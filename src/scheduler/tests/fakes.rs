@@ -66,6 +66,8 @@ pub(super) struct TestLedger {
     pub(super) stored: Mutex<Stored>,
     pub(super) skipped: Mutex<Vec<SkippedSlot>>,
     pub(super) gaps: Mutex<Vec<Gap>>,
+    /// Shed runs written.
+    pub(super) shed: Mutex<Vec<Gap>>,
     /// Rows written: per-site progress and shard watermarks.
     pub(super) site_rows: AtomicUsize,
     pub(super) watermark_rows: AtomicUsize,
@@ -121,6 +123,7 @@ impl Ledger for TestLedger {
                 .unwrap()
                 .extend(w.skipped.iter().cloned());
             self.gaps.lock().unwrap().extend(w.gaps.iter().cloned());
+            self.shed.lock().unwrap().extend(w.shed.iter().cloned());
             Ok(())
         })
     }
@@ -278,9 +281,30 @@ pub(super) async fn finish(
 ) -> (Vec<CheckRequest>, BTreeMap<(String, DateTime<Utc>), Fate>) {
     let end = clock.now() - chrono::Duration::seconds(1);
     let sent = i.stop().await;
-    let f = fates(&sent, ledger);
+    let mut f = fates(&sent, ledger);
+    account_shed(&mut f, ledger, sites);
     for (name, interval) in sites {
         assert_each_slot_once(&f, name, *interval, wall0(), end);
     }
     (sent, f)
+}
+
+/// Adds the slots each shed run covers to `f` as skipped.
+pub(super) fn account_shed(
+    f: &mut BTreeMap<(String, DateTime<Utc>), Fate>,
+    ledger: &TestLedger,
+    sites: &[(String, Duration)],
+) {
+    for g in ledger.shed.lock().unwrap().iter() {
+        let (_, interval) = sites.iter().find(|(n, _)| *n == g.site).expect("a site");
+        let c = Cadence::new(&g.site, *interval);
+        let mut slot = g.from;
+        let mut n = 0;
+        while slot < g.to {
+            f.entry((g.site.clone(), slot)).or_default().skipped += 1;
+            slot = c.next(slot);
+            n += 1;
+        }
+        assert_eq!(n, g.slots, "{g:?}: slots as counted");
+    }
 }

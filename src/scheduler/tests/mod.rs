@@ -218,27 +218,36 @@ async fn skipped_rows_wait_in_memory_while_the_ledger_is_down() {
     assert!(!ledger.skipped.lock().unwrap().is_empty());
 }
 
-#[tokio::test(start_paused = true)]
-async fn a_shard_handed_over_loses_no_slot_and_repeats_none() {
+/// Two instances on 4 shards, both fed `backlog`: `a` holds every shard
+/// for `before`, then shards 2 and 3 move to `b` (`a` lets go first, as
+/// leases promise) and both run for `after`. Asserts that every slot of
+/// `sites` until a second before the end ended exactly once (published,
+/// skipped or in a shed run); returns the ledger.
+async fn hand_over_upper_shards(
+    sites: &[(String, Duration)],
+    backlog: Option<Backlog>,
+    before: Duration,
+    after: Duration,
+) -> Arc<TestLedger> {
     let (clock, ledger) = (clock(), Arc::new(TestLedger::default()));
-    let interval = Duration::from_secs(3);
-    let sites = named(40, interval);
     let forever = Some(std::time::Instant::now() + Duration::from_secs(3600));
     let (a_own, b_own) = (Ownership::new(4), Ownership::new(4));
     a_own.replace(&[0, 1, 2, 3], forever);
-    let a = start(&sites, 4, &clock, &ledger, a_own);
-    let b = start(&sites, 4, &clock, &ledger, b_own);
-    run_for(Duration::from_secs(20)).await;
-    // Shards 2 and 3 move from a to b: a stops first, as leases promise.
+    let a = start(sites, 4, &clock, &ledger, a_own);
+    let b = start(sites, 4, &clock, &ledger, b_own);
+    a.backlog.send_replace(backlog);
+    b.backlog.send_replace(backlog);
+    run_for(before).await;
     a.ownership.replace(&[0, 1], forever);
     run_for(Duration::from_millis(1500)).await;
     b.ownership.replace(&[2, 3], forever);
-    run_for(Duration::from_secs(20)).await;
+    run_for(after).await;
     let end = clock.now();
     let mut sent = a.stop().await;
     sent.extend(b.stop().await);
-    let f = fates(&sent, &ledger);
-    for (name, interval) in &sites {
+    let mut f = fates(&sent, &ledger);
+    account_shed(&mut f, &ledger, sites);
+    for (name, interval) in sites {
         assert_each_slot_once(
             &f,
             name,
@@ -247,6 +256,14 @@ async fn a_shard_handed_over_loses_no_slot_and_repeats_none() {
             end - chrono::Duration::seconds(1),
         );
     }
+    ledger
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shard_handed_over_loses_no_slot_and_repeats_none() {
+    let sites = named(40, Duration::from_secs(3));
+    let twenty = Duration::from_secs(20);
+    hand_over_upper_shards(&sites, None, twenty, twenty).await;
     let moved = sites.iter().filter(|(n, _)| shard_of(n, 4) >= 2).count();
     assert!(moved > 5, "{moved} sites moved");
 }
@@ -283,50 +300,105 @@ async fn progress_writes_scale_with_shards_not_checks() {
     );
 }
 
+/// A backlog that makes the share of sites checked one half for 40 sites
+/// every 5 s (8 slots/s): 100/s - (5,960 - 2 s x 100/s) / 60 s = 4 slots/s,
+/// waiting 60 s (more than half the shortest interval plus 1 s: it starts).
+fn half_share_backlog() -> Backlog {
+    Backlog {
+        messages: 5_960,
+        rate: 100.0,
+    }
+}
+
 #[tokio::test(start_paused = true)]
-async fn past_the_checkers_capacity_slots_are_shed_and_recorded_once() {
+async fn past_the_checkers_capacity_sites_are_shed_for_whole_minutes_and_recorded_once() {
     let (clock, ledger) = (clock(), Arc::new(TestLedger::default()));
-    let mut sites = named(20, Duration::from_secs(5));
-    sites.push(("hourly".into(), Duration::from_secs(60)));
+    let mut sites = named(40, Duration::from_secs(5));
+    sites.push(("rare".into(), Duration::from_secs(600)));
     let i = start(&sites, 2, &clock, &ledger, Ownership::all(2));
     run_for(Duration::from_secs(10)).await;
-    // 10 s of requests wait: more than half a 5 s deadline (+1 s), less
-    // than half a minute.
-    let overloaded = Backlog {
-        messages: 50_000,
-        rate: 5_000.0,
-    };
-    i.backlog.send_replace(Some(overloaded));
-    let sent_before = i.sink.sent.lock().unwrap().len();
-    run_for(Duration::from_secs(20)).await;
-    let sent_during = i.sink.sent.lock().unwrap().len() - sent_before;
+    i.backlog.send_replace(Some(half_share_backlog()));
+    // Into the third minute, so minutes 1 and 2 are shed whole.
+    run_for(Duration::from_secs(140)).await;
     i.backlog.send_replace(Some(Backlog {
-        messages: 200,
-        rate: 5_000.0,
+        messages: 0,
+        rate: 1_000.0,
     }));
-    run_for(Duration::from_secs(20)).await;
-    finish(i, &clock, &ledger, &sites).await;
-    let shed: Vec<_> = ledger
+    run_for(Duration::from_secs(70)).await;
+    let (sent, _) = finish(i, &clock, &ledger, &sites).await;
+
+    let minute = |t: DateTime<Utc>| (t - wall0()).num_minutes();
+    let shed = ledger.shed.lock().unwrap().clone();
+    assert!(ledger
         .skipped
         .lock()
         .unwrap()
         .iter()
-        .filter(|s| s.kind == "load_shed")
-        .map(|s| s.site.clone())
-        .collect();
-    assert!(shed.len() >= 20 * 3, "{} slots shed", shed.len());
-    assert!(
-        !shed.contains(&"hourly".to_owned()),
-        "a 60 s slot can wait 10 s"
-    );
-    assert!(
-        sent_during <= 2,
-        "only the 60 s site published while overloaded: {sent_during}"
-    );
-    assert!(
-        ledger.skipped.lock().unwrap()[0]
-            .message
-            .contains("50000 requests wait"),
-        "the reason says so"
-    );
+        .all(|s| s.kind != "load_shed"));
+    let mut runs = std::collections::BTreeSet::new();
+    for g in &shed {
+        assert_eq!(g.reason, "load_shed");
+        assert_ne!(g.site, "rare", "a 10-minute site is never shed");
+        // `to` is the slot after the last one shed.
+        assert_eq!(
+            minute(g.from),
+            minute(g.to - chrono::Duration::seconds(5)),
+            "{g:?}"
+        );
+        assert!(
+            runs.insert((g.site.clone(), minute(g.from))),
+            "one run per site-minute: {g:?}"
+        );
+    }
+    // In the minutes shed whole, a run is the site's whole minute, and
+    // about half the sites are checked, not the same half each minute.
+    let checked_in = |m: i64| -> std::collections::BTreeSet<String> {
+        sent.iter()
+            .filter(|r| minute(r.scheduled_at) == m && r.site != "rare")
+            .map(|r| r.site.clone())
+            .collect()
+    };
+    for m in [1, 2] {
+        let checked = checked_in(m);
+        assert!(
+            (8..=32).contains(&checked.len()),
+            "minute {m}: {} sites",
+            checked.len()
+        );
+        for g in shed.iter().filter(|g| minute(g.from) == m) {
+            assert_eq!(g.slots, 12, "{g:?}");
+            assert!(!checked.contains(&g.site), "{g:?} was also checked");
+        }
+        assert_eq!(
+            checked.len() + runs.iter().filter(|(_, x)| *x == m).count(),
+            40
+        );
+    }
+    assert_ne!(checked_in(1), checked_in(2), "the shed sites rotate");
+    // Once the backlog is gone every site is checked again.
+    assert_eq!(checked_in(3).len(), 40);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shard_handed_over_while_shedding_counts_each_slot_once() {
+    let sites = named(40, Duration::from_secs(5));
+    // The move mid-minute, with runs open on the sites that move.
+    let (before, after) = (Duration::from_secs(80), Duration::from_secs(60));
+    let ledger = hand_over_upper_shards(&sites, Some(half_share_backlog()), before, after).await;
+    // Runs of moved sites that the move closed (a run otherwise ends with
+    // its minute, at 120 s).
+    let at = |g: &Gap| {
+        (
+            (g.from - wall0()).num_seconds(),
+            (g.to - wall0()).num_seconds(),
+        )
+    };
+    let cut = ledger
+        .shed
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|g| shard_of(&g.site, 4) >= 2 && (60..80).contains(&at(g).0) && at(g).1 <= 86)
+        .count();
+    assert!(cut > 0, "no run of a moved site was open at the move");
 }

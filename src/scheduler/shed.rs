@@ -1,0 +1,247 @@
+//! Load shedding: past the checkers' capacity, which sites are checked this
+//! minute.
+//!
+//! The share of sites checked is set from the checker group's backlog
+//! (`bus::lag`): the rate at which the checkers take requests while they
+//! are saturated is their capacity, and the share is what that capacity
+//! covers of the slots the whole configuration offers, less what drains a
+//! backlog beyond [`TARGET_WAIT`] over [`DRAIN`], plus [`PROBE`] while the
+//! checkers idle (how the share climbs back). Each minute a site is
+//! checked when a hash of its name and the minute ranks below the share, so
+//! which sites are held back rotates from minute to minute, and a site held
+//! back stays held back for the rest of the minute: its shed slots are one
+//! run, one `schedule_gaps` row (reason `load_shed`) and one count in each
+//! rollup instead of a row per slot. A shed row cost Postgres about half a
+//! checked one, and at twice the capacity shed rows took the time checked
+//! rows needed (45 % of capacity checked; BENCHMARKS.md).
+//!
+//! This is adaptive throttling as in Google's SRE book ("Handling
+//! Overload", client-side throttling): admit in proportion to what was
+//! accepted, shed the rest before it costs anything downstream.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use crate::bus::lag::Backlog;
+use crate::config::Site;
+
+/// Shedding starts only past this backlog: below it the checkers drain
+/// their queue in well under a second whatever the estimate says.
+const MIN_BACKLOG: i64 = 1_000;
+/// Added to half the shortest interval before shedding starts: the
+/// backlog figure is up to a commit period (one second) old.
+const ALLOWANCE: Duration = Duration::from_secs(1);
+/// The backlog the share allows while shedding, in seconds of the
+/// checkers' work: enough that they never wait for a request, short
+/// against a 5 s deadline.
+const TARGET_WAIT: f64 = 2.0;
+/// Over how many seconds the share drains a backlog beyond the target. A
+/// minute, because most sites decide at their first slot of a minute: a
+/// shorter horizon would hold every site back for a minute to drain a
+/// backlog that expires within an interval anyway, and leave the checkers
+/// idle for the rest of it.
+const DRAIN: f64 = 60.0;
+/// How much more than the capacity the share admits while the checkers
+/// idle (their queue under half a second), so it climbs back by up to a
+/// tenth a minute after the load or the capacity changed.
+const PROBE: f64 = 0.1;
+/// Sites checked this rarely are never shed: they add little load, and a
+/// shed slot would leave them unchecked for a whole interval.
+pub(super) const NEVER_SHED_FROM: Duration = Duration::from_secs(300);
+/// Why a shed run's slots were not checked (`schedule_gaps.reason`).
+pub(super) const REASON: &str = "load_shed";
+
+/// The minute a slot is in (Unix minutes).
+pub(super) fn minute_of(slot: DateTime<Utc>) -> i64 {
+    slot.timestamp_millis().div_euclid(60_000)
+}
+
+/// Where `site` ranks in `minute`, uniformly in `[0, 1)` and independently
+/// from minute to minute: the first 64 bits of a SHA-256 (FNV-1a, the slot
+/// offsets' hash, mixes a changed suffix too little: the same sites ranked
+/// low minute after minute).
+fn rank(site: &str, minute: i64) -> f64 {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(format!("{site}\n{minute}"));
+    let head: [u8; 8] = digest[..8].try_into().expect("32 bytes");
+    u64::from_be_bytes(head) as f64 / (u64::MAX as f64 + 1.0)
+}
+
+/// The shedding state: the checkers' capacity as last measured, and the
+/// share of sites checked.
+#[derive(Debug)]
+pub(super) struct Shedder {
+    /// Slots per second the whole configuration offers (every instance
+    /// sees every site, so each computes the same share).
+    pub offered: f64,
+    /// The shortest interval configured: shedding starts when a request
+    /// would wait more than half of it.
+    pub shortest: Duration,
+    /// Requests per second the checkers take while saturated.
+    capacity: f64,
+    /// Share of sites checked this minute; 1 when not shedding.
+    share: f64,
+}
+
+impl Default for Shedder {
+    fn default() -> Self {
+        Shedder {
+            offered: 0.0,
+            shortest: Duration::MAX,
+            capacity: 0.0,
+            share: 1.0,
+        }
+    }
+}
+
+impl Shedder {
+    /// The configuration's offered load: `intervals` of every enabled site.
+    pub fn configure(&mut self, intervals: impl Iterator<Item = Duration>) {
+        let (mut offered, mut shortest) = (0.0, Duration::MAX);
+        for i in intervals {
+            offered += 1.0 / i.as_secs_f64().max(0.001);
+            shortest = shortest.min(i);
+        }
+        (self.offered, self.shortest) = (offered, shortest);
+    }
+
+    /// Updates the share from the latest `backlog` (`None`: not measured,
+    /// no shedding) and returns it.
+    pub fn observe(&mut self, backlog: Option<Backlog>) -> f64 {
+        let Some(b) = backlog else {
+            self.share = 1.0;
+            return self.share;
+        };
+        let wait = b.wait().unwrap_or_default();
+        // Saturated: requests wait, so the rate is what the checkers can do.
+        if wait > Duration::from_millis(500) {
+            self.capacity = b.rate;
+        } else {
+            self.capacity = self.capacity.max(b.rate);
+        }
+        let overloaded = b.messages >= MIN_BACKLOG && wait > self.shortest / 2 + ALLOWANCE;
+        if self.share >= 1.0 && !overloaded {
+            return self.share;
+        }
+        let excess = (b.messages as f64 - self.capacity * TARGET_WAIT).max(0.0);
+        let probe = if wait < Duration::from_millis(500) {
+            PROBE
+        } else {
+            0.0
+        };
+        let target = self.capacity * (1.0 + probe) - excess / DRAIN;
+        let share = if self.offered > 0.0 {
+            (target / self.offered).clamp(0.0, 1.0)
+        } else {
+            1.0
+        };
+        if (share < 1.0) != (self.share < 1.0) {
+            if share < 1.0 {
+                tracing::warn!(backlog = b.messages, rate = b.rate, wait = ?wait,
+                    checked_share = share, "load shedding: the checkers cannot keep up");
+            } else {
+                tracing::info!(backlog = b.messages, rate = b.rate, "load shedding ended");
+            }
+        }
+        self.share = share;
+        metrics::gauge!(crate::telemetry::metrics::SHED_SHARE).set(share);
+        share
+    }
+
+    /// Whether `site`'s slots in `minute` are shed, given `backlog`.
+    pub fn sheds(&mut self, site: &Site, minute: i64, backlog: Option<Backlog>) -> bool {
+        let share = self.observe(backlog);
+        share < 1.0 && site.interval < NEVER_SHED_FROM && rank(&site.name, minute) >= share
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn backlog(messages: i64, rate: f64) -> Option<Backlog> {
+        Some(Backlog { messages, rate })
+    }
+
+    fn shedder(sites: usize, interval: Duration) -> Shedder {
+        let mut s = Shedder::default();
+        s.configure(std::iter::repeat_n(interval, sites));
+        s
+    }
+
+    #[test]
+    fn at_twice_the_capacity_about_half_the_sites_are_checked() {
+        // 54,000 sites every 5 s offer 10,800 slots/s; the checkers take
+        // 5,400/s. A backlog of 3.7 s starts shedding and drains...
+        let mut s = shedder(54_000, Duration::from_secs(5));
+        let first = s.observe(backlog(20_000, 5_400.0));
+        assert!((0.45..0.5).contains(&first), "share {first}");
+        // ... and at the allowed backlog (2 s of work) half the sites are
+        // checked, though a 2 s wait alone would not have started it.
+        let share = s.observe(backlog(10_800, 5_400.0));
+        assert!((0.49..0.51).contains(&share), "share {share}");
+        // Ranks are uniform: the share of a minute's sites is the share.
+        let checked = (0..54_000)
+            .filter(|i| rank(&format!("site-{i}"), 29_000_000) < share)
+            .count() as f64;
+        assert!((checked / 54_000.0 - share).abs() < 0.01, "{checked}");
+        // A minute later other sites are held back.
+        let moved = (0..1_000)
+            .filter(|i| {
+                let n = format!("site-{i}");
+                (rank(&n, 29_000_000) < share) != (rank(&n, 29_000_001) < share)
+            })
+            .count();
+        assert!(moved > 300, "{moved} of 1,000 sites changed side");
+    }
+
+    #[test]
+    fn a_large_backlog_sheds_most_and_the_share_climbs_back_once_it_drains() {
+        let mut s = shedder(54_000, Duration::from_secs(5));
+        let low = s.observe(backlog(300_000, 5_400.0));
+        assert!(low < 0.1, "share {low}");
+        // Drained, the checkers idle: the capacity measured while they
+        // were saturated, and a tenth more.
+        let share = s.observe(backlog(0, 100.0));
+        assert!((0.54..0.56).contains(&share), "share {share}");
+        // The checkers keep up with more: the share follows.
+        let more = s.observe(backlog(100, 6_000.0));
+        assert!(more > share, "{more} after {share}");
+        // Under capacity with little waiting, the share ends at 1.
+        let mut s = shedder(1_000, Duration::from_secs(5));
+        assert!(s.observe(backlog(5_000, 150.0)) < 1.0);
+        assert_eq!(s.observe(backlog(10, 200.0)), 1.0);
+        assert_eq!(
+            s.observe(backlog(900, 200.0)),
+            1.0,
+            "stays off below the minimum"
+        );
+    }
+
+    #[test]
+    fn nothing_is_shed_without_overload_a_figure_or_for_rare_sites() {
+        let mut s = shedder(54_000, Duration::from_secs(5));
+        assert_eq!(s.observe(None), 1.0);
+        // A backlog of 2 s at the shortest interval of 5 s: not yet.
+        assert_eq!(s.observe(backlog(10_000, 5_000.0)), 1.0);
+        let toml = "[kafka]\nbrokers = \"127.0.0.1:1\"\n\
+                    [[sites]]\nname = \"rare\"\nurl = \"http://rare.test/\"\ninterval = \"10m\"\n\
+                    [[sites]]\nname = \"fast\"\nurl = \"http://fast.test/\"\ninterval = \"5s\"\ntimeout = \"1s\"\n";
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.toml");
+        std::fs::write(&path, toml).unwrap();
+        let cfg = crate::config::load_with_env(&path, Default::default()).unwrap();
+        let (rare, fast) = (&cfg.sites[0], &cfg.sites[1]);
+        let over = backlog(300_000, 5_400.0);
+        let fast_shed = (0..100).filter(|m| s.sheds(fast, *m, over)).count();
+        assert!(
+            fast_shed > 80,
+            "a 5 s site shed in {fast_shed} of 100 minutes"
+        );
+        assert!(
+            (0..100).all(|m| !s.sheds(rare, m, over)),
+            "a 10-minute site shed"
+        );
+    }
+}
