@@ -151,21 +151,27 @@ pub async fn run(
             Coordination::Postgres => Ownership::new(shards),
             Coordination::None => Ownership::all(shards),
         };
-        let backlog = if settings.scheduler.load_shedding {
-            bus::lag::watch(
-                &settings,
-                &bus::lag::checker_group(&settings),
-                &settings.kafka.topics.created,
-                stop.clone(),
-            )?
+        // The checkers, then the persisters: shedding follows the slower.
+        let backlogs = if settings.scheduler.load_shedding {
+            let t = &settings.kafka.topics;
+            let persisters = [("succeeded", &t.succeeded), ("failed", &t.failed)]
+                .map(|(which, topic)| (bus::lag::persister_group(&settings, which), topic.clone()));
+            vec![
+                bus::lag::watch(
+                    &settings,
+                    &[(bus::lag::checker_group(&settings), t.created.clone())],
+                    stop.clone(),
+                )?,
+                bus::lag::watch(&settings, &persisters, stop.clone())?,
+            ]
         } else {
-            watch::channel(None).1
+            Vec::new()
         };
         let seams = Seams::daemon(
             &settings,
             pool.clone(),
             publisher.clone(),
-            backlog,
+            backlogs,
             check_ids,
         );
         let s = Scheduler::new(

@@ -103,11 +103,7 @@ impl Persister {
     }
 
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), BusError> {
-        let group = format!(
-            "{}-persister-{}",
-            self.settings.kafka.group_prefix,
-            self.which.name()
-        );
+        let group = crate::bus::lag::persister_group(&self.settings, self.which.name());
         let consumer = TrackedConsumer::new(&self.settings, &group, &[self.topic()])?;
         tracing::info!(%group, topic = self.topic(), "persister started");
         self.beat.running();

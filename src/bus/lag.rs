@@ -35,6 +35,12 @@ pub fn checker_group(settings: &Settings) -> String {
     format!("{}-checker", settings.kafka.group_prefix)
 }
 
+/// A persister's consumer group: `<kafka.group_prefix>-persister-<which>`,
+/// `which` being `succeeded` or `failed`.
+pub fn persister_group(settings: &Settings, which: &str) -> String {
+    format!("{}-persister-{which}", settings.kafka.group_prefix)
+}
+
 /// One measurement.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Backlog {
@@ -59,38 +65,59 @@ impl Backlog {
     }
 }
 
-/// Measures `group`'s backlog on `topic` every second until `shutdown`; the
-/// receiver holds the latest figure (`None` until the group has committed
-/// on every partition, or while the broker does not answer).
+/// Measures the backlog of one stage, `(group, topic)` pairs summed (the
+/// persisters: one group per result topic), every second until
+/// `shutdown`; the receiver holds the latest figure (`None` until some
+/// group has committed on every partition of its topic, or while the
+/// broker does not answer).
 ///
-/// Errors: the Kafka client cannot be created (bad settings).
+/// Errors: a Kafka client cannot be created (bad settings).
 pub fn watch(
     settings: &Settings,
-    group: &str,
-    topic: &str,
+    stage: &[(String, String)],
     shutdown: CancellationToken,
 ) -> Result<watch::Receiver<Option<Backlog>>, BusError> {
-    // A client of the group that never joins it: it only reads offsets.
-    let consumer: BaseConsumer = client_config(settings)
-        .set("group.id", group)
-        .set("enable.auto.commit", "false")
-        .create()?;
+    // Clients of the groups that never join them: they only read offsets.
+    let mut clients = Vec::new();
+    for (group, topic) in stage {
+        let consumer: BaseConsumer = client_config(settings)
+            .set("group.id", group)
+            .set("enable.auto.commit", "false")
+            .create()?;
+        clients.push((consumer, topic.clone()));
+    }
     let (tx, rx) = watch::channel(None);
-    let topic = topic.to_owned();
-    let consumer = std::sync::Arc::new(consumer);
+    let clients = std::sync::Arc::new(clients);
     tokio::spawn(async move {
         let mut history: VecDeque<(Instant, i64)> = VecDeque::new();
+        let mut answered: Vec<bool> = Vec::new();
         let mut tick = tokio::time::interval(EVERY);
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => break,
                 _ = tick.tick() => {}
             }
-            let (c, t) = (consumer.clone(), topic.clone());
-            let measured = tokio::task::spawn_blocking(move || measure(&c, &t))
-                .await
-                .ok()
-                .flatten();
+            let c = clients.clone();
+            let each: Vec<Option<(i64, i64)>> = tokio::task::spawn_blocking(move || {
+                c.iter()
+                    .map(|(consumer, topic)| measure(consumer, topic))
+                    .collect()
+            })
+            .await
+            .unwrap_or_default();
+            // A group that has not started (no failure persisted yet) adds
+            // nothing. When one starts or stops answering, the sum of taken
+            // offsets jumps by its own: the rate starts afresh rather than
+            // read that jump as work done.
+            let now_answered: Vec<bool> = each.iter().map(Option::is_some).collect();
+            if now_answered != answered {
+                history.clear();
+                answered = now_answered;
+            }
+            let measured = each
+                .into_iter()
+                .flatten()
+                .reduce(|a, b| (a.0 + b.0, a.1 + b.1));
             let Some((backlog, taken)) = measured else {
                 history.clear();
                 tx.send_replace(None);

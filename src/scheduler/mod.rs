@@ -140,6 +140,11 @@ impl Scheduler {
         self.seams.clock.now()
     }
 
+    /// The latest backlog of each stage after this one.
+    fn backlogs(&self) -> Vec<Option<crate::bus::lag::Backlog>> {
+        self.seams.backlogs.iter().map(|b| *b.borrow()).collect()
+    }
+
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), SchedulerError> {
         // The group is left only after the last progress is saved, so the
         // next owner starts where this one stopped.
@@ -396,9 +401,7 @@ impl Scheduler {
                 continue;
             }
             if self.settings.scheduler.load_shedding
-                && book
-                    .shedder
-                    .sheds(&e.site, minute, *self.seams.backlog.borrow())
+                && book.shedder.sheds(&e.site, minute, &self.backlogs())
             {
                 // The slot stays pending until the run closes.
                 let gap = Gap {

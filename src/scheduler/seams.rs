@@ -196,16 +196,17 @@ impl Ledger for PgLedger {
 
 impl Seams {
     /// The daemon's seams: the system clock, Kafka's `created` topic, the
-    /// ledger in `pool`, the checkers' `backlog` and the store's `ids`.
+    /// ledger in `pool`, the `backlogs` of the stages after it (checkers,
+    /// persisters) and the store's `ids`.
     pub fn daemon(
         settings: &crate::config::Settings,
         pool: Pool,
         publisher: Publisher,
-        backlog: watch::Receiver<Option<Backlog>>,
+        backlogs: Vec<watch::Receiver<Option<Backlog>>>,
         ids: model::CheckIds,
     ) -> Seams {
         Seams {
-            backlog,
+            backlogs,
             ids,
             clock: Arc::new(SystemClock),
             sink: Arc::new(KafkaSink {
@@ -223,8 +224,9 @@ pub struct Seams {
     pub clock: Arc<dyn Clock>,
     pub sink: Arc<dyn RequestSink>,
     pub ledger: Arc<dyn Ledger>,
-    /// The checkers' backlog (see `bus::lag`), for load shedding.
-    pub backlog: watch::Receiver<Option<Backlog>>,
+    /// The backlogs of the stages after the scheduler (see `bus::lag`):
+    /// the checkers', the persisters'; for load shedding.
+    pub backlogs: Vec<watch::Receiver<Option<Backlog>>>,
     /// The ids slots get: the store's cutover (migration V17).
     pub ids: model::CheckIds,
 }

@@ -1,5 +1,6 @@
-//! Topic creation and a produce/consume round trip with a consumer group and
-//! committed offsets, against the real broker.
+//! Topic creation, a produce/consume round trip with a consumer group and
+//! committed offsets, and a stage's backlog (`bus::lag`), against the real
+//! broker.
 
 use std::time::Duration;
 
@@ -53,17 +54,7 @@ async fn topics_are_created_once_and_messages_resume_after_commit() {
     let base = bus::client_config(&settings);
     let producer: FutureProducer = base.clone().create().unwrap();
     let topic = cfg.topics.created.as_str();
-    for i in 0..3 {
-        producer
-            .send(
-                FutureRecord::to(topic)
-                    .key("site-a")
-                    .payload(&format!("m{i}")),
-                Duration::from_secs(10),
-            )
-            .await
-            .unwrap();
-    }
+    produce(&producer, topic, 3).await;
 
     let group = unique("grp");
     let first = consumer(&base, &group, topic);
@@ -109,4 +100,113 @@ async fn unreachable_broker_is_retried_until_cancelled() {
         .await
         .unwrap_err();
     assert!(matches!(err, bus::BusError::Cancelled), "{err}");
+}
+
+/// Commits `group`'s position on every partition of `topic`: offset 0 (the
+/// lowest unfinished message, as our consumers commit) with `taken=<n>` in
+/// the metadata, `n` from `taken` for the partition that holds the
+/// messages and 0 elsewhere.
+fn commit_taken(base: &ClientConfig, group: &str, topic: &str, partition: i32, taken: i64) {
+    use rdkafka::consumer::BaseConsumer;
+    use rdkafka::{Offset, TopicPartitionList};
+    let c: BaseConsumer = base
+        .clone()
+        .set("group.id", group)
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let md = c
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    for p in md.topics()[0].partitions() {
+        let n = if p.id() == partition { taken } else { 0 };
+        tpl.add_partition_offset(topic, p.id(), Offset::Offset(0))
+            .unwrap();
+        tpl.find_partition(topic, p.id())
+            .unwrap()
+            .set_metadata(format!("taken={n}"));
+    }
+    c.commit(&tpl, CommitMode::Sync).unwrap();
+}
+
+/// Produces `n` messages with one key; returns the partition they went to.
+async fn produce(producer: &FutureProducer, topic: &str, n: usize) -> i32 {
+    let mut partition = -1;
+    for i in 0..n {
+        let delivered = producer
+            .send(
+                FutureRecord::to(topic)
+                    .key("one-site")
+                    .payload(&format!("m{i}")),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+        partition = delivered.partition;
+    }
+    partition
+}
+
+#[tokio::test]
+async fn a_stage_backlog_sums_its_groups_and_a_group_that_starts_late_is_not_read_as_work_done() {
+    let db = TestDb::create().await;
+    let cfg = TestConfig::new(&db, "");
+    let settings = cfg.load();
+    bus::ensure_topics(&settings, &cfg.topics.all())
+        .await
+        .unwrap();
+    let base = bus::client_config(&settings);
+    let producer: FutureProducer = base.clone().create().unwrap();
+    let (a, b) = (cfg.topics.succeeded.clone(), cfg.topics.failed.clone());
+    let (group_a, group_b) = (unique("grp-a"), unique("grp-b"));
+
+    let pa = produce(&producer, &a, 10).await;
+    let pb = produce(&producer, &b, 4).await;
+    commit_taken(&base, &group_a, &a, pa, 3);
+
+    let stop = CancellationToken::new();
+    let rx = bus::lag::watch(
+        &settings,
+        &[(group_a.clone(), a.clone()), (group_b.clone(), b.clone())],
+        stop.clone(),
+    )
+    .unwrap();
+    let latest = || {
+        let rx = rx.clone();
+        move || {
+            let b = *rx.borrow();
+            async move { b }
+        }
+    };
+    // Group b has not committed: only a's 7 waiting messages count.
+    let reading = latest();
+    wait_for("group a's backlog", Duration::from_secs(30), || async {
+        reading().await.is_some_and(|b| b.messages == 7)
+    })
+    .await;
+
+    // Group b starts having taken 1 of its 4: its taken offset must not
+    // show as a rate, nothing was taken meanwhile.
+    commit_taken(&base, &group_b, &b, pb, 1);
+    wait_for("both groups' backlog", Duration::from_secs(30), || async {
+        reading().await.is_some_and(|b| b.messages == 10)
+    })
+    .await;
+    let now = reading().await.unwrap();
+    assert_eq!(now.rate, 0.0, "{now:?}");
+
+    // Group a takes 5 more: the backlog falls and the rate shows it.
+    commit_taken(&base, &group_a, &a, pa, 8);
+    wait_for(
+        "the rate group a takes at",
+        Duration::from_secs(30),
+        || async {
+            reading()
+                .await
+                .is_some_and(|b| b.messages == 5 && b.rate > 0.0)
+        },
+    )
+    .await;
+    stop.cancel();
 }

@@ -177,7 +177,7 @@ pub(super) fn start(
     let sink = Arc::new(TestSink::default());
     let (backlog, backlog_rx) = watch::channel(None);
     let seams = Seams {
-        backlog: backlog_rx,
+        backlogs: vec![backlog_rx],
         ids: crate::model::CheckIds::TIME_LEADING,
         clock: clock.clone(),
         sink: sink.clone(),
