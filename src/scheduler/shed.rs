@@ -126,11 +126,22 @@ impl Stage {
             // (most sites decide at the start of a minute) reads low; a
             // bench run that took it whole measured a capacity of 600/s on
             // checkers that do 5,400/s and shed 94 % of the sites.
-            self.capacity = if b.messages >= MIN_BACKLOG && wait > SATURATED {
+            self.capacity = if b.rate <= 0.0 {
+                self.capacity
+            } else if b.messages >= MIN_BACKLOG && wait > SATURATED {
                 b.rate.max(self.capacity * 0.9)
             } else {
                 self.capacity.max(b.rate)
             };
+        }
+        // A stage that took nothing over the window is stalled (a broker
+        // restart, a rebalance, Postgres out of reach), not overloaded: it
+        // catches up at its full rate once it runs again, and holding sites
+        // back meanwhile would not drain it. Read as overload, a broker
+        // restart under 50 sites learnt a capacity of 50/s (the offered
+        // rate, never saturated) and shed 58 % of them for a minute.
+        if b.rate <= 0.0 {
+            return self.share;
         }
         let overloaded = b.messages >= MIN_BACKLOG && wait > shortest / 2 + ALLOWANCE;
         if self.share >= 1.0 && !overloaded {
@@ -266,6 +277,24 @@ mod tests {
             1.0,
             "stays off below the minimum"
         );
+    }
+
+    #[test]
+    fn a_stalled_stage_is_waited_for_not_shed() {
+        // 50 sites every second, never saturated: the capacity known is
+        // the offered rate. The broker restarts and the groups rejoin:
+        // 30 s of slots wait and nothing is taken.
+        let mut s = shedder(50, Duration::from_secs(1));
+        assert_eq!(s.observe(&[backlog(10, 50.0)]), 1.0);
+        assert_eq!(s.observe(&[backlog(1_500, 0.0)]), 1.0);
+        // Running again, the stage catches up at its full rate.
+        assert_eq!(s.observe(&[backlog(1_200, 400.0)]), 1.0);
+        // While shedding, a stall keeps the share as it was.
+        let mut s = shedder(54_000, Duration::from_secs(5));
+        let share = s.observe(&[backlog(20_000, 5_400.0)]);
+        assert!(share < 0.5, "share {share}");
+        assert_eq!(s.observe(&[backlog(40_000, 0.0)]), share);
+        assert_eq!(s.observe(&[backlog(40_000, 0.0)]), share);
     }
 
     #[test]
