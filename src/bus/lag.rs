@@ -46,7 +46,9 @@ pub fn persister_group(settings: &Settings, which: &str) -> String {
 pub struct Backlog {
     /// Messages published and not yet taken, over all partitions.
     pub messages: i64,
-    /// Messages taken per second over the last few seconds.
+    /// Messages taken per second over the last few seconds; 0 when the
+    /// stage is stalled: one of its groups has taken nothing for a whole
+    /// window (5 s) while messages wait for it.
     pub rate: f64,
 }
 
@@ -89,8 +91,7 @@ pub fn watch(
     let (tx, rx) = watch::channel(None);
     let clients = std::sync::Arc::new(clients);
     tokio::spawn(async move {
-        let mut history: VecDeque<(Instant, i64)> = VecDeque::new();
-        let mut answered: Vec<bool> = Vec::new();
+        let mut stage = Stage::new(clients.len());
         let mut tick = tokio::time::interval(EVERY);
         loop {
             tokio::select! {
@@ -105,43 +106,62 @@ pub fn watch(
             })
             .await
             .unwrap_or_default();
-            // A group that has not started (no failure persisted yet) adds
-            // nothing. When one starts or stops answering, the sum of taken
-            // offsets jumps by its own: the rate starts afresh rather than
-            // read that jump as work done.
-            let now_answered: Vec<bool> = each.iter().map(Option::is_some).collect();
-            if now_answered != answered {
+            tx.send_replace(stage.read(Instant::now(), &each));
+        }
+    });
+    Ok(rx)
+}
+
+/// The rate history of each group of a stage.
+struct Stage {
+    /// Per group: (when, taken offsets summed over its partitions).
+    history: Vec<VecDeque<(Instant, i64)>>,
+}
+
+impl Stage {
+    fn new(groups: usize) -> Stage {
+        Stage {
+            history: vec![VecDeque::new(); groups],
+        }
+    }
+
+    /// The stage's backlog from each group's `(backlog, taken)` measured at
+    /// `now` (`None`: the group has not started, or did not answer).
+    ///
+    /// Rates are kept per group: when one starts or stops answering, a sum
+    /// of taken offsets would jump by its own and read as work done. A
+    /// group that has taken nothing for a whole window while messages wait
+    /// for it is stalled, and then so is the stage (rate 0), whatever the
+    /// others take: summed, a stuck `failed` persister beside a busy
+    /// `succeeded` one read as a saturated stage whose backlog never
+    /// drains, and shedding would have held back every site.
+    fn read(&mut self, now: Instant, each: &[Option<(i64, i64)>]) -> Option<Backlog> {
+        let (mut messages, mut rate, mut stalled, mut any) = (0i64, 0.0f64, false, false);
+        let mut fresh = false;
+        for (history, m) in self.history.iter_mut().zip(each) {
+            let Some((backlog, taken)) = *m else {
                 history.clear();
-                answered = now_answered;
-            }
-            let measured = each
-                .into_iter()
-                .flatten()
-                .reduce(|a, b| (a.0 + b.0, a.1 + b.1));
-            let Some((backlog, taken)) = measured else {
-                history.clear();
-                tx.send_replace(None);
                 continue;
             };
-            let now = Instant::now();
             history.push_back((now, taken));
             while history.len() > 2 && now - history[1].0 >= WINDOW {
                 history.pop_front();
             }
             let (t0, taken0) = history[0];
             let secs = (now - t0).as_secs_f64();
-            let rate = if secs > 0.0 {
-                (taken - taken0) as f64 / secs
-            } else {
-                f64::NAN
-            };
-            tx.send_replace((!rate.is_nan()).then_some(Backlog {
-                messages: backlog,
-                rate,
-            }));
+            if secs <= 0.0 {
+                fresh = true; // a group's first figure: no rate yet
+                continue;
+            }
+            let r = (taken - taken0) as f64 / secs;
+            stalled |= r <= 0.0 && backlog > 0 && now - t0 >= WINDOW;
+            (messages, rate, any) = (messages + backlog, rate + r, true);
         }
-    });
-    Ok(rx)
+        (any && !fresh).then_some(Backlog {
+            messages,
+            rate: if stalled { 0.0 } else { rate },
+        })
+    }
 }
 
 /// The backlog and the sum of taken offsets over `topic`'s partitions.
@@ -174,6 +194,45 @@ fn measure(consumer: &BaseConsumer, topic: &str) -> Option<(i64, i64)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_group_that_starts_late_adds_no_rate_and_a_stuck_one_stalls_the_stage() {
+        let t = Instant::now();
+        let at = |s: u64| t + Duration::from_secs(s);
+        let mut stage = Stage::new(2);
+        // Only the first group has started; its first figure has no rate.
+        assert_eq!(stage.read(at(0), &[Some((100, 1_000)), None]), None);
+        let one = stage.read(at(1), &[Some((100, 1_500)), None]).unwrap();
+        assert_eq!((one.messages, one.rate), (100, 500.0));
+        // The second starts with 50,000 taken: not a rate of 50,000/s.
+        assert_eq!(
+            stage.read(at(2), &[Some((100, 2_000)), Some((40, 50_000))]),
+            None
+        );
+        let both = stage
+            .read(at(3), &[Some((100, 2_500)), Some((40, 50_010))])
+            .unwrap();
+        assert_eq!((both.messages, both.rate), (140, 510.0));
+        // The second stops taking with messages waiting: once it has taken
+        // nothing for a whole window, the stage reads stalled.
+        let mut last = None;
+        for s in 4..12 {
+            last = stage.read(
+                at(s),
+                &[
+                    Some((100, 2_500 + 500 * (s as i64 - 3))),
+                    Some((60, 50_010)),
+                ],
+            );
+        }
+        assert_eq!(last.unwrap().rate, 0.0);
+        // A group idle with nothing waiting (no failures) is not stalled.
+        let mut stage = Stage::new(2);
+        for s in 0..8 {
+            last = stage.read(at(s), &[Some((100, 500 * s as i64)), Some((0, 7))]);
+        }
+        assert_eq!(last.unwrap().rate, 500.0);
+    }
 
     #[test]
     fn wait_is_backlog_over_rate() {
