@@ -48,7 +48,7 @@ pub struct Backlog {
     pub messages: i64,
     /// Messages taken per second over the last few seconds; 0 when the
     /// stage is stalled: one of its groups has taken nothing for a whole
-    /// window (5 s) while messages wait for it.
+    /// window (5 s) while messages waited for it throughout.
     pub rate: f64,
 }
 
@@ -114,8 +114,9 @@ pub fn watch(
 
 /// The rate history of each group of a stage.
 struct Stage {
-    /// Per group: (when, taken offsets summed over its partitions).
-    history: Vec<VecDeque<(Instant, i64)>>,
+    /// Per group: (when, taken offsets summed over its partitions, its
+    /// backlog then).
+    history: Vec<VecDeque<(Instant, i64, i64)>>,
 }
 
 impl Stage {
@@ -130,8 +131,8 @@ impl Stage {
     ///
     /// Rates are kept per group: when one starts or stops answering, a sum
     /// of taken offsets would jump by its own and read as work done. A
-    /// group that has taken nothing for a whole window while messages wait
-    /// for it is stalled, and then so is the stage (rate 0), whatever the
+    /// group that has taken nothing for a whole window while messages waited
+    /// for it throughout is stalled, and then so is the stage (rate 0), whatever the
     /// others take: summed, a stuck `failed` persister beside a busy
     /// `succeeded` one read as a saturated stage whose backlog never
     /// drains, and shedding would have held back every site.
@@ -143,18 +144,21 @@ impl Stage {
                 history.clear();
                 continue;
             };
-            history.push_back((now, taken));
+            history.push_back((now, taken, backlog));
             while history.len() > 2 && now - history[1].0 >= WINDOW {
                 history.pop_front();
             }
-            let (t0, taken0) = history[0];
+            let (t0, taken0, backlog0) = history[0];
             let secs = (now - t0).as_secs_f64();
             if secs <= 0.0 {
                 fresh = true; // a group's first figure: no rate yet
                 continue;
             }
             let r = (taken - taken0) as f64 / secs;
-            stalled |= r <= 0.0 && backlog > 0 && now - t0 >= WINDOW;
+            // Messages waited at both ends of a whole window and none was
+            // taken (a message that reached a quiet group since is not a
+            // stall: its taker commits within a second).
+            stalled |= r <= 0.0 && backlog0 > 0 && backlog > 0 && now - t0 >= WINDOW;
             (messages, rate, any) = (messages + backlog, rate + r, true);
         }
         (any && !fresh).then_some(Backlog {
@@ -226,12 +230,17 @@ mod tests {
             );
         }
         assert_eq!(last.unwrap().rate, 0.0);
-        // A group idle with nothing waiting (no failures) is not stalled.
+        // A group idle with nothing waiting (no failures) is not stalled,
+        // nor is one that a message has just reached.
         let mut stage = Stage::new(2);
         for s in 0..8 {
             last = stage.read(at(s), &[Some((100, 500 * s as i64)), Some((0, 7))]);
         }
         assert_eq!(last.unwrap().rate, 500.0);
+        let fresh = stage
+            .read(at(8), &[Some((100, 4_000)), Some((1, 7))])
+            .unwrap();
+        assert_eq!(fresh.rate, 500.0);
     }
 
     #[test]
