@@ -46,9 +46,7 @@ pub fn persister_group(settings: &Settings, which: &str) -> String {
 pub struct Backlog {
     /// Messages published and not yet taken, over all partitions.
     pub messages: i64,
-    /// Messages taken per second over the last few seconds; 0 when the
-    /// stage is stalled: one of its groups has taken nothing for a whole
-    /// window (5 s) while messages waited for it throughout.
+    /// Messages taken per second over the last few seconds.
     pub rate: f64,
 }
 
@@ -114,9 +112,8 @@ pub fn watch(
 
 /// The rate history of each group of a stage.
 struct Stage {
-    /// Per group: (when, taken offsets summed over its partitions, its
-    /// backlog then).
-    history: Vec<VecDeque<(Instant, i64, i64)>>,
+    /// Per group: (when, taken offsets summed over its partitions).
+    history: Vec<VecDeque<(Instant, i64)>>,
 }
 
 impl Stage {
@@ -130,41 +127,29 @@ impl Stage {
     /// `now` (`None`: the group has not started, or did not answer).
     ///
     /// Rates are kept per group: when one starts or stops answering, a sum
-    /// of taken offsets would jump by its own and read as work done. A
-    /// group that has taken nothing for a whole window while messages waited
-    /// for it throughout is stalled, and then so is the stage (rate 0), whatever the
-    /// others take: summed, a stuck `failed` persister beside a busy
-    /// `succeeded` one read as a saturated stage whose backlog never
-    /// drains, and shedding would have held back every site.
+    /// of taken offsets would jump by its own and read as work done.
     fn read(&mut self, now: Instant, each: &[Option<(i64, i64)>]) -> Option<Backlog> {
-        let (mut messages, mut rate, mut stalled, mut any) = (0i64, 0.0f64, false, false);
+        let (mut messages, mut rate, mut any) = (0i64, 0.0f64, false);
         let mut fresh = false;
         for (history, m) in self.history.iter_mut().zip(each) {
             let Some((backlog, taken)) = *m else {
                 history.clear();
                 continue;
             };
-            history.push_back((now, taken, backlog));
+            history.push_back((now, taken));
             while history.len() > 2 && now - history[1].0 >= WINDOW {
                 history.pop_front();
             }
-            let (t0, taken0, backlog0) = history[0];
+            let (t0, taken0) = history[0];
             let secs = (now - t0).as_secs_f64();
             if secs <= 0.0 {
                 fresh = true; // a group's first figure: no rate yet
                 continue;
             }
             let r = (taken - taken0) as f64 / secs;
-            // Messages waited at both ends of a whole window and none was
-            // taken (a message that reached a quiet group since is not a
-            // stall: its taker commits within a second).
-            stalled |= r <= 0.0 && backlog0 > 0 && backlog > 0 && now - t0 >= WINDOW;
             (messages, rate, any) = (messages + backlog, rate + r, true);
         }
-        (any && !fresh).then_some(Backlog {
-            messages,
-            rate: if stalled { 0.0 } else { rate },
-        })
+        (any && !fresh).then_some(Backlog { messages, rate })
     }
 }
 
@@ -200,7 +185,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_group_that_starts_late_adds_no_rate_and_a_stuck_one_stalls_the_stage() {
+    fn a_group_that_starts_late_adds_no_rate() {
         let t = Instant::now();
         let at = |s: u64| t + Duration::from_secs(s);
         let mut stage = Stage::new(2);
@@ -217,30 +202,6 @@ mod tests {
             .read(at(3), &[Some((100, 2_500)), Some((40, 50_010))])
             .unwrap();
         assert_eq!((both.messages, both.rate), (140, 510.0));
-        // The second stops taking with messages waiting: once it has taken
-        // nothing for a whole window, the stage reads stalled.
-        let mut last = None;
-        for s in 4..12 {
-            last = stage.read(
-                at(s),
-                &[
-                    Some((100, 2_500 + 500 * (s as i64 - 3))),
-                    Some((60, 50_010)),
-                ],
-            );
-        }
-        assert_eq!(last.unwrap().rate, 0.0);
-        // A group idle with nothing waiting (no failures) is not stalled,
-        // nor is one that a message has just reached.
-        let mut stage = Stage::new(2);
-        for s in 0..8 {
-            last = stage.read(at(s), &[Some((100, 500 * s as i64)), Some((0, 7))]);
-        }
-        assert_eq!(last.unwrap().rate, 500.0);
-        let fresh = stage
-            .read(at(8), &[Some((100, 4_000)), Some((1, 7))])
-            .unwrap();
-        assert_eq!(fresh.rate, 500.0);
     }
 
     #[test]

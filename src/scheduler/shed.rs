@@ -139,9 +139,8 @@ impl Stage {
                 self.capacity.max(b.rate)
             };
         }
-        // A stage that took nothing over the window, or one of whose groups
-        // did (`bus::lag`), is stalled (a broker restart, a rebalance,
-        // Postgres out of reach, a stuck persister), not overloaded: it
+        // A stage that took nothing over the window is stalled (a broker
+        // restart, a rebalance, Postgres out of reach), not overloaded: it
         // catches up at its full rate once it runs again, and holding sites
         // back meanwhile would not drain it. Read as overload, a broker
         // restart under 50 sites learnt a capacity of 50/s (the offered

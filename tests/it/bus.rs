@@ -197,8 +197,7 @@ async fn a_stage_backlog_sums_its_groups_and_a_group_that_starts_late_is_not_rea
     assert_eq!(now.rate, 0.0, "{now:?}");
 
     // Group b drains and group a takes 5 more: the backlog falls and the
-    // rate shows it (a group left with messages and no progress for 5 s
-    // would read as a stalled stage, rate 0: the unit tests in bus::lag).
+    // rate shows it.
     commit_taken(&base, &group_b, &b, pb, 4);
     commit_taken(&base, &group_a, &a, pa, 8);
     wait_for(
