@@ -356,6 +356,8 @@ impl Scheduler {
         deliveries: &mut FuturesUnordered<Delivery>,
     ) -> Result<(), SchedulerError> {
         let now = self.now();
+        // Read once per pass, not per slot: the figures change once a second.
+        let backlogs = self.backlogs();
         while let Some(&Reverse((slot, id))) = book.heap.peek() {
             if slot > now {
                 break;
@@ -401,7 +403,7 @@ impl Scheduler {
                 continue;
             }
             if self.settings.scheduler.load_shedding
-                && book.shedder.sheds(&e.site, minute, &self.backlogs())
+                && book.shedder.sheds(&e.site, minute, &backlogs)
             {
                 // The slot stays pending until the run closes.
                 let gap = Gap {
