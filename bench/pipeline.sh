@@ -68,10 +68,15 @@ SELECT format('slot to row: p50 %s ms, p99 %s ms',
               round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)))
 FROM (SELECT extract(epoch FROM persisted_at - scheduled_at) * 1000 AS ms FROM check_results
       WHERE outcome <> 'skipped' AND scheduled_at >= '$t0' AND scheduled_at < '$t1') x;
-SELECT format('shed: %s slots/s (%s slots in %s site-minute runs, schedule_gaps)',
-              round(coalesce(sum(slots), 0) / extract(epoch FROM '$t1'::timestamptz - '$t0'::timestamptz)),
-              coalesce(sum(slots), 0), count(*))
-FROM schedule_gaps WHERE reason = 'load_shed' AND from_at >= '$t0' AND from_at < '$t1';
+-- Shed slots due within the window: a run covers a site's shed slots of
+-- one minute, so the runs of the minutes the window starts and ends in
+-- count only in part.
+SELECT format('shed: %s slots/s (%s slots due in the window, from %s site-minute runs, schedule_gaps)',
+              round(count(*) / extract(epoch FROM '$t1'::timestamptz - '$t0'::timestamptz)),
+              count(*), count(DISTINCT (site, from_at)))
+FROM (SELECT site, from_at, generate_series(from_at, to_at - interval '1 millisecond', interval '$INTERVAL') AS at
+      FROM schedule_gaps WHERE reason = 'load_shed' AND to_at > '$t0' AND from_at < '$t1') x
+WHERE at >= '$t0' AND at < '$t1';
 -- Every slot between a site's first and last one in the window has a row
 -- or is in a shed run: gaps larger than the interval are slots without
 -- either, a slot twice is a duplicate.

@@ -21,7 +21,41 @@ struct Partition {
 
 /// The prefix of the commit metadata that says how far a consumer took a
 /// partition.
-pub const TAKEN: &str = "taken=";
+const TAKEN: &str = "taken=";
+/// Separates the commit time from the taken offset in the metadata.
+const AT: &str = ";at=";
+
+/// What a commit's metadata says (see [`commit_metadata`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Taken {
+    /// One past the highest offset the consumer had taken.
+    pub next: i64,
+    /// When the commit was made, Unix milliseconds; `None` from consumers
+    /// built before the time was added, which wrote the offset alone.
+    pub at_ms: Option<i64>,
+}
+
+/// The metadata of a commit: `taken=<next offset>;at=<Unix ms>`. The
+/// time lets a reader tell a consumer that is stuck from one that merely
+/// has not committed yet, and how many of the messages past `taken` it
+/// has probably taken since (`bus::lag`).
+pub fn commit_metadata(next: i64, at_ms: i64) -> String {
+    format!("{TAKEN}{next}{AT}{at_ms}")
+}
+
+/// Parses [`commit_metadata`] (or the older `taken=<offset>`); `None` for
+/// anything else, such as a commit made by another tool.
+pub fn parse_metadata(metadata: &str) -> Option<Taken> {
+    let rest = metadata.strip_prefix(TAKEN)?;
+    let (next, at) = match rest.split_once(AT) {
+        Some((next, at)) => (next, Some(at.parse().ok()?)),
+        None => (rest, None),
+    };
+    Some(Taken {
+        next: next.parse().ok()?,
+        at_ms: at,
+    })
+}
 
 #[derive(Debug, Default)]
 pub struct OffsetTracker {
@@ -55,11 +89,12 @@ impl OffsetTracker {
 
     /// The offsets that moved since the last call, ready to commit; `None`
     /// when nothing moved. Each carries in its metadata how far the consumer
-    /// has *taken* the partition (`taken=<next offset>`), which the
+    /// has *taken* the partition, and when ([`commit_metadata`]), which the
     /// committed offset (held back by the slowest unfinished message) does
     /// not tell: the scheduler reads it to measure the real backlog (see
     /// `bus::lag`).
     pub fn take_committable(&mut self) -> Option<TopicPartitionList> {
+        let now_ms = chrono::Utc::now().timestamp_millis();
         let mut tpl = TopicPartitionList::new();
         for ((topic, partition), p) in &mut self.parts {
             let upto = p.pending.first().copied().unwrap_or(p.next);
@@ -69,7 +104,7 @@ impl OffsetTracker {
                 tpl.add_partition_offset(topic, *partition, Offset::Offset(p.committed))
                     .expect("valid offset");
                 if let Some(mut e) = tpl.find_partition(topic, *partition) {
-                    e.set_metadata(format!("{TAKEN}{}", p.next));
+                    e.set_metadata(commit_metadata(p.next, now_ms));
                 }
             }
         }
@@ -112,7 +147,10 @@ mod tests {
         t.finish("t", 0, 13);
         // Held at 10, but how far it was taken is reported.
         let tpl = t.take_committable().unwrap();
-        assert_eq!(tpl.elements()[0].metadata(), "taken=15");
+        let said = parse_metadata(tpl.elements()[0].metadata()).unwrap();
+        assert_eq!(said.next, 15);
+        let age = chrono::Utc::now().timestamp_millis() - said.at_ms.unwrap();
+        assert!((0..60_000).contains(&age), "committed {age} ms ago");
         assert_eq!(offsets(Some(tpl)), [(0, 10)]);
         assert_eq!(offsets(t.take_committable()), [], "nothing moved");
         t.finish("t", 0, 10);
@@ -123,6 +161,19 @@ mod tests {
         t.finish("t", 0, 14);
         assert_eq!(offsets(t.take_committable()), [(0, 15)]);
         assert_eq!(t.unfinished(), 0);
+    }
+
+    #[test]
+    fn metadata_reads_back_and_the_older_form_is_understood() {
+        let t = |next, at_ms| Some(Taken { next, at_ms });
+        assert_eq!(
+            parse_metadata(&commit_metadata(15, 1_700)),
+            t(15, Some(1_700))
+        );
+        assert_eq!(parse_metadata("taken=15"), t(15, None));
+        for other in ["", "taken=", "taken=x", "taken=15;at=", "offset=15"] {
+            assert_eq!(parse_metadata(other), None, "{other:?}");
+        }
     }
 
     #[test]

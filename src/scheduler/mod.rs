@@ -140,9 +140,14 @@ impl Scheduler {
         self.seams.clock.now()
     }
 
-    /// The latest backlog of each stage after this one.
-    fn backlogs(&self) -> Vec<Option<crate::bus::lag::Backlog>> {
-        self.seams.backlogs.iter().map(|b| *b.borrow()).collect()
+    /// The latest backlog of each consumer group of each stage after this
+    /// one.
+    fn backlogs(&self) -> Vec<Vec<Option<crate::bus::lag::Backlog>>> {
+        self.seams
+            .backlogs
+            .iter()
+            .map(|b| b.borrow().clone())
+            .collect()
     }
 
     pub async fn run(mut self, shutdown: CancellationToken) -> Result<(), SchedulerError> {

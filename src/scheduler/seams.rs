@@ -202,7 +202,7 @@ impl Seams {
         settings: &crate::config::Settings,
         pool: Pool,
         publisher: Publisher,
-        backlogs: Vec<watch::Receiver<Option<Backlog>>>,
+        backlogs: Vec<watch::Receiver<Vec<Option<Backlog>>>>,
         ids: model::CheckIds,
     ) -> Seams {
         Seams {
@@ -224,9 +224,10 @@ pub struct Seams {
     pub clock: Arc<dyn Clock>,
     pub sink: Arc<dyn RequestSink>,
     pub ledger: Arc<dyn Ledger>,
-    /// The backlogs of the stages after the scheduler (see `bus::lag`):
-    /// the checkers', the persisters'; for load shedding.
-    pub backlogs: Vec<watch::Receiver<Option<Backlog>>>,
+    /// The backlogs of the stages after the scheduler (see `bus::lag`),
+    /// one figure per consumer group: the checkers', the persisters'; for
+    /// load shedding.
+    pub backlogs: Vec<watch::Receiver<Vec<Option<Backlog>>>>,
     /// The ids slots get: the store's cutover (migration V17).
     pub ids: model::CheckIds,
 }

@@ -105,8 +105,15 @@ async fn unreachable_broker_is_retried_until_cancelled() {
 /// Commits `group`'s position on every partition of `topic`: offset 0 (the
 /// lowest unfinished message, as our consumers commit) with `taken=<n>` in
 /// the metadata, `n` from `taken` for the partition that holds the
-/// messages and 0 elsewhere.
-fn commit_taken(base: &ClientConfig, group: &str, topic: &str, partition: i32, taken: i64) {
+/// messages and 0 elsewhere, and `;at=<Unix ms>` when the commit is said
+/// to be `ago` old.
+fn commit_taken(
+    base: &ClientConfig,
+    group: &str,
+    topic: &str,
+    (partition, taken): (i32, i64),
+    ago: Option<Duration>,
+) {
     use rdkafka::consumer::BaseConsumer;
     use rdkafka::{Offset, TopicPartitionList};
     let c: BaseConsumer = base
@@ -118,6 +125,7 @@ fn commit_taken(base: &ClientConfig, group: &str, topic: &str, partition: i32, t
     let md = c
         .fetch_metadata(Some(topic), Duration::from_secs(10))
         .unwrap();
+    let now_ms = chrono::Utc::now().timestamp_millis();
     let mut tpl = TopicPartitionList::new();
     for p in md.topics()[0].partitions() {
         let n = if p.id() == partition { taken } else { 0 };
@@ -125,7 +133,10 @@ fn commit_taken(base: &ClientConfig, group: &str, topic: &str, partition: i32, t
             .unwrap();
         tpl.find_partition(topic, p.id())
             .unwrap()
-            .set_metadata(format!("taken={n}"));
+            .set_metadata(match ago {
+                Some(ago) => format!("taken={n};at={}", now_ms - ago.as_millis() as i64),
+                None => format!("taken={n}"),
+            });
     }
     c.commit(&tpl, CommitMode::Sync).unwrap();
 }
@@ -149,7 +160,7 @@ async fn produce(producer: &FutureProducer, topic: &str, n: usize) -> i32 {
 }
 
 #[tokio::test]
-async fn a_stage_backlog_sums_its_groups_and_a_group_that_starts_late_is_not_read_as_work_done() {
+async fn a_stage_reads_each_group_apart_and_a_group_that_starts_late_is_not_read_as_work_done() {
     let db = TestDb::create().await;
     let cfg = TestConfig::new(&db, "");
     let settings = cfg.load();
@@ -163,7 +174,7 @@ async fn a_stage_backlog_sums_its_groups_and_a_group_that_starts_late_is_not_rea
 
     let pa = produce(&producer, &a, 10).await;
     let pb = produce(&producer, &b, 4).await;
-    commit_taken(&base, &group_a, &a, pa, 3);
+    commit_taken(&base, &group_a, &a, (pa, 3), None);
 
     let stop = CancellationToken::new();
     let rx = bus::lag::watch(
@@ -175,38 +186,42 @@ async fn a_stage_backlog_sums_its_groups_and_a_group_that_starts_late_is_not_rea
     let latest = || {
         let rx = rx.clone();
         move || {
-            let b = *rx.borrow();
-            async move { b }
+            let groups = rx.borrow().clone();
+            async move { groups }
         }
     };
-    // Group b has not committed: only a's 7 waiting messages count.
     let reading = latest();
+    // Group b has not committed: not measured; a has 7 messages waiting.
     wait_for("group a's backlog", Duration::from_secs(30), || async {
-        reading().await.is_some_and(|b| b.messages == 7)
+        let g = reading().await;
+        g[0].is_some_and(|a| a.messages == 7) && g[1].is_none()
     })
     .await;
 
-    // Group b starts having taken 1 of its 4: its taken offset must not
-    // show as a rate, nothing was taken meanwhile.
-    commit_taken(&base, &group_b, &b, pb, 1);
-    wait_for("both groups' backlog", Duration::from_secs(30), || async {
-        reading().await.is_some_and(|b| b.messages == 10)
+    // Group b starts having taken 1 of its 4, 10 s ago: its taken offset
+    // must not show as a rate, and a commit that old with messages
+    // waiting is a stalled group.
+    commit_taken(&base, &group_b, &b, (pb, 1), Some(Duration::from_secs(10)));
+    wait_for("group b's backlog", Duration::from_secs(30), || async {
+        reading().await[1].is_some_and(|b| b.messages == 3)
     })
     .await;
-    let now = reading().await.unwrap();
-    assert_eq!(now.rate, 0.0, "{now:?}");
+    let now = reading().await;
+    let b_now = now[1].unwrap();
+    assert_eq!((b_now.rate, b_now.stalled), (0.0, true), "{now:?}");
+    assert_eq!(now[0].unwrap().messages, 7, "{now:?}");
 
-    // Group b drains and group a takes 5 more: the backlog falls and the
-    // rate shows it.
-    commit_taken(&base, &group_b, &b, pb, 4);
-    commit_taken(&base, &group_a, &a, pa, 8);
+    // Group b drains, just now, and group a takes 5 more: the backlogs
+    // fall and the rates show it.
+    commit_taken(&base, &group_b, &b, (pb, 4), Some(Duration::ZERO));
+    commit_taken(&base, &group_a, &a, (pa, 8), None);
     wait_for(
-        "the rate the groups take at",
+        "the rates the groups take at",
         Duration::from_secs(30),
         || async {
-            reading()
-                .await
-                .is_some_and(|b| b.messages == 2 && b.rate > 0.0)
+            let g = reading().await;
+            g[0].is_some_and(|a| a.messages == 2 && a.rate > 0.0)
+                && g[1].is_some_and(|b| b.messages == 0 && b.rate > 0.0 && !b.stalled)
         },
     )
     .await;

@@ -160,7 +160,8 @@ pub(super) fn named(n: usize, interval: Duration) -> Vec<(String, Duration)> {
 /// One scheduler instance on the test seams.
 pub(super) struct Instance {
     pub(super) sink: Arc<TestSink>,
-    pub(super) backlog: watch::Sender<Option<Backlog>>,
+    backlog: watch::Sender<Vec<Option<Backlog>>>,
+    feeder: Option<tokio::task::JoinHandle<()>>,
     pub(super) ownership: Ownership,
     pub(super) stop: CancellationToken,
     pub(super) task: tokio::task::JoinHandle<Result<(), SchedulerError>>,
@@ -175,7 +176,7 @@ pub(super) fn start(
 ) -> Instance {
     let (settings, list) = settings(sites, shards);
     let sink = Arc::new(TestSink::default());
-    let (backlog, backlog_rx) = watch::channel(None);
+    let (backlog, backlog_rx) = watch::channel(vec![None]);
     let seams = Seams {
         backlogs: vec![backlog_rx],
         ids: crate::model::CheckIds::TIME_LEADING,
@@ -191,6 +192,7 @@ pub(super) fn start(
     Instance {
         sink,
         backlog,
+        feeder: None,
         ownership,
         stop,
         task,
@@ -198,7 +200,27 @@ pub(super) fn start(
 }
 
 impl Instance {
+    /// Feeds `b` as the checkers' backlog every second, as `bus::lag`
+    /// reads it (a new reading number each time), until fed another.
+    pub(super) fn feed(&mut self, b: Option<Backlog>) {
+        if let Some(f) = self.feeder.take() {
+            f.abort();
+        }
+        let tx = self.backlog.clone();
+        self.feeder = Some(tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            for n in 0u64.. {
+                tick.tick().await;
+                let b = b.map(|b| Backlog { reading: n, ..b });
+                tx.send_replace(vec![b]);
+            }
+        }));
+    }
+
     pub(super) async fn stop(self) -> Vec<CheckRequest> {
+        if let Some(f) = &self.feeder {
+            f.abort();
+        }
         self.stop.cancel();
         self.task.await.unwrap().unwrap();
         std::mem::take(&mut *self.sink.sent.lock().unwrap())

@@ -233,10 +233,10 @@ async fn hand_over_upper_shards(
     let forever = Some(std::time::Instant::now() + Duration::from_secs(3600));
     let (a_own, b_own) = (Ownership::new(4), Ownership::new(4));
     a_own.replace(&[0, 1, 2, 3], forever);
-    let a = start(sites, 4, &clock, &ledger, a_own);
-    let b = start(sites, 4, &clock, &ledger, b_own);
-    a.backlog.send_replace(backlog);
-    b.backlog.send_replace(backlog);
+    let mut a = start(sites, 4, &clock, &ledger, a_own);
+    let mut b = start(sites, 4, &clock, &ledger, b_own);
+    a.feed(backlog);
+    b.feed(backlog);
     run_for(before).await;
     a.ownership.replace(&[0, 1], forever);
     run_for(Duration::from_millis(1500)).await;
@@ -307,6 +307,7 @@ fn half_share_backlog() -> Backlog {
     Backlog {
         messages: 5_960,
         rate: 100.0,
+        ..Backlog::default()
     }
 }
 
@@ -315,14 +316,15 @@ async fn past_the_checkers_capacity_sites_are_shed_for_whole_minutes_and_recorde
     let (clock, ledger) = (clock(), Arc::new(TestLedger::default()));
     let mut sites = named(40, Duration::from_secs(5));
     sites.push(("rare".into(), Duration::from_secs(600)));
-    let i = start(&sites, 2, &clock, &ledger, Ownership::all(2));
+    let mut i = start(&sites, 2, &clock, &ledger, Ownership::all(2));
     run_for(Duration::from_secs(10)).await;
-    i.backlog.send_replace(Some(half_share_backlog()));
+    i.feed(Some(half_share_backlog()));
     // Into the third minute, so minutes 1 and 2 are shed whole.
     run_for(Duration::from_secs(140)).await;
-    i.backlog.send_replace(Some(Backlog {
+    i.feed(Some(Backlog {
         messages: 0,
         rate: 1_000.0,
+        ..Backlog::default()
     }));
     run_for(Duration::from_secs(70)).await;
     let (sent, _) = finish(i, &clock, &ledger, &sites).await;
