@@ -45,7 +45,7 @@ listen = "$ADMIN"
 [log]
 level = "warn"
 TOML
-target/release/sitewatch-bench config --sites "$SITES" --interval "$INTERVAL" --timeout 900ms \
+target/release/sitewatch-bench config --sites "$SITES" --interval "$INTERVAL" --timeout 900ms --port "$PORT" \
     --base "$dir/base.toml" >"$dir/sitewatch.toml"
 
 target/release/sitewatch-bench target --port "$PORT" >/dev/null 2>&1 & tgt=$!; pids+=($tgt)
