@@ -270,8 +270,9 @@ impl Shedder {
     }
 
     /// Updates the share from the latest figures of each stage's groups
-    /// (the checkers first, then the persisters) and returns it. A group without a figure (not started, or the broker
-    /// did not answer) keeps the share it had: 1 until it has one.
+    /// (the checkers first, then the persisters) and returns it. A group
+    /// without a figure (not started, or the broker did not answer) keeps
+    /// the share it had: 1 until it has one.
     pub fn observe(&mut self, stages: &[Vec<Option<Backlog>>]) -> f64 {
         let mut groups = std::mem::take(&mut self.stages);
         groups.resize_with(stages.len(), Vec::new);
