@@ -56,7 +56,7 @@ for minute in $(seq "$MINUTES"); do
     # measures another write path (as the first soaks did, their sites on
     # a port nothing served).
     [ "$minute" -gt 1 ] || [ "$up" -gt 0 ] || die "no check came back up in minute 1: is the bench target on the sites' port? (see $dir)"
-    read -r raw rmin rhour < <(sql "SELECT $(parts check_results), $(parts rollup_minute), $(parts rollup_hour)")
+    read -r raw rmin rhour < <(sql "SELECT $(parts check_results), $(parts rollup_minute), $(parts rollup_hour_closed)")
     rss=$(awk '/VmRSS/ {print $2}' "/proc/$sw/status")
     awk -v m="$minute" -v rows="$rows" -v sk="$skipped" -v shed="$shed" -v chk="$checked" \
         -v ws="$(awk -v a="$ws" -v b="$ws_prev" 'BEGIN {print a-b}')" -v wc="$((${wc%.*} - ${wc_prev%.*}))" \
@@ -97,9 +97,12 @@ sql "WITH slots AS (
                   extract(epoch FROM interval '$INTERVAL') AS iv
            FROM slots WHERE at < now() - interval '1 minute'
            WINDOW w AS (PARTITION BY site ORDER BY at)) g"
-sql "SELECT format('rollup_minute: %s B per site-hour (%s rows); rollup_hour: %s B per site-hour (%s rows)',
+# Hour rows are summed when their hour closes (migration V18): a row of
+# rollup_hour_closed is one site-hour.
+sql "SELECT format('rollup_minute: %s B per site-hour (%s rows); rollup_hour_closed: %s B per site-hour (%s rows, %s site-hours marked to sum again)',
         round($(parts rollup_minute) / greatest(sites * hours, 1)), (SELECT count(*) FROM rollup_minute),
-        round($(parts rollup_hour) / greatest(sites * hours, 1)), (SELECT count(*) FROM rollup_hour))
+        round($(parts rollup_hour_closed) / greatest((SELECT count(*) FROM rollup_hour_closed), 1)),
+        (SELECT count(*) FROM rollup_hour_closed), (SELECT count(*) FROM rollup_hour_dirty))
      FROM (SELECT count(DISTINCT site) AS sites,
                   extract(epoch FROM max(scheduled_at) - min(scheduled_at)) / 3600 AS hours
            FROM check_results) s"

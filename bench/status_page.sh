@@ -62,10 +62,11 @@ target/release/sitewatch migrate --config "$dir/sitewatch.toml" >/dev/null
 echo "== seeding $SITES sites x 90 days of hour rollups"
 t0=$(date +%s)
 sql "SELECT sitewatch_ensure_partitions(current_date - 95, current_date + 1)" >/dev/null
-sql "INSERT INTO rollup_hour (site, bucket, checks, up, degraded, down, skipped, rt_sketch)
+# Closed hours (migration V18: the hour under way is read from the minutes).
+sql "INSERT INTO rollup_hour_closed (site, bucket, checks, up, degraded, down, skipped, rt_sketch)
      SELECT format('site-%s', lpad(s::text, 5, '0')), h, 60, 60 - d, 0, d, 0, k.sk
      FROM generate_series(0, $SITES - 1) s,
-          generate_series(date_trunc('hour', now()) - interval '90 days', date_trunc('hour', now()), interval '1 hour') h,
+          generate_series(date_trunc('hour', now()) - interval '90 days', date_trunc('hour', now()) - interval '1 hour', interval '1 hour') h,
           LATERAL (SELECT CASE WHEN random() < 0.01 THEN 6 ELSE 0 END AS d) dd,
           (SELECT sitewatch_sketch_of(ARRAY[18, 22, 25, 31, 40, 95]::float8[]) AS sk) k" >/dev/null
 sql "INSERT INTO check_results (check_id, site, url, scheduled_at, outcome, status_code, response_time_ms)

@@ -306,29 +306,39 @@ impl Persister {
 /// How often retention runs (it is cheap when there is nothing to drop).
 const RETENTION_EVERY: Duration = Duration::from_secs(3600);
 
-/// The persister role's housekeeping: every hour, partitions for the coming
-/// days are created and expired ones dropped (`retention.*`). A failure is
-/// logged and tried again at the next round: results keep flowing.
+/// How often closed hours are summed (a no-op within an hour, apart from
+/// the site-hours that late results marked).
+const HOURS_EVERY: Duration = Duration::from_secs(60);
+
+/// The persister role's housekeeping: every minute, hours that closed are
+/// summed into the hour rollups (`store::roll_up_hours`); every hour,
+/// partitions for the coming days are created and expired ones dropped
+/// (`retention.*`). A failure is logged and tried again at the next round:
+/// results keep flowing. Liveness beats go on while a round runs.
 pub async fn maintain(
     settings: Arc<Settings>,
     pool: Pool,
     beat: Beat,
     shutdown: CancellationToken,
 ) {
-    let mut every = tokio::time::interval(RETENTION_EVERY);
+    let mut retention = tokio::time::interval(RETENTION_EVERY);
+    let mut hours = tokio::time::interval(HOURS_EVERY);
     let mut alive = tokio::time::interval(Duration::from_secs(1));
     beat.running();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = alive.tick() => beat.beat(),
-            _ = every.tick() => {
+            _ = retention.tick() => {
                 let today = chrono::Utc::now().date_naive();
-                let result = match pool.get().await {
-                    Ok(client) => store::apply_retention(&**client, &settings.retention, today)
+                let work = async {
+                    let client = pool.get().await.map_err(|e| e.to_string())?;
+                    store::apply_retention(&**client, &settings.retention, today)
                         .await
-                        .map_err(|e| e.to_string()),
-                    Err(e) => Err(e.to_string()),
+                        .map_err(|e| e.to_string())
+                };
+                let Some(result) = beating(work, &mut alive, &beat, &shutdown).await else {
+                    return;
                 };
                 match result {
                     Ok(dropped) if dropped.is_empty() => {}
@@ -336,6 +346,44 @@ pub async fn maintain(
                     Err(e) => tracing::warn!(error = %e, "retention failed; trying again in an hour"),
                 }
             }
+            _ = hours.tick() => {
+                let started = std::time::Instant::now();
+                let work = async {
+                    let client = pool.get().await.map_err(|e| e.to_string())?;
+                    store::roll_up_hours(&**client, store::HOUR_GRACE)
+                        .await
+                        .map_err(|e| e.to_string())
+                };
+                let Some(result) = beating(work, &mut alive, &beat, &shutdown).await else {
+                    return;
+                };
+                match result {
+                    Ok(r) if r.summed.is_empty() && r.resummed == 0 => {}
+                    Ok(r) => tracing::info!(summed = ?r.summed, resummed = r.resummed,
+                                            ms = started.elapsed().as_millis() as u64,
+                                            "hour rollups summed"),
+                    Err(e) => tracing::warn!(error = %e, "hour rollups failed; trying again in a minute"),
+                }
+            }
+        }
+    }
+}
+
+/// Runs `work` to its end while beating every `alive` tick; `None` when
+/// shutdown came first (the work is dropped: each of its steps is one
+/// transaction, so nothing is left half done).
+async fn beating<T>(
+    work: impl std::future::Future<Output = T>,
+    alive: &mut tokio::time::Interval,
+    beat: &Beat,
+    shutdown: &CancellationToken,
+) -> Option<T> {
+    tokio::pin!(work);
+    loop {
+        tokio::select! {
+            r = &mut work => return Some(r),
+            _ = alive.tick() => beat.beat(),
+            _ = shutdown.cancelled() => return None,
         }
     }
 }

@@ -2,12 +2,14 @@
 //! queries the other stages need. Every function here either does its work
 //! durably or returns `Err`; callers decide whether to retry.
 
+mod hours;
 mod migrate;
 mod progress;
 mod results;
 mod retention;
 mod sites;
 
+pub use hours::{roll_up_hours, HourReport, HOUR_GRACE};
 pub use migrate::{migrate, MigrationReport, PARTITION_DAYS_AHEAD};
 pub use progress::{
     check_ids, forget_progress_except, load_progress_of, load_watermarks, record_gap, record_shed,

@@ -126,8 +126,8 @@ pub async fn record_gap(
 
 /// Records shed runs, `(site, from, to, slots)` with `[from, to)` within
 /// one minute, as `schedule_gaps` rows (reason `load_shed`) and adds their
-/// slots to the `skipped` counts of the minute and hour rollups, in one
-/// statement. Writing a run again is a no-op: only inserted gaps count.
+/// slots to the `skipped` counts of the minute rollups (marking a closed
+/// hour to be summed again, see `hours`), in one statement. Writing a run again is a no-op: only inserted gaps count.
 pub async fn record_shed(
     client: &impl GenericClient,
     runs: &[(&str, DateTime<Utc>, DateTime<Utc>, i64)],
@@ -141,15 +141,11 @@ pub async fn record_shed(
     let slots: Vec<i64> = runs.iter().map(|r| r.3).collect();
     // Rollup rows in key order, as the persister's statements take them,
     // so the two never wait on each other in a cycle.
-    let rollup = |name: &str, table: &str, unit: &str| {
-        format!(
-            "{name} AS (
-    INSERT INTO {table} AS r (site, bucket, checks, up, degraded, down, skipped, rt_sketch)
-    SELECT site, date_trunc('{unit}', from_at), 0, 0, 0, 0, sum(slots), '{{}}'::int8[]
+    let minute = "m AS (
+    INSERT INTO rollup_minute AS r (site, bucket, checks, up, degraded, down, skipped, rt_sketch)
+    SELECT site, date_trunc('minute', from_at), 0, 0, 0, 0, sum(slots), '{}'::int8[]
     FROM g GROUP BY 1, 2 ORDER BY 1, 2
-    ON CONFLICT (site, bucket) DO UPDATE SET skipped = r.skipped + excluded.skipped)"
-        )
-    };
+    ON CONFLICT (site, bucket) DO UPDATE SET skipped = r.skipped + excluded.skipped)";
     let sql = format!(
         "WITH g AS (
     INSERT INTO schedule_gaps (site, from_at, to_at, slots, reason)
@@ -160,8 +156,8 @@ pub async fn record_shed(
 {},
 {}
 SELECT count(*) FROM g",
-        rollup("m", "rollup_minute", "minute"),
-        rollup("h", "rollup_hour", "hour")
+        minute,
+        super::results::mark_closed_hours("h", "g", "from_at", "true")
     );
     client.execute(&sql, &[&sites, &from, &to, &slots]).await?;
     Ok(())

@@ -88,12 +88,32 @@ fn rollup(name: &str, table: &str, unit: &str, sketch: bool) -> String {
     )
 }
 
+/// The CTEs (`wm`, then `{name}`) that mark the site-hours of the rows of
+/// `{from}` (columns `site` and `{at}`, scheduled rows where `{scheduled}`)
+/// in `rollup_hour_dirty` when their hour is already closed, so that it is
+/// summed again from its minute rows (migration V18). Hour rows are
+/// otherwise summed once when the hour closes: a check writes its raw row
+/// and its minute row only. `closed_until` is read with FOR SHARE: closing
+/// an hour waits for this statement's transaction, or this statement sees
+/// the hour closed (READ COMMITTED re-reads a row updated by a committed
+/// transaction); either way the hour's sum misses no minute row.
+pub(super) fn mark_closed_hours(name: &str, from: &str, at: &str, scheduled: &str) -> String {
+    format!(
+        "wm AS (SELECT closed_until FROM rollup_hour_watermark FOR SHARE),
+{name} AS (
+    INSERT INTO rollup_hour_dirty AS d (site, bucket)
+    SELECT DISTINCT site, date_trunc('hour', {at})
+    FROM {from}, wm WHERE {scheduled} AND {at} < wm.closed_until ORDER BY 1, 2
+    ON CONFLICT (site, bucket) DO UPDATE SET marked_at = now())"
+    )
+}
+
 /// The raw insert and its rollups, as one statement.
 fn with_rollups(insert: &str, sketch: bool) -> String {
     format!(
         "WITH ins AS ({insert}),\n{},\n{}\nSELECT count(*) FROM ins",
         rollup("minute", "rollup_minute", "minute", sketch),
-        rollup("hour", "rollup_hour", "hour", sketch)
+        mark_closed_hours("hour", "ins", "scheduled_at", "origin = 'scheduled'")
     )
 }
 

@@ -22,6 +22,7 @@ mod ops;
 mod pipeline;
 mod receivers;
 mod recovery;
+mod rollups;
 mod stack;
 mod status_badges;
 mod status_page;

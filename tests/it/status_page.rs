@@ -173,11 +173,11 @@ interval = "1s"
     client
         .batch_execute(
             "SELECT sitewatch_ensure_partitions(current_date - 95, current_date + 1);
-             INSERT INTO rollup_hour (site, bucket, checks, up, degraded, down, skipped, rt_sketch)
+             INSERT INTO rollup_hour_closed (site, bucket, checks, up, degraded, down, skipped, rt_sketch)
              SELECT 'ok', (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') - interval '12 days' + h * interval '1 hour',
                     60, 60, 0, 0, 0, '{}'
              FROM generate_series(0, 23) h;
-             INSERT INTO rollup_hour (site, bucket, checks, up, degraded, down, skipped, rt_sketch)
+             INSERT INTO rollup_hour_closed (site, bucket, checks, up, degraded, down, skipped, rt_sketch)
              SELECT 'ok', (date_trunc('day', now() AT TIME ZONE 'UTC') AT TIME ZONE 'UTC') - interval '5 days' + h * interval '1 hour',
                     60, 54, 0, 6, 2, '{}'
              FROM generate_series(0, 23) h;",

@@ -31,6 +31,7 @@ async fn migrations_apply_once_and_create_partitions() {
             "V15__alert_channels",
             "V16__site_uptime_daily",
             "V17__time_leading_check_ids",
+            "V18__hour_rollups_at_close",
         ]
     );
     // Yesterday through PARTITION_DAYS_AHEAD days ahead.
@@ -77,7 +78,11 @@ async fn time_leading_check_ids_start_an_hour_after_an_upgrade_with_results() {
     client
         .batch_execute(
             "DROP TABLE check_id_scheme;
-             DELETE FROM refinery_schema_history WHERE version = 17;
+             DROP VIEW site_uptime_long, site_uptime_daily, rollup_hour;
+             DROP TABLE rollup_hour_watermark, rollup_hour_dirty;
+             DROP FUNCTION sitewatch_close_hours, sitewatch_sum_hour, sitewatch_resum_hours;
+             ALTER TABLE rollup_hour_closed RENAME TO rollup_hour;
+             DELETE FROM refinery_schema_history WHERE version >= 17;
              INSERT INTO check_results (check_id, site, url, origin, scheduled_at, outcome)
              VALUES (gen_random_uuid(), 's', 'https://s/', 'scheduled', now(), 'up');",
         )
@@ -85,7 +90,10 @@ async fn time_leading_check_ids_start_an_hour_after_an_upgrade_with_results() {
         .unwrap();
     let before = chrono::Utc::now();
     let report = store::migrate(&mut client).await.unwrap();
-    assert_eq!(report.applied, ["V17__time_leading_check_ids"]);
+    assert_eq!(
+        report.applied,
+        ["V17__time_leading_check_ids", "V18__hour_rollups_at_close"]
+    );
     let cut = store::check_ids(&client).await.unwrap().time_leading_from;
     let hour = chrono::Duration::hours(1);
     assert!(
@@ -282,121 +290,6 @@ async fn a_batch_holding_one_check_twice_makes_one_row_and_the_real_outcome_wins
     assert_eq!(rows[0].get::<_, String>(0), "up");
 }
 
-/// Rollups are maintained by the statements that write the raw rows, and
-/// equal what the raw rows give for the same window: counts per outcome and
-/// response-time percentiles, across minutes and hours, with placeholders
-/// replaced by late real results, redeliveries and skipped backfills.
-#[tokio::test]
-async fn minute_and_hour_rollups_equal_the_raw_rows() {
-    use sitewatch::model::{Outcome, TlsDetails};
-    let db = TestDb::create().await;
-    let mut client = db.client().await;
-    store::migrate(&mut client).await.unwrap();
-    let base = chrono::Utc::now()
-        .duration_trunc(chrono::Duration::hours(1))
-        .unwrap();
-    let mut batches: Vec<Vec<sitewatch::model::CheckOutcome>> = vec![Vec::new(); 4];
-    let mut backfill = Vec::new();
-    // Two sites, a slot every 20 s for 2.5 hours.
-    for site in ["r1", "r2"] {
-        for k in 0..450i64 {
-            let slot = base - chrono::Duration::minutes(30) + chrono::Duration::seconds(20 * k);
-            let (skipped, mut real) = crate::support::slot_outcomes(site, slot, "http://r.test/");
-            real.response_time_ms = Some(((k * 37) % 500) as f64 + 0.25);
-            real.outcome = match k % 7 {
-                0 => Outcome::Down,
-                3 => Outcome::Degraded,
-                _ => Outcome::Up,
-            };
-            real.tls = (k % 2 == 0).then(|| TlsDetails {
-                not_after: slot,
-                days_left: 1.0,
-                subject: "s".into(),
-                issuer: "i".into(),
-                version: None,
-            });
-            match k % 10 {
-                // A placeholder first, the real result later: replaced.
-                0 | 1 => {
-                    batches[0].push(skipped);
-                    batches[2].push(real.clone());
-                    batches[3].push(real); // redelivered: no change
-                }
-                // Only skipped (by the scheduler's backfill).
-                2 => backfill.push(store::SkippedSlot {
-                    check_id: real.check_id,
-                    site: site.into(),
-                    url: real.url.clone(),
-                    scheduled_at: slot,
-                    kind: "missed_slot",
-                    message: "scheduler was not running".into(),
-                }),
-                _ => batches[1].push(real),
-            }
-        }
-    }
-    for batch in &batches {
-        store::insert_results(&client, batch).await.unwrap();
-    }
-    store::insert_skipped(&client, &backfill).await.unwrap();
-    store::insert_skipped(&client, &backfill).await.unwrap(); // again: nothing new
-
-    for (table, unit) in [("rollup_minute", "minute"), ("rollup_hour", "hour")] {
-        // Counts must be equal; percentiles within the sketch's 1 % of the
-        // exact order statistic of rank floor(q * (n - 1)) (migration V10).
-        let sql = format!(
-            "WITH raw AS (
-                 SELECT site, date_trunc('{unit}', scheduled_at) AS bucket,
-                        count(*) FILTER (WHERE outcome <> 'skipped') AS checks,
-                        count(*) FILTER (WHERE outcome = 'up') AS up,
-                        count(*) FILTER (WHERE outcome = 'degraded') AS degraded,
-                        count(*) FILTER (WHERE outcome = 'down') AS down,
-                        count(*) FILTER (WHERE outcome = 'skipped') AS skipped,
-                        array_agg(response_time_ms ORDER BY response_time_ms)
-                            FILTER (WHERE response_time_ms IS NOT NULL) AS rt
-                 FROM check_results GROUP BY 1, 2),
-             exact AS (
-                 SELECT site, bucket, checks, up, degraded, down, skipped,
-                        rt[floor(0.50 * (cardinality(rt) - 1))::int + 1] AS p50,
-                        rt[floor(0.95 * (cardinality(rt) - 1))::int + 1] AS p95,
-                        rt[floor(0.99 * (cardinality(rt) - 1))::int + 1] AS p99
-                 FROM raw),
-             rolled AS (
-                 SELECT site, bucket, checks::int8, up::int8, degraded::int8, down::int8,
-                        skipped::int8, p.p50, p.p95, p.p99
-                 FROM {table}, sitewatch_percentiles(rt_sketch) p),
-             far AS (
-                 SELECT count(*) AS n FROM exact e JOIN rolled r USING (site, bucket)
-                 WHERE abs(r.p50 - e.p50) > 0.01 * e.p50 OR abs(r.p95 - e.p95) > 0.01 * e.p95
-                    OR abs(r.p99 - e.p99) > 0.01 * e.p99
-                    OR (r.p50 IS NULL) <> (e.p50 IS NULL))
-             SELECT (SELECT count(*) FROM raw), (SELECT count(*) FROM rolled),
-                    (SELECT count(*) FROM (SELECT site, bucket, checks, up, degraded, down, skipped
-                                           FROM exact EXCEPT
-                                           SELECT site, bucket, checks, up, degraded, down, skipped
-                                           FROM rolled) d),
-                    (SELECT count(*) FROM (SELECT site, bucket, checks, up, degraded, down, skipped
-                                           FROM rolled EXCEPT
-                                           SELECT site, bucket, checks, up, degraded, down, skipped
-                                           FROM exact) d),
-                    (SELECT sum(skipped)::int8 FROM rolled),
-                    (SELECT n FROM far)"
-        );
-        let r = client.query_one(&sql, &[]).await.unwrap();
-        let (raw, rolled, missing, extra, skipped, far): (i64, i64, i64, i64, i64, i64) =
-            (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4), r.get(5));
-        assert_eq!(far, 0, "{table}: percentiles beyond the sketch's 1 % bound");
-        eprintln!("{table}: {rolled} rows, {skipped} skipped slots");
-        assert!(raw > 2, "{table}: {raw} windows");
-        assert_eq!((rolled, missing, extra), (raw, 0, 0), "{table} vs raw rows");
-        assert_eq!(
-            skipped,
-            2 * 45,
-            "{table}: only the backfilled slots stay skipped"
-        );
-    }
-}
-
 /// Retention drops exactly the expired partitions: raw rows and minute
 /// rollups older than `retention.raw`, hour rollups of months older than
 /// `retention.rollups`; everything newer stays.
@@ -424,6 +317,11 @@ async fn retention_drops_exactly_the_expired_partitions() {
         })
         .collect();
     store::insert_results(&client, &rows).await.unwrap();
+    // Those days' hours closed long ago: their rows are summed again.
+    let summed = store::roll_up_hours(&client, store::HOUR_GRACE)
+        .await
+        .unwrap();
+    assert_eq!(summed.resummed, 90);
 
     let retention: sitewatch::config::RetentionSettings =
         toml::from_str("raw = \"30days\"\nrollups = \"60days\"").unwrap();
@@ -480,57 +378,4 @@ async fn retention_drops_exactly_the_expired_partitions() {
         !dropped.iter().any(|p| p == "rollup_hour_202601"),
         "{dropped:?}"
     );
-}
-
-/// The rollups' response-time sketch (migration V10): every quantile within
-/// 1 % of the exact order statistic, over five decades of values; merging
-/// equals sketching the union; its size is bounded by its buckets, not by
-/// how many values it holds.
-#[tokio::test]
-async fn the_latency_sketch_keeps_its_error_bound_and_its_size() {
-    let db = TestDb::create().await;
-    let mut client = db.client().await;
-    store::migrate(&mut client).await.unwrap();
-    let r = client
-        .query_one(
-            "WITH v AS (SELECT (0.5 * power(10, 5 * random()))::float8 AS ms
-                        FROM generate_series(1, 20000)),
-                  a AS (SELECT array_agg(ms ORDER BY ms) AS rt FROM v),
-                  q AS (SELECT q FROM unnest(ARRAY[0, 0.01, 0.1, 0.25, 0.5, 0.75, 0.9,
-                                                   0.95, 0.99, 0.999, 1]::float8[]) q),
-                  s AS (SELECT sitewatch_sketch_of(rt) AS sk, rt FROM a)
-             SELECT max(abs(sitewatch_sketch_quantile(sk, q)
-                            - rt[floor(q * (cardinality(rt) - 1))::int + 1])
-                        / rt[floor(q * (cardinality(rt) - 1))::int + 1]),
-                    min(sitewatch_sketch_count(sk)),
-                    min(cardinality(sk)),
-                    bool_and(sitewatch_sketch_merge(sitewatch_sketch_of(rt[1:7000]),
-                                                    sitewatch_sketch_of(rt[7001:]))
-                             = sk)
-             FROM s, q",
-            &[],
-        )
-        .await
-        .unwrap();
-    let (worst, count, buckets, merges): (f64, i64, i32, bool) =
-        (r.get(0), r.get(1), r.get(2), r.get(3));
-    assert!(worst <= 0.01, "worst relative error {worst}");
-    assert_eq!(count, 20_000);
-    // Five decades at 2 % per bucket: ln(1e5) / ln(1.02) = 582 buckets.
-    assert!(buckets <= 583, "{buckets} buckets");
-    assert!(merges, "merge(a, b) = sketch(a ∪ b)");
-    // The aggregate over rows equals the sketch of all values, and a sketch
-    // of many copies of few values stays as small as the few.
-    let r = client
-        .query_one(
-            "SELECT sitewatch_sketch_agg(s) = sitewatch_sketch_of(ARRAY[1, 2, 2, 300]::float8[]),
-                    cardinality(sitewatch_sketch_of(array_fill(42.0::float8, ARRAY[100000])))
-             FROM (VALUES (sitewatch_sketch_of(ARRAY[1, 2]::float8[])),
-                          (sitewatch_sketch_of(ARRAY[2, 300]::float8[]))) AS v(s)",
-            &[],
-        )
-        .await
-        .unwrap();
-    assert!(r.get::<_, bool>(0));
-    assert_eq!(r.get::<_, i32>(1), 1);
 }
