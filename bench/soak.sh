@@ -5,7 +5,8 @@
 #   SITES=1500 INTERVAL=1s MINUTES=60 bench/soak.sh     (make soak)
 # Each minute it prints: rows/s persisted, the share of checks up (the
 # target answers every site), the skipped share (and how many
-# were shed), the persisters' mean write time, WAL bytes per row, Postgres
+# were shed), the persisters' mean write time per batch and per row, WAL
+# bytes per row, Postgres
 # row writes per check (and the scheduler progress' share of them), the
 # sizes of the raw and rollup tables, and sitewatch's RSS. At the end:
 # minutes 2-11 against the last 10 (WAL per row, write time), slots without
@@ -37,16 +38,18 @@ wal() { sql "SELECT pg_wal_lsn_diff(pg_current_wal_lsn(), '0/0')::bigint"; }
 for _ in $(seq 120); do curl -sf "http://$ADMIN/metrics" >/dev/null && break; sleep 0.5; done
 out="$dir/minutes.tsv"
 echo "== soak: $SITES sites every $INTERVAL for $MINUTES min, $(nproc) cores (log: $dir)"
-printf '%6s %8s %7s %8s %6s %9s %10s %10s %9s %9s %9s %8s %8s\n' minute rows/s up skipped shed write_ms WAL_B/row writes/chk progress% raw_MB min_MB hour_MB RSS_MB \
+printf '%6s %8s %7s %8s %6s %9s %8s %10s %10s %9s %9s %9s %8s %8s\n' minute rows/s up skipped shed write_ms us/row WAL_B/row writes/chk progress% raw_MB min_MB hour_MB RSS_MB \
     | tee "$out"
 t_prev=$(date -u +%FT%T.%3NZ); e_prev=$(date +%s.%N); w_prev=$(wal); read -r wr_prev pr_prev < <(writes)
 ws_prev=$(metric sitewatch_persister_write_seconds_sum); wc_prev=$(metric sitewatch_persister_write_seconds_count)
+br_prev=$(metric sitewatch_persister_batch_rows_sum)
 start=$t_prev
 for minute in $(seq "$MINUTES"); do
     sleep 60
     kill -0 "$sw" || die "sitewatch exited (see $dir/sitewatch.log)"
     t=$(date -u +%FT%T.%3NZ); e=$(date +%s.%N); w=$(wal); read -r wr pr < <(writes)
     ws=$(metric sitewatch_persister_write_seconds_sum); wc=$(metric sitewatch_persister_write_seconds_count)
+    br=$(metric sitewatch_persister_batch_rows_sum)
     read -r rows skipped shed checked up < <(sql "SELECT count(*), count(*) FILTER (WHERE outcome = 'skipped'),
         (SELECT coalesce(sum(slots), 0) FROM schedule_gaps WHERE reason = 'load_shed'
             AND recorded_at >= '$t_prev' AND recorded_at < '$t'), count(*) FILTER (WHERE outcome <> 'skipped'),
@@ -59,22 +62,22 @@ for minute in $(seq "$MINUTES"); do
     read -r raw rmin rhour < <(sql "SELECT $(parts check_results), $(parts rollup_minute), $(parts rollup_hour_closed)")
     rss=$(awk '/VmRSS/ {print $2}' "/proc/$sw/status")
     awk -v m="$minute" -v rows="$rows" -v sk="$skipped" -v shed="$shed" -v chk="$checked" \
-        -v ws="$(awk -v a="$ws" -v b="$ws_prev" 'BEGIN {print a-b}')" -v wc="$((${wc%.*} - ${wc_prev%.*}))" \
+        -v ws="$(awk -v a="$ws" -v b="$ws_prev" 'BEGIN {print a-b}')" -v br="$(awk -v a="$br" -v b="$br_prev" 'BEGIN {print a-b}')" -v wc="$((${wc%.*} - ${wc_prev%.*}))" \
         -v wal="$((w - w_prev))" -v wr="$((wr - wr_prev))" -v pr="$((pr - pr_prev))" \
         -v raw="$raw" -v rmin="$rmin" -v rhour="$rhour" -v rss="$rss" -v up="$up" \
         -v secs="$(awk -v a="$e" -v b="$e_prev" 'BEGIN {print a-b}')" 'BEGIN {
-        printf "%6d %8.0f %6.1f%% %7.2f%% %6d %9.1f %10.0f %10.2f %8.3f%% %9.1f %9.1f %8.1f %8.1f\n",
-            m, rows/secs, chk ? 100*up/chk : 0, rows ? 100*sk/rows : 0, shed, wc ? 1000*ws/wc : 0, rows ? wal/rows : 0,
+        printf "%6d %8.0f %6.1f%% %7.2f%% %6d %9.1f %8.0f %10.0f %10.2f %8.3f%% %9.1f %9.1f %8.1f %8.1f\n",
+            m, rows/secs, chk ? 100*up/chk : 0, rows ? 100*sk/rows : 0, shed, wc ? 1000*ws/wc : 0, br ? 1e6*ws/br : 0, rows ? wal/rows : 0,
             chk ? wr/chk : 0, wr ? 100*pr/wr : 0, raw/1048576, rmin/1048576, rhour/1048576, rss/1024 }' \
         | tee -a "$out"
-    t_prev=$t; e_prev=$e; w_prev=$w; wr_prev=$wr; pr_prev=$pr; ws_prev=$ws; wc_prev=$wc
+    t_prev=$t; e_prev=$e; w_prev=$w; wr_prev=$wr; pr_prev=$pr; ws_prev=$ws; wc_prev=$wc; br_prev=$br
 done
 kill -TERM "$sw"; wait "$sw" || true
 
 echo "== summary"
-awk -v n="$MINUTES" 'NR > 1 { m=$1; if (m >= 2 && m <= 11) { a++; aw+=$7; at+=$6 } if (m > n-10) { b++; bw+=$7; bt+=$6 } }
-  END { if (a && b && n >= 12) printf "minutes 2-11 vs last 10: WAL per row %.0f -> %.0f B (%.2fx), write time %.1f -> %.1f ms (%.2fx)\n",
-        aw/a, bw/b, (bw/b)/(aw/a), at/a, bt/b, (at ? (bt/b)/(at/a) : 0);
+awk -v n="$MINUTES" 'NR > 1 { m=$1; if (m >= 2 && m <= 11) { a++; aw+=$8; at+=$6; ar+=$7 } if (m > n-10) { b++; bw+=$8; bt+=$6; brr+=$7 } }
+  END { if (a && b && n >= 12) printf "minutes 2-11 vs last 10: WAL per row %.0f -> %.0f B (%.2fx), write time %.1f -> %.1f ms per batch (%.2fx), %.0f -> %.0f us per row (%.2fx)\n",
+        aw/a, bw/b, (bw/b)/(aw/a), at/a, bt/b, (at ? (bt/b)/(at/a) : 0), ar/a, brr/b, (ar ? (brr/b)/(ar/a) : 0);
         else print "(minutes 2-11 vs last 10: needs MINUTES >= 12)" }' "$out"
 sql "SELECT format('rows: %s (%s%% up), skipped %s%% (%s deadline_exceeded, %s missed_slot); shed slots: %s',
         count(*), round(100.0 * count(*) FILTER (WHERE outcome = 'up') / greatest(count(*), 1), 2),
