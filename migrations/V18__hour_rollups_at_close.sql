@@ -13,13 +13,14 @@
 --
 -- How:
 -- * `rollup_hour` (the table) becomes `rollup_hour_closed`, holding the
---   hours before `rollup_hour_watermark.summed_until`;
+--   hours before `rollup_hour_progress.summed_until`;
 -- * `rollup_hour` is now a view: those closed rows, and every later hour
 --   summed from `rollup_minute` at query time (at most 60 rows a site);
 --   reads and the views built on it (site_uptime_long, site_uptime_daily)
 --   see the same rows as before;
 -- * `sitewatch_close_hours(grace)` marks the hours that ended `grace` ago
---   closed (`closed_until`), `sitewatch_sum_hour()` then sums one closed
+--   closed (`rollup_hour_watermark.closed_until`), `sitewatch_sum_hour()`
+--   then sums one closed
 --   hour from its minute rows into `rollup_hour_closed` and moves
 --   `summed_until` past it, in one transaction (the persister role calls
 --   them every minute, see src/store/hours.rs);
@@ -30,44 +31,67 @@
 --
 -- Why no count is lost or counted twice: a writer reads `closed_until` with
 -- FOR SHARE in the statement that writes its minute rows. Either it locked
--- the row first, and then closing the hour (an UPDATE of that row) waits
--- for its transaction, so the sum of that hour, which starts after the
+-- the row first, and then closing the hour (an UPDATE of that row, after a
+-- table lock that queues new writers behind it: row share locks alone
+-- would let writers overtake a waiting UPDATE for ever) waits for its
+-- transaction, so the sum of that hour, which starts after the
 -- close commits, sees its minute rows; or the close committed first, and
 -- the locking read returns the new value (READ COMMITTED re-reads a row
 -- updated by a committed transaction), so the writer marks the site-hour.
 -- A re-sum replaces the hour row by the sum of the minute rows committed
 -- before it starts: it deletes its marks first (waiting on a writer that
 -- holds one) and sums in a later statement, with a later snapshot.
+--
+-- Hours are UTC hours whatever the session's TimeZone (date_trunc(.., 'UTC')).
 
--- A faster sketch aggregate: concatenation (a C function) per row, one
--- merge at the end, instead of a merge per row. Same state type and result.
+-- A faster sketch aggregate: rows are concatenated (cheap) and merged only
+-- when the state holds 4,096 elements and at the end, instead of a merge
+-- per row. The state stays bounded (a merge leaves at most ~1,000), so a
+-- year of hour rows costs linear time. Same state type and result.
 CREATE OR REPLACE FUNCTION sitewatch_sketch_compact(s int8[]) RETURNS int8[]
 LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
     SELECT sitewatch_sketch_merge(s, '{}')
 $$;
 
+CREATE OR REPLACE FUNCTION sitewatch_sketch_add(state int8[], s int8[]) RETURNS int8[]
+LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT CASE WHEN cardinality(state) >= 4096 THEN sitewatch_sketch_merge(state, s)
+                ELSE state || s END
+$$;
+
 CREATE OR REPLACE AGGREGATE sitewatch_sketch_agg(int8[]) (
-    SFUNC = array_cat, STYPE = int8[], INITCOND = '{}',
+    SFUNC = sitewatch_sketch_add, STYPE = int8[], INITCOND = '{}',
     FINALFUNC = sitewatch_sketch_compact,
-    COMBINEFUNC = array_cat, PARALLEL = SAFE
+    COMBINEFUNC = sitewatch_sketch_add, PARALLEL = SAFE
 );
 
 ALTER TABLE rollup_hour RENAME TO rollup_hour_closed;
 
--- One row. Hours before `closed_until` are closed: a write into one marks
--- it dirty. Hours before `summed_until` (never after `closed_until`) are in
--- rollup_hour_closed. From this migration on, the hour under way is read
--- from the minute rows, so its rows in the table are dropped: they are
--- the sum of its minute rows (versions 5 to 17 wrote both in one statement).
+-- One row each. Hours before `closed_until` are closed: a write into one
+-- marks it dirty (writers lock this row). Hours before `summed_until`
+-- (never after `closed_until`) are in rollup_hour_closed; it is in a table
+-- of its own, which writers never lock. From this migration on, the hour
+-- under way is read from the minute rows, so its rows in the table are
+-- dropped: they are the sum of its minute rows (versions 5 to 17 wrote
+-- both in one statement).
 CREATE TABLE rollup_hour_watermark (
     only_row     boolean PRIMARY KEY DEFAULT true CHECK (only_row),
-    closed_until timestamptz NOT NULL,
-    summed_until timestamptz NOT NULL,
-    CHECK (summed_until <= closed_until)
+    closed_until timestamptz NOT NULL
 );
-INSERT INTO rollup_hour_watermark (closed_until, summed_until)
-VALUES (date_trunc('hour', now()), date_trunc('hour', now()));
-DELETE FROM rollup_hour_closed WHERE bucket >= date_trunc('hour', now());
+CREATE TABLE rollup_hour_progress (
+    only_row     boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+    summed_until timestamptz NOT NULL
+);
+INSERT INTO rollup_hour_watermark (closed_until) VALUES (date_trunc('hour', now(), 'UTC'));
+INSERT INTO rollup_hour_progress (summed_until) VALUES (date_trunc('hour', now(), 'UTC'));
+DELETE FROM rollup_hour_closed WHERE bucket >= date_trunc('hour', now(), 'UTC');
+
+-- Summing an hour, and reading the hours not summed yet, select minute
+-- rows by time across sites: without this a sum at 23:05 read the whole
+-- day's partition. Rows arrive in bucket order, so a block range index
+-- stays small and exact enough.
+CREATE INDEX rollup_minute_bucket ON rollup_minute USING brin (bucket)
+    WITH (pages_per_range = 32, autosummarize = on);
 
 -- Site-hours written after their hour closed, to be summed again.
 CREATE TABLE rollup_hour_dirty (
@@ -80,13 +104,13 @@ CREATE TABLE rollup_hour_dirty (
 CREATE VIEW rollup_hour AS
 SELECT site, bucket, checks, up, degraded, down, skipped, rt_sketch
 FROM rollup_hour_closed
-WHERE bucket < (SELECT summed_until FROM rollup_hour_watermark)
+WHERE bucket < (SELECT summed_until FROM rollup_hour_progress)
 UNION ALL
-SELECT site, date_trunc('hour', bucket), sum(checks)::integer, sum(up)::integer,
+SELECT site, date_trunc('hour', bucket, 'UTC'), sum(checks)::integer, sum(up)::integer,
        sum(degraded)::integer, sum(down)::integer, sum(skipped)::integer,
        sitewatch_sketch_agg(rt_sketch)
 FROM rollup_minute
-WHERE bucket >= (SELECT summed_until FROM rollup_hour_watermark)
+WHERE bucket >= (SELECT summed_until FROM rollup_hour_progress)
 GROUP BY 1, 2;
 
 -- Views on the old table now read the new view (same definitions as V5 and
@@ -117,13 +141,27 @@ SELECT site,
 FROM rollup_hour
 GROUP BY 1, 2;
 
--- Closes the hours that ended at least `grace` ago; returns the new
--- `closed_until`. Its own transaction: the sums must start after it commits.
+-- Closes the hours that ended at least `grace` ago; returns `closed_until`.
+-- Its own transaction: the sums must start after it commits. Nothing is
+-- locked or written when no hour is due (the persister calls it every
+-- minute).
 CREATE FUNCTION sitewatch_close_hours(grace interval) RETURNS timestamptz
-LANGUAGE sql AS $$
-    UPDATE rollup_hour_watermark
-    SET closed_until = greatest(closed_until, date_trunc('hour', now() - grace))
-    RETURNING closed_until
+LANGUAGE plpgsql AS $$
+DECLARE
+    target timestamptz := date_trunc('hour', now() - grace, 'UTC');
+    closed timestamptz;
+BEGIN
+    SELECT closed_until INTO closed FROM rollup_hour_watermark;
+    IF closed >= target THEN
+        RETURN closed;
+    END IF;
+    -- EXCLUSIVE conflicts with the ROW SHARE lock of a writer's FOR SHARE:
+    -- writers that come now queue behind this, those under way are waited for.
+    LOCK TABLE rollup_hour_watermark IN EXCLUSIVE MODE;
+    UPDATE rollup_hour_watermark SET closed_until = target
+    WHERE closed_until < target;
+    RETURN target;
+END;
 $$;
 
 -- Sums the first closed hour not summed yet into rollup_hour_closed and
@@ -138,8 +176,8 @@ BEGIN
     IF NOT pg_try_advisory_xact_lock(hashtext('sitewatch_sum_hour')) THEN
         RETURN NULL;
     END IF;
-    SELECT summed_until INTO h FROM rollup_hour_watermark
-    WHERE summed_until < closed_until;
+    SELECT p.summed_until INTO h FROM rollup_hour_progress p, rollup_hour_watermark w
+    WHERE p.summed_until < w.closed_until;
     IF h IS NULL THEN
         RETURN NULL;
     END IF;
@@ -153,7 +191,7 @@ BEGIN
     ON CONFLICT (site, bucket) DO UPDATE SET
         checks = excluded.checks, up = excluded.up, degraded = excluded.degraded,
         down = excluded.down, skipped = excluded.skipped, rt_sketch = excluded.rt_sketch;
-    UPDATE rollup_hour_watermark SET summed_until = h + interval '1 hour';
+    UPDATE rollup_hour_progress SET summed_until = h + interval '1 hour';
     RETURN h;
 END;
 $$;
@@ -170,7 +208,7 @@ BEGIN
         DELETE FROM rollup_hour_dirty
         WHERE ctid = ANY (ARRAY(
             SELECT ctid FROM rollup_hour_dirty
-            WHERE bucket < (SELECT summed_until FROM rollup_hour_watermark)
+            WHERE bucket < (SELECT summed_until FROM rollup_hour_progress)
             ORDER BY site, bucket LIMIT batch
             FOR UPDATE SKIP LOCKED))
         RETURNING site, bucket)
@@ -196,7 +234,9 @@ END;
 $$;
 
 -- Partitions and retention name the renamed table (as version 10 and 5
--- otherwise).
+-- otherwise). Retention keeps the minute rows of days not summed yet or
+-- with site-hours waiting to be summed again: dropping them would lose
+-- those hours.
 CREATE OR REPLACE FUNCTION sitewatch_ensure_partitions(from_day date, to_day date)
 RETURNS integer
 LANGUAGE plpgsql AS $$
@@ -247,6 +287,12 @@ BEGIN
         WHERE i.inhparent = 'rollup_minute'::regclass
           AND c.relname ~ '^rollup_minute_[0-9]{8}$'
           AND to_date(substr(c.relname, 15), 'YYYYMMDD') < minutes_before
+          AND to_date(substr(c.relname, 15), 'YYYYMMDD')
+              < (SELECT (summed_until AT TIME ZONE 'UTC')::date FROM rollup_hour_progress)
+          AND NOT EXISTS (
+              SELECT 1 FROM rollup_hour_dirty d
+              WHERE d.bucket >= to_date(substr(c.relname, 15), 'YYYYMMDD')::timestamp AT TIME ZONE 'UTC'
+                AND d.bucket < (to_date(substr(c.relname, 15), 'YYYYMMDD') + 1)::timestamp AT TIME ZONE 'UTC')
         UNION ALL
         SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
         WHERE i.inhparent = 'rollup_hour_closed'::regclass

@@ -29,6 +29,58 @@ use crate::store::StoreError;
 
 const EVERY: Duration = Duration::from_secs(1);
 
+/// The sites to watch in a pass: a failure in the window ($1, $2], a streak
+/// or incident going on, or a maintenance window to mark ($3). A macro, so
+/// that `concat!` can build both queries from it at compile time.
+macro_rules! watch {
+    () => {
+        "WITH watch AS (
+    SELECT DISTINCT site FROM check_results
+    WHERE scheduled_at > $1 AND scheduled_at <= $2 AND outcome <> 'up'
+    UNION SELECT site FROM site_state WHERE state = 'down' OR fails > 0
+    UNION SELECT unnest($3::text[]))"
+    };
+}
+
+/// The watched sites' results in the window, in site and slot order, read
+/// as a range of the primary key: scheduled check ids lead with their
+/// slot's time (migration V17; $4, $5 from `time_leading_range`), so a pass
+/// reads the window's rows whatever the number of watched sites. With
+/// every site failing, a join on the watched sites chose a scan of the
+/// whole day's partition, whose cost grew through the day until a pass
+/// took tens of seconds (BENCHMARKS.md, "Soak"); probing each site's index
+/// instead cost 0.3 s a pass at 27,000 sites.
+const WINDOW_BY_ID: &str = concat!(
+    watch!(),
+    "
+SELECT r.site, r.check_id, r.scheduled_at, r.outcome,
+       coalesce(r.error_kind || ': ' || r.error_message, r.error_kind, r.outcome)
+FROM (SELECT site, check_id, scheduled_at, outcome, error_kind, error_message
+      FROM check_results
+      WHERE check_id BETWEEN $4 AND $5 AND scheduled_at > $1 AND scheduled_at <= $2
+        AND outcome <> 'skipped' AND origin = 'scheduled'
+      OFFSET 0) r
+WHERE r.site IN (SELECT site FROM watch)
+ORDER BY r.site, r.scheduled_at"
+);
+
+/// As [`WINDOW_BY_ID`], for windows with slots from before time-leading
+/// ids (the hour after the V17 upgrade): each watched site's index range
+/// (`OFFSET 0` keeps the planner from flattening the LATERAL into a join).
+const WINDOW_BY_SITE: &str = concat!(
+    watch!(),
+    "
+SELECT w.site, r.check_id, r.scheduled_at, r.outcome,
+       coalesce(r.error_kind || ': ' || r.error_message, r.error_kind, r.outcome)
+FROM watch w CROSS JOIN LATERAL (
+    SELECT check_id, scheduled_at, outcome, error_kind, error_message
+    FROM check_results c
+    WHERE c.site = w.site AND c.scheduled_at > $1 AND c.scheduled_at <= $2
+      AND c.outcome <> 'skipped' AND c.origin = 'scheduled'
+    OFFSET 0) r
+ORDER BY w.site, r.scheduled_at"
+);
+
 pub struct Evaluator {
     settings: Arc<Settings>,
     pool: Pool,
@@ -135,22 +187,15 @@ impl Evaluator {
         }
         // Only sites where something can change: a failure in the window, a
         // streak or incident going on, or a maintenance window to mark.
-        let rows = tx
-            .query(
-                "WITH watch AS (
-                     SELECT DISTINCT site FROM check_results
-                     WHERE scheduled_at > $1 AND scheduled_at <= $2 AND outcome <> 'up'
-                     UNION SELECT site FROM site_state WHERE state = 'down' OR fails > 0
-                     UNION SELECT unnest($3::text[]))
-                 SELECT r.site, r.check_id, r.scheduled_at, r.outcome,
-                        coalesce(r.error_kind || ': ' || r.error_message, r.error_kind, r.outcome)
-                 FROM check_results r JOIN watch USING (site)
-                 WHERE r.scheduled_at > $1 AND r.scheduled_at <= $2
-                   AND r.outcome <> 'skipped' AND r.origin = 'scheduled'
-                 ORDER BY r.site, r.scheduled_at",
-                &[&from, &to, &with_windows],
-            )
-            .await?;
+        let ids = crate::store::check_ids(&*tx).await?;
+        let rows = if from >= ids.time_leading_from {
+            let (lo, hi) = crate::model::time_leading_range(from, to);
+            tx.query(WINDOW_BY_ID, &[&from, &to, &with_windows, &lo, &hi])
+                .await?
+        } else {
+            tx.query(WINDOW_BY_SITE, &[&from, &to, &with_windows])
+                .await?
+        };
         let names: Vec<String> = {
             let mut n: Vec<String> = rows.iter().map(|r| r.get::<_, String>(0)).collect();
             n.dedup();
@@ -252,8 +297,8 @@ impl Evaluator {
                 st.streak_cause = None;
                 if let Some(id) = st.open_incident {
                     if st.oks >= i32::from(ok_after) {
-                        if let Some((last, n)) = ongoing.remove(&id) {
-                            add_failures(&tx, id, last, n).await?;
+                        if let Some(failures) = ongoing.remove(&id) {
+                            add_failures(&tx, &[(id, failures)]).await?;
                         }
                         tx.execute(
                             "UPDATE incidents SET resolved_at = $2, resolution = 'recovered'
@@ -277,9 +322,9 @@ impl Evaluator {
                 }
             }
         }
-        for (id, (last, n)) in ongoing {
-            add_failures(&tx, id, last, n).await?;
-        }
+        let mut ongoing: Vec<_> = ongoing.into_iter().collect();
+        ongoing.sort_unstable_by_key(|f| f.0);
+        add_failures(&tx, &ongoing).await?;
         save_states(&tx, &states).await?;
         pass.resolved +=
             close_orphaned(&tx, alerts.then_some(&self.settings.alerts), &by_name).await?;
@@ -364,15 +409,24 @@ async fn close_orphaned(
     Ok(closed.len())
 }
 
+/// Adds failures to open incidents, `(incident, (last failing check, how
+/// many))`, in one statement: with every site failing, a statement per
+/// incident was thousands of round trips a pass.
 async fn add_failures(
     tx: &tokio_postgres::Transaction<'_>,
-    id: i64,
-    last: Uuid,
-    n: i32,
+    failures: &[(i64, (Uuid, i32))],
 ) -> Result<(), StoreError> {
+    if failures.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<i64> = failures.iter().map(|f| f.0).collect();
+    let last: Vec<Uuid> = failures.iter().map(|f| f.1 .0).collect();
+    let n: Vec<i32> = failures.iter().map(|f| f.1 .1).collect();
     tx.execute(
-        "UPDATE incidents SET last_failing_check = $2, failures = failures + $3 WHERE id = $1",
-        &[&id, &last, &n],
+        "UPDATE incidents i SET last_failing_check = x.last, failures = i.failures + x.n
+         FROM unnest($1::int8[], $2::uuid[], $3::int4[]) AS x(id, last, n)
+         WHERE i.id = x.id",
+        &[&ids, &last, &n],
     )
     .await?;
     Ok(())
@@ -446,19 +500,45 @@ async fn remind(
             &[&every.as_secs_f64()],
         )
         .await?;
+    if due.is_empty() {
+        return Ok(());
+    }
+    // One statement each for all due incidents: with every site failing,
+    // they all fall due in the same pass.
     let now = Utc::now();
-    for r in due {
-        let (id, site): (i64, String) = (r.get(0), r.get(1));
-        let rules = sites.get(site.as_str()).copied();
-        let silenced = rules.is_some_and(|s| s.maintenance.iter().any(|w| w.contains(now)));
-        tx.execute(
-            "UPDATE incidents SET last_notified_at = now() WHERE id = $1",
-            &[&id],
-        )
-        .await?;
-        if !silenced {
-            notify(tx, id, "reminder", alerts.route(rules)).await?;
+    let ids: Vec<i64> = due.iter().map(|r| r.get(0)).collect();
+    tx.execute(
+        "UPDATE incidents SET last_notified_at = now() WHERE id = ANY($1)",
+        &[&ids],
+    )
+    .await?;
+    let (mut to, mut channels): (Vec<i64>, Vec<&str>) = (Vec::new(), Vec::new());
+    let mut reminded = Vec::with_capacity(due.len());
+    for r in &due {
+        let (id, site): (i64, &str) = (r.get(0), r.get(1));
+        let rules = sites.get(site).copied();
+        if rules.is_some_and(|s| s.maintenance.iter().any(|w| w.contains(now))) {
+            continue;
+        }
+        reminded.push(id);
+        for c in alerts.route(rules) {
+            to.push(id);
+            channels.push(c.as_str());
         }
     }
+    if reminded.is_empty() {
+        return Ok(());
+    }
+    // As `notify`, for many incidents: each one's channels, and the
+    // channels its opening went to.
+    tx.execute(
+        "INSERT INTO alert_outbox (incident_id, event, channel)
+         SELECT id, 'reminder', c FROM unnest($1::int8[], $2::text[]) AS x(id, c)
+         UNION
+         SELECT incident_id, 'reminder', channel FROM alert_outbox
+         WHERE incident_id = ANY($3) AND event = 'opened'",
+        &[&to, &channels, &reminded],
+    )
+    .await?;
     Ok(())
 }

@@ -30,9 +30,11 @@ use crate::telemetry::metrics as m;
 /// How often the batching loop proves it is alive while no message comes.
 const BEAT_EVERY: Duration = Duration::from_secs(1);
 
-/// Rows older than this (or further ahead than a day) are not given a new
-/// partition on the fly: they go to the dead-letter topic instead of
-/// creating partitions for arbitrary dates.
+/// Rows older than this, or than `retention.raw` (or further ahead than a
+/// day), are not given a new partition on the fly: they go to the
+/// dead-letter topic instead of creating partitions for arbitrary dates.
+/// Past `retention.raw` the day's minute rollups are gone, so such a row
+/// would make its hour's rollup be summed again from itself alone.
 const MAX_AGE_DAYS: i64 = 35;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -289,7 +291,8 @@ impl Persister {
         rows: &[CheckOutcome],
     ) -> Result<i32, StoreError> {
         let today = Utc::now().date_naive();
-        let lo = today - chrono::Duration::days(MAX_AGE_DAYS);
+        let lo = (today - chrono::Duration::days(MAX_AGE_DAYS))
+            .max(self.settings.retention.keep_from(today).0);
         let hi = today + chrono::Duration::days(1);
         let days: Vec<NaiveDate> = rows
             .iter()

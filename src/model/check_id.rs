@@ -61,6 +61,21 @@ impl CheckIds {
     }
 }
 
+/// The lowest and the highest time-leading id a slot in `[from, to]` can
+/// have (by milliseconds, the ids' first 48 bits), so a time window's rows
+/// are a range of the primary key `(check_id, scheduled_at)`. Rows whose
+/// ids are not time-leading (slots before `time_leading_from`, on-demand
+/// checks) are not in it.
+pub fn time_leading_range(from: DateTime<Utc>, to: DateTime<Utc>) -> (Uuid, Uuid) {
+    let bound = |at: DateTime<Utc>, rest: u8| {
+        let ms = at.timestamp_millis().clamp(0, (1 << 48) - 1) as u64;
+        let mut bytes = [rest; 16];
+        bytes[..6].copy_from_slice(&ms.to_be_bytes()[2..]);
+        Uuid::from_bytes(bytes)
+    };
+    (bound(from, 0), bound(to, 0xff))
+}
+
 /// The UUIDv5 of `site` and `slot`, the scheduled check id before V17.
 fn legacy_check_id(site: &str, slot: DateTime<Utc>) -> Uuid {
     let name = format!("{site}\n{}", slot.timestamp_millis());
@@ -83,6 +98,29 @@ pub fn slot_of(id: Uuid) -> Option<DateTime<Utc>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_windows_ids_fall_in_its_range_and_no_other_slots_do() {
+        let ids = CheckIds::TIME_LEADING;
+        let (from, to) = (
+            at("2026-12-02T03:00:00.000Z"),
+            at("2026-12-02T03:00:01.000Z"),
+        );
+        let (lo, hi) = time_leading_range(from, to);
+        for site in ["a", "b", "zz"] {
+            for slot in [from, at("2026-12-02T03:00:00.500Z"), to] {
+                let id = ids.scheduled(site, slot);
+                assert!(lo <= id && id <= hi, "{site} {slot}");
+            }
+            for slot in [
+                at("2026-12-02T02:59:59.999Z"),
+                at("2026-12-02T03:00:01.001Z"),
+            ] {
+                let id = ids.scheduled(site, slot);
+                assert!(id < lo || id > hi, "{site} {slot}");
+            }
+        }
+    }
 
     fn at(rfc3339: &str) -> DateTime<Utc> {
         DateTime::parse_from_rfc3339(rfc3339)

@@ -19,7 +19,7 @@ mod check_id;
 mod outcome;
 mod request;
 
-pub use check_id::{slot_of, CheckIds};
+pub use check_id::{slot_of, time_leading_range, CheckIds};
 pub use outcome::{CheckOutcome, ErrorKind, Evidence, Failure, Outcome, Timing, TlsDetails};
 pub use request::{
     CheckKind, CheckOptions, CheckRequest, HeaderRule, IpFamily, JsonExpect, JsonRule, LATE_AFTER,

@@ -102,7 +102,7 @@ pub(super) fn mark_closed_hours(name: &str, from: &str, at: &str, scheduled: &st
         "wm AS (SELECT closed_until FROM rollup_hour_watermark FOR SHARE),
 {name} AS (
     INSERT INTO rollup_hour_dirty AS d (site, bucket)
-    SELECT DISTINCT site, date_trunc('hour', {at})
+    SELECT DISTINCT site, date_trunc('hour', {at}, 'UTC')
     FROM {from}, wm WHERE {scheduled} AND {at} < wm.closed_until ORDER BY 1, 2
     ON CONFLICT (site, bucket) DO UPDATE SET marked_at = now())"
     )

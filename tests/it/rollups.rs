@@ -97,7 +97,7 @@ async fn minute_and_hour_rollups_equal_the_raw_rows() {
     assert_eq!(
         crate::support::count(
             &client,
-            "SELECT count(*) FROM rollup_hour_closed WHERE bucket < (SELECT summed_until FROM rollup_hour_watermark)"
+            "SELECT count(*) FROM rollup_hour_closed WHERE bucket < (SELECT summed_until FROM rollup_hour_progress)"
         )
         .await,
         2 * 3,

@@ -79,7 +79,8 @@ async fn time_leading_check_ids_start_an_hour_after_an_upgrade_with_results() {
         .batch_execute(
             "DROP TABLE check_id_scheme;
              DROP VIEW site_uptime_long, site_uptime_daily, rollup_hour;
-             DROP TABLE rollup_hour_watermark, rollup_hour_dirty;
+             DROP TABLE rollup_hour_watermark, rollup_hour_progress, rollup_hour_dirty;
+             DROP INDEX rollup_minute_bucket;
              DROP FUNCTION sitewatch_close_hours, sitewatch_sum_hour, sitewatch_resum_hours;
              ALTER TABLE rollup_hour_closed RENAME TO rollup_hour;
              DELETE FROM refinery_schema_history WHERE version >= 17;
