@@ -34,7 +34,7 @@ use crate::config::Settings;
 /// How often the backlog is measured.
 const EVERY: Duration = Duration::from_secs(1);
 /// The rates are averaged over this window.
-const WINDOW: Duration = Duration::from_secs(5);
+pub(crate) const WINDOW: Duration = Duration::from_secs(5);
 /// Broker requests give up after this long.
 const ASK_TIMEOUT: Duration = Duration::from_secs(5);
 /// What was taken since a commit is estimated over at most this much of

@@ -9,7 +9,11 @@
 //! persister takes its part of them, as their arrival rates say), less
 //! what drains a backlog beyond [`TARGET_WAIT`] over [`DRAIN`], plus
 //! [`PROBE`] while it keeps up (how the share climbs back); the slowest
-//! group sets the share. A stalled group is waited for, not shed for.
+//! group sets the share. A stalled group is waited for, not shed for, and
+//! a group's first seconds are its warm-up ([`FIRST_ROUND`]). Check
+//! requests expire, so the checkers' backlog may wait about half the
+//! shortest interval; results do not, so a persister's may wait
+//! [`PERSISTER_WAIT`] before checks are held back for it.
 //! Each minute a site is
 //! checked when a hash of its name and the minute ranks below the share, so
 //! which sites are held back rotates from minute to minute, and a site held
@@ -47,6 +51,16 @@ const TARGET_WAIT: f64 = 2.0;
 /// backlog that expires within an interval anyway, and leave the checkers
 /// idle for the rest of it.
 const DRAIN: f64 = 60.0;
+/// A persister is overloaded, and its rate its capacity, once its results
+/// wait this long to be written. Results do not expire, so the bound is
+/// how stale the rows that alerts are decided from may get, not a
+/// deadline. In an hour at 27,000 sites every 5 s, a persister near its
+/// capacity showed waits of 4.6-8.9 s after stalls (a checkpoint, an
+/// hour's sum, a vacuum of the day's partition), each drained within the
+/// minute; with the checkers' bound (half the shortest interval and a
+/// second) each held 2-8 % of the sites back for a minute, 1.4 % of the
+/// hour's slots (BENCHMARKS.md). Over twice the longest of those waits.
+const PERSISTER_WAIT: Duration = Duration::from_secs(20);
 /// At most this share of a persister's capacity goes to draining its
 /// backlog. Its messages, unlike check requests, do not expire: after an
 /// outage of Postgres, shedding every check until the backlog is written
@@ -58,7 +72,8 @@ const PERSISTER_DRAIN: f64 = 0.5;
 /// up (its queue under [`TARGET_WAIT`]), so it climbs back by up to a
 /// tenth a minute after the load or the capacity changed.
 const PROBE: f64 = 0.1;
-/// A group is saturated, and its rate its capacity, past this wait. Not
+/// The checkers are saturated, and their rate their capacity, past this
+/// wait (a persister past [`PERSISTER_WAIT`]). Not
 /// less: backlogs are read from commits made every second, after a batch
 /// is durable for the persisters, so a group that keeps up showed about a
 /// second of wait before what it took since a commit was estimated; with
@@ -91,6 +106,15 @@ fn rank(site: &str, minute: i64) -> f64 {
 /// its 5 s rate still holds the stall's zeros, then the catching up, when
 /// checkers pass over expired requests at many times their capacity.
 const HOLD: u64 = 10;
+/// A group's figures are not used for its first readings (seconds): one
+/// round of checks, at most this long, and the window its rates are
+/// averaged over ([`crate::bus::lag::WINDOW`]). The first round opens a
+/// connection to every site and fills the resolver's cache, so the
+/// checkers take requests at a fraction of their later rate: at 27,000
+/// sites every 5 s they read 2,000/s seven seconds in, and the share of
+/// 0.21 set from it held 79 % of the sites back for that minute (83,000
+/// slots), while a minute later they took 5,400/s.
+const FIRST_ROUND: Duration = Duration::from_secs(30);
 /// Readings (seconds) a stalled group keeps its share for; then it stops
 /// holding sites back, which would not drain it (a stuck persister must
 /// not keep the share it had when it stopped for as long as it is stuck).
@@ -111,6 +135,8 @@ pub(super) struct Shedder {
     /// The shortest interval configured: shedding starts when a request
     /// would wait more than half of it.
     pub shortest: Duration,
+    /// Readings held after a group's first: [`FIRST_ROUND`].
+    warmup: u64,
     /// Per stage, per group.
     stages: Vec<Vec<Group>>,
     /// Share of sites checked this minute; 1 when not shedding.
@@ -166,8 +192,34 @@ impl Default for Shedder {
             offered: 0.0,
             fixed: 0.0,
             shortest: Duration::MAX,
+            warmup: 0,
             stages: Vec::new(),
             share: 1.0,
+        }
+    }
+}
+
+impl Stage {
+    /// The wait past which the group is overloaded, and the wait (seconds)
+    /// the share aims for while it sheds.
+    fn bounds(self, shortest: Duration) -> (Duration, f64) {
+        if self.expires {
+            // Never allow more backlog than starts shedding: with 1 s
+            // sites, 2 s of it would expire every request.
+            let start = shortest / 2 + ALLOWANCE;
+            (start, TARGET_WAIT.min(start.as_secs_f64()))
+        } else {
+            (PERSISTER_WAIT, PERSISTER_WAIT.as_secs_f64() / 2.0)
+        }
+    }
+
+    /// The wait past which a group's rate is its capacity.
+    fn saturated(self) -> Duration {
+        if self.expires {
+            SATURATED
+        } else {
+            // Shorter waits come from stalls, which read a low rate.
+            PERSISTER_WAIT
         }
     }
 }
@@ -180,9 +232,12 @@ impl Group {
             return self.share;
         };
         let wait = b.wait().unwrap_or_default();
+        if self.seen.is_none() {
+            self.hold_until = b.reading + shedder.warmup;
+        }
         if self.seen != Some(b.reading) {
             self.seen = Some(b.reading);
-            self.sample(b, wait, stage.arrivals);
+            self.sample(b, wait, stage);
         }
         // A group that takes nothing is stalled (a broker restart, a
         // rebalance, Postgres out of reach), not overloaded: it catches up
@@ -193,7 +248,8 @@ impl Group {
         if b.reading < self.hold_until || b.paused {
             return self.share;
         }
-        let overloaded = b.messages >= MIN_BACKLOG && wait > shedder.shortest / 2 + ALLOWANCE;
+        let (start, target_wait) = stage.bounds(shedder.shortest);
+        let overloaded = b.messages >= MIN_BACKLOG && wait > start;
         if self.share >= 1.0 && !overloaded {
             return self.share;
         }
@@ -203,9 +259,6 @@ impl Group {
             self.share = 1.0; // holding sites back would not help it
             return self.share;
         }
-        // Never allow more backlog than starts shedding: with 1 s sites,
-        // 2 s of it would expire every request.
-        let target_wait = TARGET_WAIT.min((shedder.shortest / 2 + ALLOWANCE).as_secs_f64());
         let excess = (b.messages as f64 - self.capacity * target_wait).max(0.0);
         let mut drain = excess / DRAIN;
         if !stage.expires {
@@ -222,14 +275,14 @@ impl Group {
     }
 
     /// Takes in a new reading: the group's part, the hold, the capacity.
-    fn sample(&mut self, b: Backlog, wait: Duration, arrivals: f64) {
-        if arrivals > 0.0 {
-            let part = b.arrival / arrivals;
+    fn sample(&mut self, b: Backlog, wait: Duration, stage: Stage) {
+        if stage.arrivals > 0.0 {
+            let part = b.arrival / stage.arrivals;
             self.part = Some(self.part.map_or(part, |p| 0.8 * p + 0.2 * part));
         }
         if b.stalled {
             // The stalled reading, then HOLD more.
-            self.hold_until = b.reading + HOLD + 1;
+            self.hold_until = self.hold_until.max(b.reading + HOLD + 1);
             let since = *self.stalled_since.get_or_insert(b.reading);
             if b.reading - since >= RELEASE {
                 self.share = 1.0;
@@ -244,7 +297,7 @@ impl Group {
         // bench run that took it whole measured a capacity of 600/s on
         // checkers that do 5,400/s and shed 94 % of the sites.
         if b.reading >= self.hold_until && !b.paused {
-            self.capacity = if b.messages >= MIN_BACKLOG && wait > SATURATED {
+            self.capacity = if b.messages >= MIN_BACKLOG && wait > stage.saturated() {
                 b.rate.max(self.capacity * 0.9)
             } else {
                 self.capacity.max(b.rate)
@@ -267,6 +320,7 @@ impl Shedder {
             shortest = shortest.min(i);
         }
         (self.offered, self.fixed, self.shortest) = (offered, fixed, shortest);
+        self.warmup = (shortest.min(FIRST_ROUND) + crate::bus::lag::WINDOW).as_secs();
     }
 
     /// Updates the share from the latest figures of each stage's groups
@@ -313,278 +367,4 @@ impl Shedder {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    thread_local! {
-        static READING: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
-    }
-
-    /// A figure, as the next reading (one a second).
-    fn backlog(messages: i64, rate: f64) -> Option<Backlog> {
-        let reading = READING.with(|r| r.replace(r.get() + 1));
-        Some(Backlog {
-            messages,
-            rate,
-            reading,
-            ..Backlog::default()
-        })
-    }
-
-    /// A stalled group's figure: nothing taken while `messages` wait.
-    fn stalled(messages: i64) -> Option<Backlog> {
-        backlog(messages, 0.0).map(|b| Backlog { stalled: true, ..b })
-    }
-
-    /// One stage of one group.
-    fn one(b: Option<Backlog>) -> [Vec<Option<Backlog>>; 1] {
-        [vec![b]]
-    }
-
-    fn shedder(sites: usize, interval: Duration) -> Shedder {
-        let mut s = Shedder::default();
-        s.configure(std::iter::repeat_n(interval, sites));
-        s
-    }
-
-    #[test]
-    fn at_twice_the_capacity_about_half_the_sites_are_checked() {
-        // 54,000 sites every 5 s offer 10,800 slots/s; the checkers take
-        // 5,400/s. A backlog of 3.7 s starts shedding and drains...
-        let mut s = shedder(54_000, Duration::from_secs(5));
-        let first = s.observe(&one(backlog(20_000, 5_400.0)));
-        assert!((0.45..0.5).contains(&first), "share {first}");
-        // ... and at the allowed backlog (2 s of work) half the sites are
-        // checked, though a 2 s wait alone would not have started it.
-        let share = s.observe(&one(backlog(10_800, 5_400.0)));
-        assert!((0.49..0.51).contains(&share), "share {share}");
-        // Ranks are uniform: the share of a minute's sites is the share.
-        let checked = (0..54_000)
-            .filter(|i| rank(&format!("site-{i}"), 29_000_000) < share)
-            .count() as f64;
-        assert!((checked / 54_000.0 - share).abs() < 0.01, "{checked}");
-        // A minute later other sites are held back.
-        let moved = (0..1_000)
-            .filter(|i| {
-                let n = format!("site-{i}");
-                (rank(&n, 29_000_000) < share) != (rank(&n, 29_000_001) < share)
-            })
-            .count();
-        assert!(moved > 300, "{moved} of 1,000 sites changed side");
-    }
-
-    #[test]
-    fn a_large_backlog_sheds_most_and_the_share_climbs_back_once_it_drains() {
-        let mut s = shedder(54_000, Duration::from_secs(5));
-        let low = s.observe(&one(backlog(300_000, 5_400.0)));
-        assert!(low < 0.1, "share {low}");
-        // Drained, the checkers idle: the capacity measured while they
-        // were saturated, and a tenth more.
-        let share = s.observe(&one(backlog(0, 100.0)));
-        assert!((0.54..0.56).contains(&share), "share {share}");
-        // The checkers keep up with more: the share follows.
-        let more = s.observe(&one(backlog(100, 6_000.0)));
-        assert!(more > share, "{more} after {share}");
-        // A burst after a quiet spell reads a low rate: the capacity falls
-        // by a tenth a sample, not to it (a bench run that took it whole
-        // shed 94 % of the sites with the checkers idle).
-        let one_reading = backlog(1_500, 600.0);
-        let burst = s.observe(&one(one_reading));
-        assert!((0.49..0.51).contains(&burst), "share {burst}");
-        let again = s.observe(&one(one_reading));
-        assert_eq!(again, burst, "one sample, counted once");
-        // Under capacity with little waiting, the share ends at 1.
-        let mut s = shedder(1_000, Duration::from_secs(5));
-        assert!(s.observe(&one(backlog(5_000, 150.0))) < 1.0);
-        assert_eq!(s.observe(&one(backlog(10, 200.0))), 1.0);
-        assert_eq!(
-            s.observe(&one(backlog(900, 200.0))),
-            1.0,
-            "stays off below the minimum"
-        );
-    }
-
-    #[test]
-    fn the_load_of_sites_never_shed_comes_out_of_the_capacity_first() {
-        // 1,000 sites every 5 s and 60,000 every 5 minutes: 200 slots/s
-        // each; the checkers take 300/s. Admitting 300/400 of the 5 s
-        // sites would offer 350/s; the 5-minute sites' 200/s come first.
-        let mut s = Shedder::default();
-        s.configure(
-            std::iter::repeat_n(Duration::from_secs(5), 1_000)
-                .chain(std::iter::repeat_n(Duration::from_secs(300), 60_000)),
-        );
-        let share = s.observe(&one(backlog(2_000, 300.0)));
-        assert!((0.35..0.42).contains(&share), "share {share}");
-    }
-
-    #[test]
-    fn a_stalled_stage_is_waited_for_not_shed() {
-        // 50 sites every second, never saturated: the capacity known is
-        // the offered rate. The broker restarts and the groups rejoin:
-        // 30 s of slots wait and nothing is taken.
-        let mut s = shedder(50, Duration::from_secs(1));
-        assert_eq!(s.observe(&one(backlog(10, 50.0))), 1.0);
-        assert_eq!(s.observe(&one(stalled(1_500))), 1.0);
-        // Running again, the stage catches up at its full rate.
-        assert_eq!(s.observe(&one(backlog(1_200, 400.0))), 1.0);
-        // While shedding, a stall keeps the share as it was.
-        let mut s = shedder(54_000, Duration::from_secs(5));
-        let share = s.observe(&one(backlog(20_000, 5_400.0)));
-        assert!(share < 0.5, "share {share}");
-        assert_eq!(s.observe(&one(stalled(40_000))), share);
-        // Running again, the checkers pass over expired requests at ten
-        // times their capacity: not read as capacity while held.
-        for i in 0..HOLD as i64 {
-            let catching_up = s.observe(&one(backlog(30_000 - i, 50_000.0)));
-            assert_eq!(catching_up, share, "sample {i}");
-        }
-        // Then its figures count again, the capacity as before the stall
-        // (50,000/s taken in would admit every site).
-        let after = s.observe(&one(backlog(12_000, 5_400.0)));
-        assert!((0.49..0.51).contains(&after), "{after} after {share}");
-        // Paused (nothing taken for 2 s, the rate not yet 0): that
-        // reading changes nothing, the next counts.
-        let pausing = backlog(60_000, 1_000.0).map(|b| Backlog { paused: true, ..b });
-        assert_eq!(s.observe(&one(pausing)), after);
-        assert!(s.observe(&one(backlog(60_000, 1_000.0))) < after);
-    }
-
-    /// The persister stage: the succeeded group takes `ok` of the slots'
-    /// messages, the failed group the rest.
-    fn persisters(ok: (i64, f64, f64), failed: (i64, f64, f64)) -> Vec<Option<Backlog>> {
-        [ok, failed]
-            .map(|(messages, rate, arrival)| {
-                Some(Backlog {
-                    messages,
-                    rate,
-                    arrival,
-                    ..Backlog::default()
-                })
-            })
-            .to_vec()
-    }
-
-    #[test]
-    fn a_persister_is_judged_on_its_part_of_the_slots() {
-        // 54,000 sites every 5 s (10,800 slots/s), a tenth of the checks
-        // fail. The succeeded persister writes 6,300 rows/s of the 9,720/s
-        // that arrive: it covers 7,000 slots/s, less the drain.
-        let mut s = shedder(54_000, Duration::from_secs(5));
-        let share = s.observe(&[persisters(
-            (30_000, 6_300.0, 9_720.0),
-            (10, 1_080.0, 1_080.0),
-        )]);
-        let drain = (30_000.0 - 2.0 * 6_300.0) / 60.0 / 0.9;
-        let want = (7_000.0 - drain) / 10_800.0;
-        assert!((share - want).abs() < 0.005, "share {share}, want {want}");
-    }
-
-    #[test]
-    fn a_persister_catching_up_after_an_outage_drains_with_half_its_capacity() {
-        // 27,000 sites every 5 s (5,400 slots/s); the persisters write
-        // 10,800 rows/s. Postgres was away for 10 minutes: 3.2M results
-        // wait. Draining them within a minute would hold every check back;
-        // half the capacity goes to the backlog, the rest to checks.
-        let mut s = shedder(27_000, Duration::from_secs(5));
-        let after_outage = [
-            vec![backlog(10, 5_400.0)],
-            vec![backlog(3_240_000, 10_800.0)],
-        ];
-        assert_eq!(s.observe(&after_outage), 1.0);
-        // The checkers' requests expire: their backlog may be drained by
-        // holding back more.
-        let mut s = shedder(27_000, Duration::from_secs(5));
-        assert_eq!(s.observe(&[vec![backlog(3_240_000, 10_800.0)]]), 0.0);
-    }
-
-    #[test]
-    fn a_stuck_persister_beside_a_busy_one_sheds_nothing() {
-        // The failed persister waits on something of its own; the other
-        // writes what arrives. Summed as one stage, its growing backlog
-        // read as overload and drove the share towards 0.
-        let mut s = shedder(54_000, Duration::from_secs(5));
-        for t in 1..=30i64 {
-            let stuck = stalled(1_080 * t).map(|b| Backlog {
-                arrival: 1_080.0,
-                paused: true,
-                ..b
-            });
-            let ok = backlog(2_000, 9_720.0).map(|b| Backlog {
-                arrival: 9_720.0,
-                ..b
-            });
-            assert_eq!(
-                s.observe(&[vec![backlog(100, 10_800.0)], vec![ok, stuck]]),
-                1.0
-            );
-        }
-    }
-
-    #[test]
-    fn a_group_stalled_for_a_minute_stops_holding_sites_back() {
-        let mut s = shedder(54_000, Duration::from_secs(5));
-        let share = s.observe(&one(backlog(20_000, 5_400.0)));
-        assert!(share < 0.5, "share {share}");
-        for i in 0..RELEASE as i64 {
-            assert_eq!(s.observe(&one(stalled(20_000 + i))), share, "reading {i}");
-        }
-        assert_eq!(s.observe(&one(stalled(30_000))), 1.0);
-    }
-
-    #[test]
-    fn one_second_sites_are_allowed_less_backlog_than_they_live() {
-        // 5,400 sites every second, checkers at 2,700/s: 1.5 s of backlog
-        // (half the interval and the second a commit may be late) is what
-        // starts shedding and what the share aims for, not 2 s.
-        let mut s = shedder(5_400, Duration::from_secs(1));
-        let share = s.observe(&one(backlog(8_100, 2_700.0)));
-        let want = (2_700.0 - (8_100.0 - 1.5 * 2_700.0) / 60.0) / 5_400.0;
-        assert!((share - want).abs() < 0.0005, "share {share}, want {want}");
-    }
-
-    #[test]
-    fn the_slower_stage_sets_the_share() {
-        // The checkers keep up with 10,800 slots/s; the persisters write
-        // 7,000 rows/s with a growing backlog.
-        let mut s = shedder(54_000, Duration::from_secs(5));
-        let stages = |p: i64| [vec![backlog(10, 10_800.0)], vec![backlog(p, 7_000.0)]];
-        let share = s.observe(&stages(200_000));
-        assert!((0.35..0.37).contains(&share), "share {share}");
-        let share = s.observe(&stages(14_000));
-        assert!((0.64..0.65).contains(&share), "share {share}");
-        // Without figures (the broker does not answer) the share stays.
-        assert_eq!(s.observe(&[vec![None], vec![None]]), share);
-        // A stage not measured yet does not shed.
-        assert_eq!(
-            shedder(10, Duration::from_secs(5)).observe(&[vec![None]]),
-            1.0
-        );
-    }
-
-    #[test]
-    fn nothing_is_shed_without_overload_a_figure_or_for_rare_sites() {
-        let mut s = shedder(54_000, Duration::from_secs(5));
-        assert_eq!(s.observe(&one(None)), 1.0);
-        // A backlog of 2 s at the shortest interval of 5 s: not yet.
-        assert_eq!(s.observe(&one(backlog(10_000, 5_000.0))), 1.0);
-        let toml = "[kafka]\nbrokers = \"127.0.0.1:1\"\n\
-                    [[sites]]\nname = \"rare\"\nurl = \"http://rare.test/\"\ninterval = \"10m\"\n\
-                    [[sites]]\nname = \"fast\"\nurl = \"http://fast.test/\"\ninterval = \"5s\"\ntimeout = \"1s\"\n";
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("s.toml");
-        std::fs::write(&path, toml).unwrap();
-        let cfg = crate::config::load_with_env(&path, Default::default()).unwrap();
-        let (rare, fast) = (&cfg.sites[0], &cfg.sites[1]);
-        let over = backlog(300_000, 5_400.0);
-        let fast_shed = (0..100).filter(|m| s.sheds(fast, *m, &one(over))).count();
-        assert!(
-            fast_shed > 80,
-            "a 5 s site shed in {fast_shed} of 100 minutes"
-        );
-        assert!(
-            (0..100).all(|m| !s.sheds(rare, m, &one(over))),
-            "a 10-minute site shed"
-        );
-    }
-}
+mod tests;
