@@ -55,11 +55,12 @@ const DRAIN: f64 = 60.0;
 /// wait this long to be written. Results do not expire, so the bound is
 /// how stale the rows that alerts are decided from may get, not a
 /// deadline. In an hour at 27,000 sites every 5 s, a persister near its
-/// capacity showed waits of 4.6-8.9 s after stalls (a checkpoint, an
-/// hour's sum, a vacuum of the day's partition), each drained within the
-/// minute; with the checkers' bound (half the shortest interval and a
-/// second) each held 2-8 % of the sites back for a minute, 1.4 % of the
-/// hour's slots (BENCHMARKS.md). Over twice the longest of those waits.
+/// capacity read waits of 4.6-8.9 s when its writes stalled for a moment
+/// (causes not told apart: checkpoints every 5 minutes, vacuums of the
+/// day's partition, an hour's sum), and caught up; with the checkers'
+/// bound (half the shortest interval and a second) each of those held
+/// 2-8 % of the sites back for a minute, 1.4 % of the hour's slots
+/// (BENCHMARKS.md). Over twice the longest of those waits.
 const PERSISTER_WAIT: Duration = Duration::from_secs(20);
 /// At most this share of a persister's capacity goes to draining its
 /// backlog. Its messages, unlike check requests, do not expire: after an
