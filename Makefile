@@ -28,6 +28,7 @@ smoke: up
 	scripts/smoke-run
 
 test: up
+	scripts/test-db-clean
 	source scripts/env.sh && $(CARGO) test --all-targets
 
 # Faults and hostile input, full form (RELIABILITY.md); `make test` runs

@@ -27,8 +27,9 @@ pub fn unique(prefix: &str) -> String {
     )
 }
 
-/// A database created for one test. It is left behind on purpose: a failed
-/// test's data can be inspected, and the dev cluster is disposable.
+/// A database created for one test. It is left behind on purpose, so a failed
+/// test's data can be inspected; `make test` drops the last run's
+/// (`scripts/test-db-clean`) before it starts.
 pub struct TestDb {
     #[allow(dead_code)] // handy when a failing test is debugged
     pub name: String,
