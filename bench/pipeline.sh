@@ -35,12 +35,78 @@ cpu() { local t=0 p; for p in "$@"; do
 broker=${broker_pid:-$(cat "$DATA/kafka/pid" 2>/dev/null || true)}
 pg() { pgrep -f "postgres" -u postgres 2>/dev/null || pgrep -f "postgres: " ; }
 
+# Where Postgres's work goes within the window: row writes per table,
+# WAL (and its full-page images), checkpoints, and, where the cluster loads
+# pg_stat_statements (shared_preload_libraries; not by default: it cost
+# the persisters here), time per statement.
+statements=$("${PSQL[@]}" -d "$DB" -At -c "SELECT count(*) FROM pg_settings
+    WHERE name = 'shared_preload_libraries' AND setting LIKE '%pg_stat_statements%'")
+pg_mark() {
+    "${PSQL[@]}" -d "$DB" <<SQL
+CREATE TABLE bench_mark AS
+SELECT coalesce(i.inhparent, t.relid)::regclass::text AS rel,
+       sum(n_tup_ins) AS ins, sum(n_tup_upd) AS upd, sum(n_tup_hot_upd) AS hot, sum(n_tup_del) AS del,
+       sum(autovacuum_count) AS vac
+FROM pg_stat_user_tables t LEFT JOIN pg_inherits i ON i.inhrelid = t.relid GROUP BY 1;
+CREATE TABLE bench_mark_wal AS
+SELECT w.wal_records, w.wal_fpi, w.wal_bytes, b.checkpoints_timed + b.checkpoints_req AS checkpoints
+FROM pg_stat_wal w, pg_stat_bgwriter b;
+SQL
+    if [ "$statements" = 1 ]; then
+        "${PSQL[@]}" -d "$DB" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" \
+            -c "SELECT pg_stat_statements_reset()" >/dev/null
+    fi
+}
+pg_report() {
+    "${PSQL[@]}" -d "$DB" <<SQL
+\\echo Postgres within the window: rows written per table
+SELECT coalesce(i.inhparent, t.relid)::regclass::text AS "table",
+       sum(n_tup_ins) - min(m.ins) AS inserted, sum(n_tup_upd) - min(m.upd) AS updated,
+       round(100.0 * (sum(n_tup_hot_upd) - min(m.hot)) / nullif(sum(n_tup_upd) - min(m.upd), 0)) AS "hot %",
+       sum(n_tup_del) - min(m.del) AS deleted, sum(autovacuum_count) - min(m.vac) AS autovacuums
+FROM pg_stat_user_tables t LEFT JOIN pg_inherits i ON i.inhrelid = t.relid
+JOIN bench_mark m ON m.rel = coalesce(i.inhparent, t.relid)::regclass::text
+GROUP BY 1 HAVING sum(n_tup_ins) + sum(n_tup_upd) + sum(n_tup_del) > min(m.ins) + min(m.upd) + min(m.del)
+ORDER BY sum(n_tup_ins) + sum(n_tup_upd) DESC;
+SELECT w.wal_records - m.wal_records AS wal_records, w.wal_fpi - m.wal_fpi AS full_page_images,
+       pg_size_pretty(w.wal_bytes - m.wal_bytes) AS wal,
+       b.checkpoints_timed + b.checkpoints_req - m.checkpoints AS checkpoints
+FROM pg_stat_wal w, pg_stat_bgwriter b, bench_mark_wal m;
+SQL
+    if [ "$statements" = 1 ]; then
+        "${PSQL[@]}" -d "$DB" <<SQL
+\\echo Postgres within the window: statements by total time (pg_stat_statements)
+SELECT round(total_exec_time / 1000) AS "total s", calls, rows,
+       round((total_exec_time / calls)::numeric, 1) AS "mean ms",
+       left(regexp_replace(query, '\\s+', ' ', 'g'), 90) AS query
+FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+WHERE d.datname = current_database() ORDER BY total_exec_time DESC LIMIT 10;
+SQL
+    fi
+}
+
+# Every 2 s from the start: the checked share, the backlogs (messages) of
+# the checkers and of the persisters, checks done and rows written, for the
+# timeline printed at the end.
+(while kill -0 "$sw" 2>/dev/null; do
+    curl -s --max-time 1 "http://$ADMIN/metrics" | awk -v t="$SECONDS" '
+      /^sitewatch_scheduler_checked_share / {share=$2}
+      /^sitewatch_consumer_lag_messages/ { if ($1 ~ /checker/) c+=$2; else p+=$2 }
+      /^sitewatch_checks_total/ { if ($1 !~ /skipped/) done+=$2; else sk+=$2 }
+      /^sitewatch_persister_rows_total/ {rows+=$2}
+      END { if (rows != "") printf "%d %s %d %d %d %d %d\n", t, share == "" ? 1 : share, c, p, done, sk, rows }' || true
+    sleep 2
+done) >"$dir/timeline.txt" 2>/dev/null & pids+=($!)
+started=$SECONDS
+
 sleep "$WARMUP"
 # Whole-machine busy time from /proc/stat (user+nice+system+irq+softirq+steal).
 busy() { awk '/^cpu / {print $2+$3+$4+$7+$8+$9}' /proc/stat; }
+pg_mark
 t0=$(date -u +%FT%T.%3NZ); c0=$(cpu $sw); b0=$(cpu $broker); p0=$(cpu $(pg)); g0=$(cpu $tgt); m0=$(busy); s0=$SECONDS
 sleep $((DURATION - WARMUP))
 t1=$(date -u +%FT%T.%3NZ); c1=$(cpu $sw); b1=$(cpu $broker); p1=$(cpu $(pg)); g1=$(cpu $tgt); m1=$(busy); secs=$((SECONDS - s0))
+pg_report >"$dir/pg.txt" 2>&1 || true
 rss=$(awk '/VmHWM/ {print $2}' "/proc/$sw/status")
 now_rss=$(awk '/VmRSS/ {print $2}' "/proc/$sw/status")
 curl -s "http://$ADMIN/metrics" >"$dir/metrics.txt"
@@ -59,8 +125,10 @@ echo "scheduler lateness: p50 <= $(q sitewatch_scheduler_lateness_seconds 0.5) s
 awk '/^sitewatch_persister_batch_rows_sum/ {s=$2} /^sitewatch_persister_batch_rows_count/ {c=$2}
      END { if (c) printf "rows per Postgres transaction: %.0f (%d transactions)\n", s/c, c }' "$dir/metrics.txt"
 "${PSQL[@]}" -d "$DB" -At -F ' ' <<SQL
-SELECT format('persisted: %s checks/s (%s rows in the window, %s skipped)',
+SELECT format('persisted: %s rows/s, %s checked/s (%s rows in the window, %s skipped)',
               round(count(*) / extract(epoch FROM '$t1'::timestamptz - '$t0'::timestamptz)),
+              round(count(*) FILTER (WHERE outcome <> 'skipped')
+                    / extract(epoch FROM '$t1'::timestamptz - '$t0'::timestamptz)),
               count(*), count(*) FILTER (WHERE outcome = 'skipped'))
 FROM check_results WHERE persisted_at >= '$t0' AND persisted_at < '$t1';
 SELECT format('slot to row: p50 %s ms, p99 %s ms',
@@ -95,6 +163,9 @@ FROM (SELECT extract(epoch FROM at - lag(at) OVER w) AS gap,
              extract(epoch FROM interval '$INTERVAL') AS iv
       FROM slots WINDOW w AS (PARTITION BY site ORDER BY at)) g;
 SQL
+cat "$dir/pg.txt"
+echo "timeline (every 10 s from the start): s, checked share, checkers' backlog, persisters' backlog, checked/s, skipped/s, rows/s"
+awk -v s0="$started" '{ t=$1-s0; if (n && t - lt >= 10) { dt=t-lt; printf "%4d %5.2f %8d %8d %7.0f %7.0f %7.0f\n", t, $2, $3, $4, ($5-ld)/dt, ($6-lk)/dt, ($7-lr)/dt; lt=t; ld=$5; lk=$6; lr=$7 } if (!n) { n=1; lt=t; ld=$5; lk=$6; lr=$7 } }' "$dir/timeline.txt"
 
 # Beside blackbox_exporter's probe-only rate, measured now on the same
 # machine (the pipeline above has stopped): COMPARE=0 skips it.

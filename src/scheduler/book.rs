@@ -107,7 +107,8 @@ pub(super) struct Book {
     pub ids: model::CheckIds,
     /// Which sites are checked this minute under load.
     pub shedder: Shedder,
-    /// Open shed runs by entry: a site held back for the rest of a minute.
+    /// Open shed runs by entry: a site held back within a minute, while
+    /// the share stays below its rank.
     /// An open run's first slot is pending (its slots are not on record).
     pub shedding: HashMap<u64, ShedRun>,
     /// Closed shed runs, not yet written: every flush writes all of them

@@ -383,9 +383,14 @@ impl Scheduler {
             e.next = next;
             book.heap.push(Reverse((next, id)));
             let minute = shed::minute_of(slot);
-            // A site held back this minute stays held back: one run.
+            // A site held back this minute stays held back while the share
+            // is below its rank: one run.
             if let Some(run) = book.shedding.get_mut(&id) {
-                if run.minute == minute && run.gap.to == slot {
+                if run.minute == minute
+                    && run.gap.to == slot
+                    && self.settings.scheduler.load_shedding
+                    && book.shedder.sheds(&e.site, minute, &backlogs)
+                {
                     run.gap.to = next;
                     run.gap.slots += 1;
                     metrics::counter!(m::SLOTS_SKIPPED, "reason" => "load_shed").increment(1);

@@ -7,7 +7,8 @@
 //! takes messages while saturated is its capacity, and its share is what
 //! that capacity covers of the slots the whole configuration offers (a
 //! persister takes its part of them, as their arrival rates say), less
-//! what drains a backlog beyond [`TARGET_WAIT`] over [`DRAIN`], plus
+//! what drains a backlog beyond [`TARGET_WAIT`] (over [`CHECKER_DRAIN`]
+//! for the checkers, [`DRAIN`] for a persister), plus
 //! [`PROBE`] while it keeps up (how the share climbs back); the slowest
 //! group sets the share. A stalled group is waited for, not shed for, and
 //! a group's first seconds are its warm-up ([`FIRST_ROUND`]). Check
@@ -17,9 +18,12 @@
 //! Each minute a site is
 //! checked when a hash of its name and the minute ranks below the share, so
 //! which sites are held back rotates from minute to minute, and a site held
-//! back stays held back for the rest of the minute: its shed slots are one
-//! run, one `schedule_gaps` row (reason `load_shed`) and one count in each
-//! rollup instead of a row per slot. A shed row cost Postgres about half a
+//! back stays held back while the share stays below its rank, at most for
+//! the rest of the minute: its shed slots are one run, one `schedule_gaps`
+//! row (reason `load_shed`) and one count in each rollup instead of a row
+//! per slot. A site whose rank the share climbs past is checked from its
+//! next slot on: held back to the minute's end, a share cut for a few
+//! seconds of drain would hold sites back for the whole minute. A shed row cost Postgres about half a
 //! checked one, and at twice the capacity shed rows took the time checked
 //! rows needed (45 % of capacity checked; BENCHMARKS.md).
 //!
@@ -45,12 +49,20 @@ const ALLOWANCE: Duration = Duration::from_secs(1);
 /// checkers' work: enough that they never wait for a request, short
 /// against a 5 s deadline.
 const TARGET_WAIT: f64 = 2.0;
-/// Over how many seconds the share drains a backlog beyond the target. A
-/// minute, because most sites decide at their first slot of a minute: a
-/// shorter horizon would hold every site back for a minute to drain a
-/// backlog that expires within an interval anyway, and leave the checkers
-/// idle for the rest of it.
+/// Over how many seconds the share drains a persister's backlog beyond
+/// its target: its results wait, they do not expire, so there is no hurry.
 const DRAIN: f64 = 60.0;
+/// Over how many seconds the share drains the checkers' backlog beyond
+/// the target. Requests in it expire at their deadline, and checkers pass
+/// over an expired one many times faster than they check one, so a slow
+/// drain keeps them busy on requests that will only be `skipped`: over a
+/// minute, as for a persister, 98,000 sites every 5 s (twice the
+/// capacity) kept 25,000-100,000 requests waiting for four minutes and
+/// checked 14-40 % of the capacity, most requests expiring (BENCHMARKS.md).
+/// Twice the window rates are averaged over
+/// ([`crate::bus::lag::WINDOW`]): a shorter horizon would act on figures
+/// older than itself.
+const CHECKER_DRAIN: f64 = 10.0;
 /// A persister is overloaded, and its rate its capacity, once its results
 /// wait this long to be written. Results do not expire, so the bound is
 /// how stale the rows that alerts are decided from may get, not a
@@ -71,7 +83,9 @@ const PERSISTER_WAIT: Duration = Duration::from_secs(20);
 const PERSISTER_DRAIN: f64 = 0.5;
 /// How much more than the capacity the share admits while a group keeps
 /// up (its queue under [`TARGET_WAIT`]), so it climbs back by up to a
-/// tenth a minute after the load or the capacity changed.
+/// tenth at a time, as fast as the group's rate shows it taken (sites
+/// held back are checked again from their next slot), after the load or
+/// the capacity changed.
 const PROBE: f64 = 0.1;
 /// The checkers are saturated, and their rate their capacity, past this
 /// wait (a persister past [`PERSISTER_WAIT`]). Not
@@ -261,10 +275,11 @@ impl Group {
             return self.share;
         }
         let excess = (b.messages as f64 - self.capacity * target_wait).max(0.0);
-        let mut drain = excess / DRAIN;
-        if !stage.expires {
-            drain = drain.min(self.capacity * PERSISTER_DRAIN);
-        }
+        let drain = if stage.expires {
+            excess / CHECKER_DRAIN
+        } else {
+            (excess / DRAIN).min(self.capacity * PERSISTER_DRAIN)
+        };
         let probe = if wait.as_secs_f64() < target_wait {
             PROBE
         } else {

@@ -207,9 +207,11 @@ impl Instance {
             f.abort();
         }
         let tx = self.backlog.clone();
+        // Readings go on counting, as the lag reader's do.
+        let first = tx.borrow().iter().flatten().map(|b| b.reading + 1).max();
         self.feeder = Some(tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(1));
-            for n in 0u64.. {
+            for n in first.unwrap_or(0).. {
                 tick.tick().await;
                 let b = b.map(|b| Backlog { reading: n, ..b });
                 tx.send_replace(vec![b]);

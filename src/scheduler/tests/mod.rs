@@ -301,26 +301,29 @@ async fn progress_writes_scale_with_shards_not_checks() {
 }
 
 /// A backlog that makes the share of sites checked one half for 40 sites
-/// every 5 s (8 slots/s): 100/s - (5,960 - 2 s x 100/s) / 60 s = 4 slots/s,
-/// waiting 60 s (more than half the shortest interval plus 1 s: it starts).
+/// every 5 s (8 slots/s): 100/s - (1,160 - 2 s x 100/s) / 10 s = 4 slots/s,
+/// waiting 11.6 s (more than half the shortest interval plus 1 s: it
+/// starts).
 fn half_share_backlog() -> Backlog {
     Backlog {
-        messages: 5_960,
+        messages: 1_160,
         rate: 100.0,
         ..Backlog::default()
     }
 }
 
 #[tokio::test(start_paused = true)]
-async fn past_the_checkers_capacity_sites_are_shed_for_whole_minutes_and_recorded_once() {
+async fn past_the_checkers_capacity_sites_are_shed_in_runs_recorded_once() {
     let (clock, ledger) = (clock(), Arc::new(TestLedger::default()));
     let mut sites = named(40, Duration::from_secs(5));
     sites.push(("rare".into(), Duration::from_secs(600)));
     let mut i = start(&sites, 2, &clock, &ledger, Ownership::all(2));
     run_for(Duration::from_secs(10)).await;
     i.feed(Some(half_share_backlog()));
-    // Into the third minute, so minutes 1 and 2 are shed whole.
-    run_for(Duration::from_secs(140)).await;
+    // Ten seconds into minute 3, so minutes 1 and 2 are shed whole; the
+    // backlog drains then, and the sites held back in minute 3 are
+    // checked from their next slot, not from minute 4.
+    run_for(Duration::from_secs(180)).await;
     i.feed(Some(Backlog {
         messages: 0,
         rate: 1_000.0,
@@ -377,8 +380,22 @@ async fn past_the_checkers_capacity_sites_are_shed_for_whole_minutes_and_recorde
         );
     }
     assert_ne!(checked_in(1), checked_in(2), "the shed sites rotate");
-    // Once the backlog is gone every site is checked again.
+    // Once the backlog is gone every site is checked again, those held
+    // back at minute 3's start within that minute: their runs end at
+    // the share's rise (10 s in, read a second later), and their later
+    // slots are checked.
+    let cut: Vec<&Gap> = shed.iter().filter(|g| minute(g.from) == 3).collect();
+    assert!(!cut.is_empty(), "no site was held back at minute 3's start");
+    for g in cut {
+        assert!((1..=3).contains(&g.slots), "{g:?}");
+        let after = sent
+            .iter()
+            .filter(|r| r.site == g.site && r.scheduled_at >= g.to && minute(r.scheduled_at) == 3)
+            .count();
+        assert_eq!(after as i64, 12 - g.slots, "{g:?}");
+    }
     assert_eq!(checked_in(3).len(), 40);
+    assert_eq!(checked_in(4).len(), 40);
 }
 
 #[tokio::test(start_paused = true)]
