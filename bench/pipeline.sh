@@ -39,6 +39,12 @@ pg() { pgrep -f "postgres" -u postgres 2>/dev/null || pgrep -f "postgres: " ; }
 # WAL (and its full-page images), checkpoints, and, where the cluster loads
 # pg_stat_statements (shared_preload_libraries; not by default: it cost
 # the persisters here), time per statement.
+# Checkpoints: pg_stat_checkpointer from PostgreSQL 17, pg_stat_bgwriter before.
+if [ "$("${PSQL[@]}" -d "$DB" -At -c "SHOW server_version_num")" -ge 170000 ]; then
+    checkpoints="(SELECT num_timed + num_requested FROM pg_stat_checkpointer)"
+else
+    checkpoints="(SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter)"
+fi
 statements=$("${PSQL[@]}" -d "$DB" -At -c "SELECT count(*) FROM pg_settings
     WHERE name = 'shared_preload_libraries' AND setting LIKE '%pg_stat_statements%'")
 pg_mark() {
@@ -49,8 +55,8 @@ SELECT coalesce(i.inhparent, t.relid)::regclass::text AS rel,
        sum(autovacuum_count) AS vac
 FROM pg_stat_user_tables t LEFT JOIN pg_inherits i ON i.inhrelid = t.relid GROUP BY 1;
 CREATE TABLE bench_mark_wal AS
-SELECT w.wal_records, w.wal_fpi, w.wal_bytes, b.checkpoints_timed + b.checkpoints_req AS checkpoints
-FROM pg_stat_wal w, pg_stat_bgwriter b;
+SELECT w.wal_records, w.wal_fpi, w.wal_bytes, $checkpoints AS checkpoints
+FROM pg_stat_wal w;
 SQL
     if [ "$statements" = 1 ]; then
         "${PSQL[@]}" -d "$DB" -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" \
@@ -70,8 +76,8 @@ GROUP BY 1 HAVING sum(n_tup_ins) + sum(n_tup_upd) + sum(n_tup_del) > min(m.ins) 
 ORDER BY sum(n_tup_ins) + sum(n_tup_upd) DESC;
 SELECT w.wal_records - m.wal_records AS wal_records, w.wal_fpi - m.wal_fpi AS full_page_images,
        pg_size_pretty(w.wal_bytes - m.wal_bytes) AS wal,
-       b.checkpoints_timed + b.checkpoints_req - m.checkpoints AS checkpoints
-FROM pg_stat_wal w, pg_stat_bgwriter b, bench_mark_wal m;
+       $checkpoints - m.checkpoints AS checkpoints
+FROM pg_stat_wal w, bench_mark_wal m;
 SQL
     if [ "$statements" = 1 ]; then
         "${PSQL[@]}" -d "$DB" <<SQL
@@ -91,7 +97,7 @@ SQL
 (while kill -0 "$sw" 2>/dev/null; do
     curl -s --max-time 1 "http://$ADMIN/metrics" | awk -v t="$SECONDS" '
       /^sitewatch_scheduler_checked_share / {share=$2}
-      /^sitewatch_consumer_lag_messages/ { if ($1 ~ /checker/) c+=$2; else p+=$2 }
+      /^sitewatch_consumer_lag_messages/ { if ($1 ~ /-checker"/) c+=$2; else if ($1 ~ /-persister-/) p+=$2 }
       /^sitewatch_checks_total/ { if ($1 !~ /skipped/) done+=$2; else sk+=$2 }
       /^sitewatch_persister_rows_total/ {rows+=$2}
       END { if (rows != "") printf "%d %s %d %d %d %d %d\n", t, share == "" ? 1 : share, c, p, done, sk, rows }' || true
@@ -136,10 +142,10 @@ SELECT format('slot to row: p50 %s ms, p99 %s ms',
               round(percentile_cont(0.99) WITHIN GROUP (ORDER BY ms)))
 FROM (SELECT extract(epoch FROM persisted_at - scheduled_at) * 1000 AS ms FROM check_results
       WHERE outcome <> 'skipped' AND scheduled_at >= '$t0' AND scheduled_at < '$t1') x;
--- Shed slots due within the window: a run covers a site's shed slots of
--- one minute, so the runs of the minutes the window starts and ends in
--- count only in part.
-SELECT format('shed: %s slots/s (%s slots due in the window, from %s site-minute runs, schedule_gaps)',
+-- Shed slots due within the window: a run covers a site's shed slots
+-- within one minute, so the runs of the minutes the window starts and ends
+-- in count only in part.
+SELECT format('shed: %s slots/s (%s slots due in the window, from %s runs, schedule_gaps)',
               round(count(*) / extract(epoch FROM '$t1'::timestamptz - '$t0'::timestamptz)),
               count(*), count(DISTINCT (site, from_at)))
 FROM (SELECT site, from_at, generate_series(from_at, to_at - interval '1 millisecond', interval '$INTERVAL') AS at

@@ -127,8 +127,8 @@ pub struct SchedulerSettings {
     /// Past the checkers' or the persisters' capacity (a message would wait
     /// in Kafka longer than half the shortest interval plus a second),
     /// check a share of the sites each minute and record the others' slots
-    /// as one shed run per site and minute (`schedule_gaps`, reason
-    /// `load_shed`): both stages then work at capacity on requests that are
+    /// as shed runs, at most one per site and minute while the share holds
+    /// (`schedule_gaps`, reason `load_shed`): both stages then work at capacity on requests that are
     /// still worth checking. Measured from the checker group's backlog on
     /// `status_request_created` and the persister groups' on the outcome
     /// topics (see `bus::lag`); the rule is in `scheduler::shed`.

@@ -352,7 +352,7 @@ async fn past_the_checkers_capacity_sites_are_shed_in_runs_recorded_once() {
         );
         assert!(
             runs.insert((g.site.clone(), minute(g.from))),
-            "one run per site-minute: {g:?}"
+            "one run per site-minute while the share holds: {g:?}"
         );
     }
     // In the minutes shed whole, a run is the site's whole minute, and
@@ -382,8 +382,7 @@ async fn past_the_checkers_capacity_sites_are_shed_in_runs_recorded_once() {
     assert_ne!(checked_in(1), checked_in(2), "the shed sites rotate");
     // Once the backlog is gone every site is checked again, those held
     // back at minute 3's start within that minute: their runs end at
-    // the share's rise (10 s in, read a second later), and their later
-    // slots are checked.
+    // the share's rise (10 s in), and their later slots are checked.
     let cut: Vec<&Gap> = shed.iter().filter(|g| minute(g.from) == 3).collect();
     assert!(!cut.is_empty(), "no site was held back at minute 3's start");
     for g in cut {
