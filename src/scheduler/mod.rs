@@ -383,14 +383,13 @@ impl Scheduler {
             e.next = next;
             book.heap.push(Reverse((next, id)));
             let minute = shed::minute_of(slot);
+            // One decision a slot, for a run under way and a new one alike.
+            let shed = self.settings.scheduler.load_shedding
+                && book.shedder.sheds(&e.site, minute, &backlogs);
             // A site held back this minute stays held back while the share
             // is below its rank: one run.
             if let Some(run) = book.shedding.get_mut(&id) {
-                if run.minute == minute
-                    && run.gap.to == slot
-                    && self.settings.scheduler.load_shedding
-                    && book.shedder.sheds(&e.site, minute, &backlogs)
-                {
+                if run.minute == minute && run.gap.to == slot && shed {
                     run.gap.to = next;
                     run.gap.slots += 1;
                     metrics::counter!(m::SLOTS_SKIPPED, "reason" => "load_shed").increment(1);
@@ -412,9 +411,7 @@ impl Scheduler {
                 metrics::counter!(m::SLOTS_SKIPPED, "reason" => "behind").increment(1);
                 continue;
             }
-            if self.settings.scheduler.load_shedding
-                && book.shedder.sheds(&e.site, minute, &backlogs)
-            {
+            if shed {
                 // The slot stays pending until the run closes.
                 let gap = Gap {
                     site: e.site.name.clone(),
