@@ -56,6 +56,21 @@ impl RawSettings {
         if !(1..=10_000).contains(&self.scheduler.shards) {
             bad("scheduler.shards", "must be between 1 and 10000".into());
         }
+        // Past that many slots of the shortest interval beyond its saved
+        // progress a site's checks are held (see `scheduler::book`): a
+        // shed run, a watermark period or a Postgres blip must stay short
+        // of it.
+        let unsaved = self.scheduler.min_interval * self.scheduler.backfill_limit;
+        if unsaved < Duration::from_secs(300) {
+            bad(
+                "scheduler.backfill_limit",
+                format!(
+                    "must cover at least 5 minutes of scheduler.min_interval ({}), so at least {}",
+                    super::duration::show(self.scheduler.min_interval),
+                    300_000u128.div_ceil(self.scheduler.min_interval.as_millis().max(1))
+                ),
+            );
+        }
         if self.scheduler.failover_timeout < Duration::from_secs(1) {
             bad(
                 "scheduler.failover_timeout",

@@ -27,6 +27,9 @@ use crate::telemetry::metrics as m;
 /// What one flush does: write, then load.
 pub(super) struct Job {
     write: Write,
+    /// How many of `write.gaps` are closed holds (the first ones; the rest
+    /// are backfill, rebuilt from the entries if the write fails).
+    holds: usize,
     /// How many of `write.skipped` came from the book (the rest are backfill
     /// rows, rebuilt from the entries if the write fails).
     missed: usize,
@@ -59,6 +62,7 @@ pub(super) fn take(
     shards: usize,
     watermarks: bool,
     last: bool,
+    now: DateTime<Utc>,
 ) -> Option<Job> {
     let mut write = Write {
         forget_except: book.forget_except.take(),
@@ -68,23 +72,33 @@ pub(super) fn take(
         ..Write::default()
     };
     let missed = write.skipped.len();
+    let mut held = std::mem::take(&mut book.held);
+    let holds = held.len();
+    write.gaps.append(&mut held);
     let (mut backfilled, mut load) = (Vec::new(), Vec::new());
     for (id, e) in &book.entries {
         match e.join {
             Join::Loading => load.push((*id, e.site.name.clone())),
             Join::Backfill { from, to } => {
                 if let Some(from) = from {
+                    let on_record = book.on_record.get(id).map_or(&[][..], Vec::as_slice);
                     backfill(
                         &book.ids,
                         &e.site,
                         &e.cadence,
-                        from,
-                        to,
+                        (from, to),
+                        on_record,
                         backfill_limit,
                         &mut write,
                     );
                 }
-                write.sites.push((e.site.name.clone(), to));
+                // Its backfill is in this write, so its progress is where
+                // it has got to since `to` (after a clock jump, past many
+                // slots recorded in this write too); never past `now`, as
+                // all progress (see `accounted_until`).
+                let live = e.pending.first_in_flight().unwrap_or(e.next).max(to);
+                let progress = live.min(now).min(e.held.unwrap_or(now));
+                write.sites.push((e.site.name.clone(), progress));
                 backfilled.push(*id);
             }
             Join::Done => {}
@@ -97,11 +111,11 @@ pub(super) fn take(
             book.entries
                 .values()
                 .filter(|e| e.join == Join::Done)
-                .filter_map(|e| Some((e.site.name.clone(), e.accounted_until()?))),
+                .filter_map(|e| Some((e.site.name.clone(), e.accounted_until(now)?))),
         );
     }
     let mut marks: BTreeMap<usize, DateTime<Utc>> = if watermarks {
-        book.watermarks()
+        book.watermarks(now)
             .into_iter()
             .filter(|(s, t)| book.saved.get(s) != Some(t))
             .collect()
@@ -121,6 +135,7 @@ pub(super) fn take(
     }
     Some(Job {
         write,
+        holds,
         missed,
         released,
         joined,
@@ -129,37 +144,52 @@ pub(super) fn take(
     })
 }
 
-/// The slots in `[from, to)` recorded as missed: the last `limit` one by
-/// one, any earlier ones as one gap.
+/// The slots in `[from, to)` recorded as missed, but for those in gaps
+/// already `on_record`: the first `limit` one by one, any later ones as
+/// gaps. The first ones, right after the progress on record, are those a
+/// previous owner may still have published before it died (its progress is
+/// a few seconds old): their real results replace these rows when they
+/// arrive, where a gap over them would stand beside them. The later ones
+/// fall where no scheduler ran.
 fn backfill(
     ids: &crate::model::CheckIds,
     site: &Arc<crate::config::Site>,
     cadence: &Cadence,
-    from: DateTime<Utc>,
-    to: DateTime<Utc>,
+    (from, to): (DateTime<Utc>, DateTime<Utc>),
+    on_record: &[(DateTime<Utc>, DateTime<Utc>)],
     limit: u32,
     write: &mut Write,
 ) {
     const WHY: &str = "scheduler was not running";
-    let (count, first) = cadence.count_between(from, to);
-    let mut slot = first;
-    if count > i64::from(limit) {
-        let gap_slots = count - i64::from(limit);
-        let gap_end = at_ms(first.timestamp_millis() + gap_slots * cadence.interval_ms);
-        write.gaps.push(Gap {
-            site: site.name.clone(),
-            from: first,
-            to: gap_end,
-            slots: gap_slots,
-            reason: WHY,
-        });
-        slot = gap_end;
+    let mut rows = i64::from(limit);
+    // The stretches between the gaps on record.
+    let mut start = from;
+    let mut stretches = Vec::new();
+    for (f, t) in on_record.iter().filter(|(f, t)| *t > from && *f < to) {
+        stretches.push((start, (*f).max(start)));
+        start = start.max(*t);
     }
-    while slot < to {
-        write
-            .skipped
-            .push(skipped(ids, site, slot, ErrorKind::MissedSlot, WHY));
-        slot = cadence.next(slot);
+    stretches.push((start, to));
+    for (a, b) in stretches {
+        let (count, first) = cadence.count_between(a, b);
+        let n = count.min(rows);
+        rows -= n;
+        let mut slot = first;
+        for _ in 0..n {
+            write
+                .skipped
+                .push(skipped(ids, site, slot, ErrorKind::MissedSlot, WHY));
+            slot = cadence.next(slot);
+        }
+        if count > n {
+            write.gaps.push(Gap {
+                site: site.name.clone(),
+                from: slot,
+                to: at_ms(first.timestamp_millis() + count * cadence.interval_ms),
+                slots: count - n,
+                reason: WHY,
+            });
+        }
     }
 }
 
@@ -209,6 +239,7 @@ impl Done {
             job:
                 Job {
                     write,
+                    holds,
                     missed,
                     released,
                     joined,
@@ -218,10 +249,13 @@ impl Done {
             written,
             stored,
         } = self;
+        if !write.is_empty() {
+            book.ledger_failing = !written;
+        }
         if written {
             record_written(book, &write, &backfilled);
         } else {
-            hand_back(book, write, missed, &released, joined);
+            hand_back(book, write, holds, missed, &released, joined);
         }
         let Some(stored) = stored else { return };
         let mut slots_missed = 0i64;
@@ -233,13 +267,34 @@ impl Done {
                 continue;
             }
             let from = stored.progress_of(&name);
-            let to = start(&e.cadence, from);
+            let mut to = start(&e.cadence, from);
+            if let (Some(f), Some(gaps)) = (from, stored.gaps.get(&name)) {
+                // Not a slot in a gap on record either (a clock behind the
+                // last owner's may find one of its held slots due).
+                for g in gaps {
+                    if g.0 <= to && to < g.1 {
+                        to = e.cadence.first_at_or_after(g.1);
+                    }
+                }
+                let inside: Vec<_> = gaps
+                    .iter()
+                    .filter(|g| g.1 > f && g.0 < to)
+                    .copied()
+                    .collect();
+                if !inside.is_empty() {
+                    book.on_record.insert(id, inside);
+                }
+                let ahead: Vec<_> = gaps.iter().filter(|g| g.1 > to).copied().collect();
+                if !ahead.is_empty() {
+                    book.ahead.insert(id, ahead);
+                }
+            }
             if let Some(f) = from {
                 slots_missed += e.cadence.count_between(f, to).0;
             }
             e.next = to;
             e.join = Join::Backfill { from, to };
-            if !e.parked {
+            if !e.parked && !gapped(e, book.unsaved_limit_ms) {
                 book.schedule(id);
             }
         }
@@ -254,11 +309,34 @@ impl Done {
     }
 }
 
+/// Whether `e`'s backfill ends in a gap: then its first slot waits until
+/// the backfill is written. Why: were it published first and the process
+/// died, the next owner's backfill from the same progress would put its
+/// gap over that slot's row.
+fn gapped(e: &super::book::Entry, limit_ms: i64) -> bool {
+    match e.join {
+        Join::Backfill { from: Some(f), to } => (to - f).num_milliseconds() >= limit_ms,
+        _ => false,
+    }
+}
+
 fn record_written(book: &mut Book, write: &Write, backfilled: &[u64]) {
+    let limit = book.unsaved_limit_ms;
     for id in backfilled {
         if let Some(e) = book.entries.get_mut(id) {
+            if gapped(e, limit) && !e.parked {
+                book.heap.push(std::cmp::Reverse((e.next, *id)));
+            }
+            if let Join::Backfill { to, .. } = e.join {
+                e.own = write
+                    .sites
+                    .iter()
+                    .find(|(n, _)| *n == e.site.name)
+                    .map_or(Some(to), |(_, t)| Some(*t));
+            }
             e.join = Join::Done;
         }
+        book.on_record.remove(id);
     }
     for s in &write.skipped {
         if let Some(e) = book
@@ -272,7 +350,17 @@ fn record_written(book: &mut Book, write: &Write, backfilled: &[u64]) {
     book.saved.extend(write.watermarks.iter().copied());
 }
 
-fn hand_back(book: &mut Book, mut w: Write, missed: usize, released: &[usize], joined: usize) {
+fn hand_back(
+    book: &mut Book,
+    mut w: Write,
+    holds: usize,
+    missed: usize,
+    released: &[usize],
+    joined: usize,
+) {
+    w.gaps.truncate(holds);
+    w.gaps.append(&mut book.held);
+    book.held = w.gaps;
     // A newer list, from a later config change, wins.
     if book.forget_except.is_none() {
         book.forget_except = w.forget_except;

@@ -163,8 +163,14 @@ impl Scheduler {
             ))
         });
         let mut owned = self.ownership.subscribe();
+        let scheduler = &self.settings.scheduler;
         let mut book = Book {
             ids: self.seams.ids,
+            // Counted on the shortest interval allowed: a next owner may
+            // schedule a site on any (a reload may change it before then),
+            // and its backfill records that many rows one by one.
+            unsaved_limit_ms: i64::from(scheduler.backfill_limit)
+                * scheduler.min_interval.as_millis() as i64,
             ..Book::default()
         };
         self.reconcile(&mut book, true);
@@ -220,7 +226,9 @@ impl Scheduler {
         };
 
         // Wait (bounded) for acknowledgements so progress is as far as it
-        // can be; what is still pending is found as missed by the next owner.
+        // can be; what is still unconfirmed is recorded as skipped (a real
+        // result that arrives replaces the row), not left to a next owner
+        // that may schedule the site on another interval.
         let _ = tokio::time::timeout(Duration::from_secs(10), async {
             while let Some((id, _, slot, result)) = deliveries.next().await {
                 if let (Ok(()), Some(e)) = (result, book.entries.get_mut(&id)) {
@@ -229,6 +237,10 @@ impl Scheduler {
             }
         })
         .await;
+        let ids: Vec<u64> = book.entries.keys().copied().collect();
+        for id in ids {
+            book.record_in_flight(id, "not confirmed by Kafka before the scheduler stopped");
+        }
         if let Some(w) = writing.take() {
             let done = w.await;
             self.apply(done, &mut book);
@@ -254,6 +266,12 @@ impl Scheduler {
         watermarks: bool,
         last: bool,
     ) -> Option<BoxFuture<'static, flush::Done>> {
+        // Holds end once Postgres takes writes, and their gaps go with the
+        // progress past them.
+        if last || !book.ledger_failing {
+            book.release_holds();
+        }
+        let watermarks = watermarks || !book.held.is_empty();
         book.close_runs_before(if last {
             i64::MAX
         } else {
@@ -265,6 +283,7 @@ impl Scheduler {
             self.ownership.shards(),
             watermarks,
             last,
+            self.now(),
         )?;
         Some(Box::pin(job.run(Arc::clone(&self.seams.ledger))))
     }
@@ -298,12 +317,10 @@ impl Scheduler {
                     let loaded = e.join != Join::Loading;
                     let mut resume = e.parked && loaded;
                     if site.interval != e.site.interval {
-                        // From the next slot on the new cadence; slots are
-                        // accounted by time, so nothing falls in between.
-                        e.cadence = Cadence::new(&site.name, site.interval);
-                        e.next = e.cadence.first_at_or_after(e.next.max(now));
-                        resume |= loaded;
+                        let new = Cadence::new(&site.name, site.interval);
+                        resume |= book.change_interval(id, new, now);
                     }
+                    let e = book.entries.get_mut(&id).expect("listed id");
                     e.site = Arc::clone(site);
                     e.parked = false;
                     if resume {
@@ -312,11 +329,11 @@ impl Scheduler {
                 }
                 // The shard moved away: its progress is handed over.
                 Some(_) => {
-                    book.release(id, true);
+                    book.release(id, true, now);
                     released += 1;
                 }
                 None => {
-                    book.release(id, false);
+                    book.release(id, false, now);
                     released += 1;
                 }
             }
@@ -338,6 +355,9 @@ impl Scheduler {
                     pending: Pending::default(),
                     join: Join::Loading,
                     parked: false,
+                    switch: None,
+                    own: None,
+                    held: None,
                 },
             );
             book.by_name.insert(name.to_owned(), id);
@@ -379,9 +399,47 @@ impl Scheduler {
                 e.parked = true;
                 continue;
             }
-            let next = e.cadence.next(slot);
+            let mut next = e.cadence.next(slot);
+            if let Some((at, new)) = e.switch {
+                if next > at {
+                    // The old cadence ends at the reload; a hold on it
+                    // ends there too (its gap counts the old slots).
+                    if let Some(from) = e.held.take() {
+                        book.held.push(book::held_gap(e, from, slot));
+                    }
+                    next = new.first_at_or_after(at.max(slot + chrono::Duration::milliseconds(1)));
+                    e.cadence = new;
+                    e.switch = None;
+                }
+            }
             e.next = next;
             book.heap.push(Reverse((next, id)));
+            if !book.ahead.is_empty() && book.on_record_ahead(id, slot) {
+                continue;
+            }
+            let e = &book.entries[&id];
+            // Not too far past the progress on record (see `Book::held`).
+            let limit = book.unsaved_limit_ms;
+            let holding = e.held.is_some();
+            let e = &book.entries[&id];
+            let over = book
+                .durable(e)
+                .is_some_and(|d| (slot - d).num_milliseconds() >= limit);
+            match (over, holding) {
+                (true, true) => continue,
+                (true, false) => {
+                    book.close_run(id);
+                    let e = book.entries.get_mut(&id).expect("looked up above");
+                    e.held = Some(slot);
+                    metrics::counter!(m::SLOTS_SKIPPED, "reason" => "held").increment(1);
+                    tracing::warn!(site = %e.site.name,
+                        "progress cannot be saved; holding the site's checks back");
+                    continue;
+                }
+                (false, true) => book.release_hold(id, slot),
+                (false, false) => {}
+            }
+            let e = book.entries.get_mut(&id).expect("looked up above");
             let minute = shed::minute_of(slot);
             // One decision a slot, for a run under way and a new one alike.
             let shed = self.settings.scheduler.load_shedding
@@ -401,6 +459,7 @@ impl Scheduler {
             e.pending.insert(slot);
             if next <= now {
                 // A later slot is due too: publish only the latest.
+                e.pending.record(slot);
                 book.missed.push(skipped(
                     &book.ids,
                     &e.site,
@@ -476,6 +535,9 @@ impl Scheduler {
                 // Recorded even when the site has moved on: the row must exist.
                 tracing::warn!(site = %site.name, %slot, error = %err, "slot not delivered before its deadline");
                 metrics::counter!(m::SLOTS_SKIPPED, "reason" => "undelivered").increment(1);
+                if let Some(e) = book.entries.get_mut(&id) {
+                    e.pending.record(slot);
+                }
                 book.missed.push(skipped(
                     &book.ids,
                     &site,
@@ -500,7 +562,11 @@ fn first_slot(cadence: &Cadence, from: Option<DateTime<Utc>>, now: DateTime<Utc>
         latest
     } else {
         // Never before `from`: those slots are someone else's (a clock
-        // ahead of ours published them).
+        // ahead of ours published them, or recorded them in a gap or a
+        // shed run, where a second account would stand beside the first).
+        // Progress is never written past its writer's clock (see
+        // `book::Entry::accounted_until`), so `from` is ahead of `now` by
+        // the clocks' skew at most.
         next.max(cadence.first_at_or_after(from))
     }
 }

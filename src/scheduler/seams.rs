@@ -18,7 +18,7 @@ use super::shards::shard_of;
 use crate::bus::lag::Backlog;
 use crate::bus::Publisher;
 use crate::model::{self, CheckRequest};
-use crate::store::{self, SkippedSlot, StoreError};
+use crate::store::{self, SkippedSlot, Span, StoreError};
 
 /// Skipped rows written per statement.
 const SKIPPED_CHUNK: usize = 5_000;
@@ -114,18 +114,46 @@ pub struct Stored {
     pub sites: HashMap<String, DateTime<Utc>>,
     /// `(shards, shard, accounted_until)`.
     pub watermarks: Vec<(usize, usize, DateTime<Utc>)>,
+    /// Gaps on record (`[from, to)`) that begin at or after the earliest
+    /// of the sites' progress: a backfill passes over them. Why there can
+    /// be any: a flush writes a gap (a shed run, a hold) and the progress
+    /// in one transaction, but the progress stops at a slot still in
+    /// flight before the gap; the next owner starts from that slot.
+    pub gaps: HashMap<String, Vec<Span>>,
+    /// When each site's row and each watermark `(shards, shard)` was last
+    /// written, by the database's clock (one clock for every instance).
+    pub written: Written,
+}
+
+/// See [`Stored::written`].
+#[derive(Debug, Default, Clone)]
+pub struct Written {
+    pub sites: HashMap<String, DateTime<Utc>>,
+    pub watermarks: HashMap<(usize, usize), DateTime<Utc>>,
 }
 
 impl Stored {
     /// Where `site`'s unaccounted slots begin: the latest of its own row and
     /// its shard's watermark under each shard count on record. `None`: no
     /// row, a new site (its history starts at its first slot).
+    ///
+    /// A watermark speaks for the sites its writer scheduled, so it counts
+    /// only if written at or after the site's own row (by the database's
+    /// clock): the site was taken on by then, and an instance that did not
+    /// schedule it would have forgotten its row at its start. A watermark
+    /// of a shard from before the site came (another config's, or a clock
+    /// ahead of ours) says nothing of it.
     pub fn progress_of(&self, site: &str) -> Option<DateTime<Utc>> {
         let own = *self.sites.get(site)?;
+        let since = self.written.sites.get(site);
         Some(
             self.watermarks
                 .iter()
                 .filter(|(shards, shard, _)| shard_of(site, *shards) == *shard)
+                .filter(|(shards, shard, _)| {
+                    let at = self.written.watermarks.get(&(*shards, *shard));
+                    matches!((at, since), (Some(a), Some(s)) if a >= s) || since.is_none()
+                })
                 .map(|(_, _, t)| *t)
                 .fold(own, DateTime::max),
         )
@@ -150,10 +178,26 @@ impl Ledger for PgLedger {
         let pool = self.0.clone();
         Box::pin(async move {
             let client = pool.get().await?;
-            Ok(Stored {
-                sites: store::load_progress_of(&**client, &sites).await?,
-                watermarks: store::load_watermarks(&**client).await?,
-            })
+            let (progress, written_sites) = store::load_progress_of(&**client, &sites).await?;
+            let (watermarks, written_marks) = store::load_watermarks(&**client).await?;
+            let mut stored = Stored {
+                sites: progress,
+                watermarks,
+                gaps: HashMap::new(),
+                written: Written {
+                    sites: written_sites,
+                    watermarks: written_marks,
+                },
+            };
+            let since = stored
+                .sites
+                .keys()
+                .filter_map(|s| stored.progress_of(s))
+                .min();
+            if let Some(since) = since {
+                stored.gaps = store::load_gaps_since(&**client, &sites, since).await?;
+            }
+            Ok(stored)
         })
     }
 

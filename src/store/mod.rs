@@ -12,8 +12,8 @@ mod sites;
 pub use hours::{roll_up_hours, HourReport, HOUR_GRACE};
 pub use migrate::{migrate, MigrationReport, PARTITION_DAYS_AHEAD};
 pub use progress::{
-    check_ids, forget_progress_except, load_progress_of, load_watermarks, record_gap, record_shed,
-    save_progress, save_watermarks,
+    check_ids, forget_progress_except, load_gaps_since, load_progress_of, load_watermarks,
+    record_gap, record_shed, save_progress, save_watermarks, Span,
 };
 pub use results::{
     ensure_partitions, insert_results, insert_skipped, is_data_error, is_missing_partition,

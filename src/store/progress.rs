@@ -8,6 +8,9 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::GenericClient;
 
 use super::StoreError;
+
+/// A stretch of time, `[from, to)`.
+pub type Span = (DateTime<Utc>, DateTime<Utc>);
 use crate::model::CheckIds;
 
 /// The store's check id scheme (migration V17): from which slot scheduled
@@ -22,27 +25,43 @@ pub async fn check_ids(client: &impl GenericClient) -> Result<CheckIds, StoreErr
 }
 
 /// Every shard watermark on record: `(shards, shard, accounted_until)`,
-/// under each shard count that was ever used.
+/// under each shard count that was ever used, and when each was written
+/// (by the database's clock).
+#[allow(clippy::type_complexity)]
 pub async fn load_watermarks(
     client: &impl GenericClient,
-) -> Result<Vec<(usize, usize, DateTime<Utc>)>, StoreError> {
+) -> Result<
+    (
+        Vec<(usize, usize, DateTime<Utc>)>,
+        HashMap<(usize, usize), DateTime<Utc>>,
+    ),
+    StoreError,
+> {
     let rows = client
         .query(
-            "SELECT shards, shard, accounted_until FROM schedule_watermarks",
+            "SELECT shards, shard, accounted_until, updated_at FROM schedule_watermarks",
             &[],
         )
         .await?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let (shards, shard): (i32, i32) = (r.get(0), r.get(1));
-            (shards as usize, shard as usize, r.get(2))
-        })
-        .collect())
+    let key = |r: &tokio_postgres::Row| {
+        let (shards, shard): (i32, i32) = (r.get(0), r.get(1));
+        (shards as usize, shard as usize)
+    };
+    Ok((
+        rows.iter()
+            .map(|r| {
+                let (shards, shard) = key(r);
+                (shards, shard, r.get(2))
+            })
+            .collect(),
+        rows.iter().map(|r| (key(r), r.get(3))).collect(),
+    ))
 }
 
-/// Upserts shard watermarks under `shards` shards (one statement); they
-/// never move backwards.
+/// Upserts shard watermarks under `shards` shards (one statement). A
+/// watermark is its writer's word on the sites it schedules now, so it is
+/// replaced, not raised: kept at the greatest, a mark from a clock ahead
+/// (or from sites that have left) would speak for sites taken on since.
 pub async fn save_watermarks(
     client: &impl GenericClient,
     shards: usize,
@@ -58,7 +77,7 @@ pub async fn save_watermarks(
             "INSERT INTO schedule_watermarks AS w (shards, shard, accounted_until)
              SELECT $1, * FROM unnest($2::int4[], $3::timestamptz[])
              ON CONFLICT (shards, shard) DO UPDATE SET
-                 accounted_until = greatest(w.accounted_until, excluded.accounted_until),
+                 accounted_until = excluded.accounted_until,
                  updated_at = now()",
             &[&(shards as i32), &shard, &at],
         )
@@ -163,16 +182,48 @@ SELECT count(*) FROM g",
     Ok(())
 }
 
-/// Saved progress of the given sites (those without any are absent).
+/// Saved progress of the given sites (those without any are absent), and
+/// when each was written (by the database's clock).
+#[allow(clippy::type_complexity)]
 pub async fn load_progress_of(
     client: &impl GenericClient,
     sites: &[String],
-) -> Result<HashMap<String, DateTime<Utc>>, StoreError> {
+) -> Result<
+    (
+        HashMap<String, DateTime<Utc>>,
+        HashMap<String, DateTime<Utc>>,
+    ),
+    StoreError,
+> {
     let rows = client
         .query(
-            "SELECT site, accounted_until FROM schedule_progress WHERE site = ANY($1)",
+            "SELECT site, accounted_until, updated_at FROM schedule_progress WHERE site = ANY($1)",
             &[&sites],
         )
         .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    Ok((
+        rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        rows.iter().map(|r| (r.get(0), r.get(2))).collect(),
+    ))
+}
+
+/// The gaps on record of the given sites that begin at or after `since`,
+/// by site, in order.
+pub async fn load_gaps_since(
+    client: &impl GenericClient,
+    sites: &[String],
+    since: DateTime<Utc>,
+) -> Result<HashMap<String, Vec<Span>>, StoreError> {
+    let rows = client
+        .query(
+            "SELECT site, from_at, to_at FROM schedule_gaps
+             WHERE site = ANY($1) AND from_at >= $2 ORDER BY site, from_at",
+            &[&sites, &since],
+        )
+        .await?;
+    let mut out: HashMap<String, Vec<Span>> = HashMap::new();
+    for r in &rows {
+        out.entry(r.get(0)).or_default().push((r.get(1), r.get(2)));
+    }
+    Ok(out)
 }

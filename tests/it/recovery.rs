@@ -104,6 +104,8 @@ async fn accounted(
 ) -> HashMap<String, (DateTime<Utc>, DateTime<Utc>)> {
     let q = |sql: &'static str| client.query(sql, &[]);
     let stored = Stored {
+        gaps: Default::default(),
+        written: Default::default(),
         sites: q("SELECT site, accounted_until FROM schedule_progress")
             .await
             .unwrap()

@@ -2,7 +2,7 @@
 //! tests drive them with.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -39,6 +39,9 @@ pub(super) struct TestSink {
     pub(super) sent: Mutex<Vec<CheckRequest>>,
     /// Acknowledgements fail while set (the broker is away).
     pub(super) refuse: AtomicBool,
+    /// How long an acknowledgement takes: a request the broker has is not
+    /// yet known to be delivered (a crash meanwhile leaves it unconfirmed).
+    pub(super) ack_delay_ms: AtomicU64,
 }
 
 impl RequestSink for TestSink {
@@ -47,8 +50,12 @@ impl RequestSink for TestSink {
         if !refused {
             self.sent.lock().unwrap().push(request.clone());
         }
+        let delay = Duration::from_millis(self.ack_delay_ms.load(Ordering::SeqCst));
         Box::pin(async move {
             Ok(Box::pin(async move {
+                if !delay.is_zero() {
+                    tokio::time::sleep(delay).await;
+                }
                 if refused {
                     Err(KafkaError::MessageProduction(
                         RDKafkaErrorCode::MessageTimedOut,
@@ -72,11 +79,28 @@ pub(super) struct TestLedger {
     pub(super) site_rows: AtomicUsize,
     pub(super) watermark_rows: AtomicUsize,
     pub(super) down: AtomicBool,
+    /// Writes so far: the database's clock.
+    pub(super) writes: AtomicUsize,
 }
 
 impl Ledger for TestLedger {
     fn load(&self, sites: Vec<String>) -> BoxFuture<'static, Result<Stored, StoreError>> {
         let all = self.stored.lock().unwrap().clone();
+        let mut gaps: HashMap<String, Vec<crate::store::Span>> = HashMap::new();
+        for g in self
+            .gaps
+            .lock()
+            .unwrap()
+            .iter()
+            .chain(self.shed.lock().unwrap().iter())
+        {
+            if sites.contains(&g.site) {
+                gaps.entry(g.site.clone()).or_default().push((g.from, g.to));
+            }
+        }
+        for v in gaps.values_mut() {
+            v.sort();
+        }
         let down = self.down.load(Ordering::SeqCst);
         Box::pin(async move {
             if down {
@@ -88,6 +112,8 @@ impl Ledger for TestLedger {
                     .filter_map(|s| Some((s.clone(), *all.sites.get(s)?)))
                     .collect(),
                 watermarks: all.watermarks,
+                gaps,
+                written: all.written,
             })
         })
     }
@@ -98,12 +124,18 @@ impl Ledger for TestLedger {
                 return Err(StoreError::Config("test: Postgres is down".into()));
             }
             let mut stored = self.stored.lock().unwrap();
+            // The database's clock: one for every instance, and it only
+            // moves forward.
+            let db_now =
+                DateTime::from_timestamp_millis(self.writes.fetch_add(1, Ordering::SeqCst) as i64)
+                    .unwrap();
             if let Some(keep) = &w.forget_except {
                 stored.sites.retain(|s, _| keep.contains(s));
             }
             for (site, t) in &w.sites {
                 let v = stored.sites.entry(site.clone()).or_insert(*t);
                 *v = (*v).max(*t);
+                stored.written.sites.insert(site.clone(), db_now);
             }
             for (shard, t) in &w.watermarks {
                 match stored
@@ -111,9 +143,10 @@ impl Ledger for TestLedger {
                     .iter_mut()
                     .find(|(n, s, _)| *n == w.shards && s == shard)
                 {
-                    Some(m) => m.2 = m.2.max(*t),
+                    Some(m) => m.2 = *t,
                     None => stored.watermarks.push((w.shards, *shard, *t)),
                 }
+                stored.written.watermarks.insert((w.shards, *shard), db_now);
             }
             self.site_rows.fetch_add(w.sites.len(), Ordering::SeqCst);
             self.watermark_rows
@@ -136,7 +169,7 @@ pub(super) fn wall0() -> DateTime<Utc> {
 /// Settings with `sites` (name, interval) and `shards` shards.
 pub(super) fn settings(sites: &[(String, Duration)], shards: usize) -> (Arc<Settings>, SiteList) {
     let mut toml = format!(
-        "[kafka]\nbrokers = \"127.0.0.1:1\"\n[scheduler]\nshards = {shards}\nbackfill_limit = 50\n\
+        "[kafka]\nbrokers = \"127.0.0.1:1\"\n[scheduler]\nshards = {shards}\nbackfill_limit = 300\n\
          min_interval = \"1s\"\n[site_defaults]\ntimeout = \"500ms\"\n"
     );
     for (name, interval) in sites {
@@ -160,6 +193,8 @@ pub(super) fn named(n: usize, interval: Duration) -> Vec<(String, Duration)> {
 /// One scheduler instance on the test seams.
 pub(super) struct Instance {
     pub(super) sink: Arc<TestSink>,
+    /// The site list it follows: a send is a config reload.
+    pub(super) sites: watch::Sender<SiteList>,
     backlog: watch::Sender<Vec<Option<Backlog>>>,
     feeder: Option<tokio::task::JoinHandle<()>>,
     pub(super) ownership: Ownership,
@@ -174,8 +209,20 @@ pub(super) fn start(
     ledger: &Arc<TestLedger>,
     ownership: Ownership,
 ) -> Instance {
-    let (settings, list) = settings(sites, shards);
     let sink = Arc::new(TestSink::default());
+    start_on(sites, shards, clock, ledger, ownership, sink)
+}
+
+/// [`start`] publishing to `sink` (shared by instances: one broker).
+pub(super) fn start_on(
+    sites: &[(String, Duration)],
+    shards: usize,
+    clock: &Arc<TestClock>,
+    ledger: &Arc<TestLedger>,
+    ownership: Ownership,
+    sink: Arc<TestSink>,
+) -> Instance {
+    let (settings, list) = settings(sites, shards);
     let (backlog, backlog_rx) = watch::channel(vec![None]);
     let seams = Seams {
         backlogs: vec![backlog_rx],
@@ -184,13 +231,14 @@ pub(super) fn start(
         sink: sink.clone(),
         ledger: ledger.clone(),
     };
-    let (_tx, rx) = watch::channel(list);
+    let (tx, rx) = watch::channel(list);
     let beat = crate::liveness::Health::new().stage("scheduler");
     let s = Scheduler::with_seams(settings, seams, None, beat, rx, ownership.clone());
     let stop = CancellationToken::new();
     let task = tokio::spawn(s.run(stop.clone()));
     Instance {
         sink,
+        sites: tx,
         backlog,
         feeder: None,
         ownership,
@@ -217,6 +265,21 @@ impl Instance {
                 tx.send_replace(vec![b]);
             }
         }));
+    }
+
+    /// A reload: the instance follows `sites` from now on.
+    pub(super) fn reload(&self, sites: &[(String, Duration)]) {
+        let (_, list) = settings(sites, self.ownership.shards());
+        self.sites.send_replace(list);
+    }
+
+    /// SIGKILL: the task is dropped wherever it is; nothing more is written.
+    pub(super) async fn crash(self) {
+        if let Some(f) = &self.feeder {
+            f.abort();
+        }
+        self.task.abort();
+        let _ = self.task.await;
     }
 
     pub(super) async fn stop(self) -> Vec<CheckRequest> {
