@@ -2,6 +2,7 @@
 //! the dev stack (`make up`), isolated by random database, topic and group
 //! names so they run in parallel and leave each other alone.
 
+mod accounting;
 mod alerts;
 mod api;
 mod browserlike;
