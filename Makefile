@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CONFIG ?= config/sitewatch.example.toml
 CARGO ?= cargo
 
-.PHONY: all install-deps up down run smoke test lint fmt clean-data install uninstall bench bench-probe soak faults bench-status
+.PHONY: all install-deps up down run smoke test lint fmt clean-data install uninstall bench bench-probe soak faults bench-status model
 
 all: test
 
@@ -35,6 +35,13 @@ test: up
 # the short form.
 faults: up
 	scripts/faults
+
+# The scheduler's model test, long form: 20,000 random histories of
+# reloads, crashes, restarts, skewed clocks, hand-overs and outages
+# (RELIABILITY.md); `make test` runs 32. No stack needed.
+MODEL_CASES ?= 20000
+model:
+	SITEWATCH_MODEL_CASES=$(MODEL_CASES) $(CARGO) test --lib scheduler::tests::model -- --nocapture
 
 # Benchmarks (BENCHMARKS.md): figures are printed, never asserted.
 bench-probe:

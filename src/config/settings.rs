@@ -101,9 +101,11 @@ pub struct SchedulerSettings {
     #[serde(default = "default_min_interval", deserialize_with = "duration::de")]
     pub min_interval: Duration,
     /// After a restart, at most this many missed slots per site are recorded
-    /// one row each (`skipped` / `missed_slot`); older ones in the same gap
-    /// are recorded as one `schedule_gaps` row, so a long outage cannot turn
-    /// into millions of placeholder rows.
+    /// one row each (`skipped` / `missed_slot`), the first ones after its
+    /// saved progress; later ones in the same gap are recorded as one
+    /// `schedule_gaps` row, so a long outage cannot turn into millions of
+    /// placeholder rows. Times `min_interval` (at least 5 minutes), how far
+    /// a site may run past its saved progress before it is held.
     #[serde(default = "default_backfill_limit")]
     pub backfill_limit: u32,
     /// How scheduler instances share the sites: `postgres` (leases on

@@ -432,3 +432,24 @@ fn dns_servers_are_ip_with_an_optional_port() {
     assert!(e.contains("dns.example"), "{e}");
     assert!(!e.contains("dns_servers[0]"), "{e}");
 }
+
+#[test]
+fn a_backfill_limit_shorter_than_five_minutes_of_the_shortest_interval_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let main = write(dir.path(), "main.toml", MAIN);
+    let env_of = |limit: &str, min: &str| {
+        env(&[
+            ("SITEWATCH__SCHEDULER__BACKFILL_LIMIT", limit),
+            ("SITEWATCH__SCHEDULER__MIN_INTERVAL", min),
+        ])
+    };
+    let err = load_with_env(&main, env_of("59", "5s"))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("scheduler.backfill_limit") && err.contains("at least 60"),
+        "{err}"
+    );
+    load_with_env(&main, env_of("60", "5s")).unwrap();
+    load_with_env(&main, env_of("3000", "100ms")).unwrap();
+}

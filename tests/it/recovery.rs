@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sitewatch::bus::{self, Publisher};
 use sitewatch::daemon;
-use sitewatch::scheduler::seams::Stored;
+use sitewatch::scheduler::seams::{Stored, Written};
 use sitewatch::scheduler::Cadence;
 use tokio_util::sync::CancellationToken;
 
@@ -103,27 +103,24 @@ async fn accounted(
     client: &tokio_postgres::Client,
 ) -> HashMap<String, (DateTime<Utc>, DateTime<Utc>)> {
     let q = |sql: &'static str| client.query(sql, &[]);
+    let sites: Vec<String> = q("SELECT site FROM schedule_progress")
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let (progress, written_sites) = sitewatch::store::load_progress_of(client, &sites)
+        .await
+        .unwrap();
+    let (watermarks, written_marks) = sitewatch::store::load_watermarks(client).await.unwrap();
     let stored = Stored {
         gaps: Default::default(),
-        written: Default::default(),
-        sites: q("SELECT site, accounted_until FROM schedule_progress")
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| (r.get(0), r.get(1)))
-            .collect(),
-        watermarks: q("SELECT shards, shard, accounted_until FROM schedule_watermarks")
-            .await
-            .unwrap()
-            .iter()
-            .map(|r| {
-                (
-                    r.get::<_, i32>(0) as usize,
-                    r.get::<_, i32>(1) as usize,
-                    r.get(2),
-                )
-            })
-            .collect(),
+        written: Written {
+            sites: written_sites,
+            watermarks: written_marks,
+        },
+        sites: progress,
+        watermarks,
     };
     q("SELECT site, min(scheduled_at) FROM check_results GROUP BY site")
         .await
