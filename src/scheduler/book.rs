@@ -156,6 +156,8 @@ pub(super) struct Book {
     /// How far past its progress on record a site may go before it is
     /// held (`backfill_limit` slots of `min_interval`; see `held`).
     pub unsaved_limit_ms: i64,
+    /// The entries with a hold open.
+    pub holding: std::collections::HashSet<u64>,
     /// Postgres refused the last flush's write: sites may be held.
     pub ledger_failing: bool,
     /// Entries in backfill: the gaps on record in their range, which the
@@ -209,14 +211,11 @@ impl Book {
 
     /// Closes every hold (at the last flush, or once Postgres is back).
     pub fn release_holds(&mut self) {
-        let held: Vec<(u64, DateTime<Utc>)> = self
-            .entries
-            .iter()
-            .filter(|(_, e)| e.held.is_some())
-            .map(|(id, e)| (*id, e.next))
-            .collect();
-        for (id, next) in held {
-            self.release_hold(id, next);
+        // Every flush asks: most of them with nothing held.
+        for id in std::mem::take(&mut self.holding) {
+            if let Some(next) = self.entries.get(&id).map(|e| e.next) {
+                self.release_hold(id, next);
+            }
         }
     }
 
@@ -226,6 +225,7 @@ impl Book {
             return;
         };
         let Some(from) = e.held.take() else { return };
+        self.holding.remove(&id);
         let gap = held_gap(e, from, to);
         self.held.push(gap);
     }

@@ -405,6 +405,7 @@ impl Scheduler {
                     // The old cadence ends at the reload; a hold on it
                     // ends there too (its gap counts the old slots).
                     if let Some(from) = e.held.take() {
+                        book.holding.remove(&id);
                         book.held.push(book::held_gap(e, from, slot));
                     }
                     next = new.first_at_or_after(at.max(slot + chrono::Duration::milliseconds(1)));
@@ -431,6 +432,7 @@ impl Scheduler {
                     book.close_run(id);
                     let e = book.entries.get_mut(&id).expect("looked up above");
                     e.held = Some(slot);
+                    book.holding.insert(id);
                     metrics::counter!(m::SLOTS_SKIPPED, "reason" => "held").increment(1);
                     tracing::warn!(site = %e.site.name,
                         "progress cannot be saved; holding the site's checks back");

@@ -424,3 +424,25 @@ async fn a_shard_handed_over_while_shedding_counts_each_slot_once() {
         .count();
     assert!(cut > 0, "no run of a moved site was open at the move");
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_interval_shortened_by_a_reload_takes_effect_from_the_new_intervals_next_slot() {
+    let (clock, ledger) = (clock(), Arc::new(TestLedger::default()));
+    let hour = named(1, Duration::from_secs(3600));
+    let i = start(&hour, 1, &clock, &ledger, Ownership::all(1));
+    run_for(Duration::from_secs(10)).await;
+    let before = i.sink.sent.lock().unwrap().len();
+    // From 1 h to 1 min: the old interval's next slot may be an hour away.
+    let minute = named(1, Duration::from_secs(60));
+    i.reload(&minute);
+    let reloaded = clock.now();
+    run_for(Duration::from_secs(61)).await;
+    let sent = i.stop().await;
+    let first_new = Cadence::new("site-0", Duration::from_secs(60)).first_at_or_after(reloaded);
+    let after: Vec<DateTime<Utc>> = sent[before..].iter().map(|r| r.scheduled_at).collect();
+    assert_eq!(
+        after.first(),
+        Some(&first_new),
+        "checked on the new interval's next slot, within the minute"
+    );
+}

@@ -42,6 +42,7 @@ use world::*;
 mod judge;
 mod world;
 
+/// `scheduler.shards` at the start; a restart may change it.
 const SHARDS: usize = 4;
 const NAMES: usize = 6;
 const INTERVALS_MS: [u64; 6] = [1_000, 2_000, 5_000, 13_000, 60_000, 3_600_000];
@@ -67,11 +68,13 @@ enum Op {
     Crash(usize),
     Stop(usize),
     /// Starts instance `who` (if stopped) after `after_ms` more, its clock
-    /// `skew_ms` off the true time.
+    /// `skew_ms` off the true time; on `shards` shards if no other runs
+    /// (instances agree on it).
     Start {
         who: usize,
         skew_ms: i64,
         after_ms: u32,
+        shards: usize,
     },
     /// The wall clock jumps forward (a suspended machine wakes up).
     Jump(u32),
@@ -104,8 +107,8 @@ fn op() -> impl Strategy<Value = Op> {
         4 => edit().prop_map(Op::Edit),
         2 => (0..2usize).prop_map(Op::Crash),
         1 => (0..2usize).prop_map(Op::Stop),
-        3 => (0..2usize, -30_000i64..30_000, 0u32..20_000)
-            .prop_map(|(who, skew_ms, after_ms)| Op::Start { who, skew_ms, after_ms }),
+        3 => (0..2usize, -30_000i64..30_000, 0u32..20_000, prop::sample::select(vec![2usize, 4, 8]))
+            .prop_map(|(who, skew_ms, after_ms, shards)| Op::Start { who, skew_ms, after_ms, shards }),
         1 => (1_000u32..120_000).prop_map(Op::Jump),
         1 => any::<bool>().prop_map(Op::Ledger),
         1 => any::<bool>().prop_map(Op::Broker),
@@ -172,9 +175,10 @@ async fn play(h: History) -> Result<(), String> {
         broker_down: None,
         max_skew_ms: 0,
         behind_ms: 0,
+        shards: SHARDS,
     };
     w.take_config(None);
-    w.start(0, 0).await;
+    w.start(0, 0, SHARDS).await;
     w.disturbed();
     for op in &h.ops {
         w.apply(op).await;
@@ -187,6 +191,7 @@ async fn play(h: History) -> Result<(), String> {
             who: 0,
             skew_ms: 0,
             after_ms: 1_000,
+            shards: w.shards,
         })
         .await;
     }

@@ -66,6 +66,8 @@ pub(super) struct World {
     pub(super) max_skew_ms: i64,
     /// The most any instance's clock was behind ours.
     pub(super) behind_ms: i64,
+    /// `scheduler.shards` of the instances running (or last run).
+    pub(super) shards: usize,
 }
 
 impl World {
@@ -231,7 +233,7 @@ impl World {
         (0..2).filter(|w| self.running[*w].is_some()).collect()
     }
 
-    pub(super) async fn start(&mut self, who: usize, skew_ms: i64) {
+    pub(super) async fn start(&mut self, who: usize, skew_ms: i64, shards: usize) {
         if self.running[who].is_some() {
             return;
         }
@@ -241,7 +243,10 @@ impl World {
         self.clocks[who]
             .jump_ms
             .store(self.jump_ms + skew_ms, Ordering::SeqCst);
-        let ownership = Ownership::new(SHARDS);
+        if !self.any_running() {
+            self.shards = shards;
+        }
+        let ownership = Ownership::new(self.shards);
         let other = 1 - who;
         let split = self.running[other].is_some();
         if split {
@@ -253,11 +258,11 @@ impl World {
                 // one at the restart would.
                 self.moved_at = Some((tokio::time::Instant::now(), down));
             }
-            ownership.replace(&(0..SHARDS).collect::<Vec<_>>(), forever);
+            ownership.replace(&(0..self.shards).collect::<Vec<_>>(), forever);
         }
         let instance = start_on(
             &sites_of(&self.live),
-            SHARDS,
+            self.shards,
             &self.clocks[who],
             &self.ledger,
             ownership,
@@ -286,12 +291,16 @@ impl World {
                 let (Some(o), Some(_)) = (&self.running[1 - who], &self.running[who]) else {
                     return;
                 };
-                o.instance.ownership.replace(&half(1 - who), forever);
+                o.instance
+                    .ownership
+                    .replace(&half(1 - who, self.shards), forever);
                 self.disturbed();
                 let from = self.now();
                 self.advance(1_500).await;
                 if let Some(n) = &self.running[who] {
-                    n.instance.ownership.replace(&half(who), forever);
+                    n.instance
+                        .ownership
+                        .replace(&half(who, self.shards), forever);
                 }
                 self.moved(from);
             }
@@ -299,7 +308,7 @@ impl World {
                 let Some(o) = &self.running[who] else { return };
                 o.instance
                     .ownership
-                    .replace(&(0..SHARDS).collect::<Vec<_>>(), forever);
+                    .replace(&(0..self.shards).collect::<Vec<_>>(), forever);
                 let now = self.now();
                 self.moved(now);
                 self.disturbed();
@@ -422,10 +431,11 @@ impl World {
                 who,
                 skew_ms,
                 after_ms,
+                shards,
             } => {
                 if self.running[*who].is_none() {
                     self.advance(u64::from(*after_ms)).await;
-                    self.start(*who, *skew_ms).await;
+                    self.start(*who, *skew_ms, *shards).await;
                 }
             }
             Op::Jump(ms) => {
@@ -454,6 +464,6 @@ impl World {
     }
 }
 
-pub(super) fn half(who: usize) -> Vec<usize> {
-    (0..SHARDS).filter(|s| s % 2 == who).collect()
+pub(super) fn half(who: usize, shards: usize) -> Vec<usize> {
+    (0..shards).filter(|s| s % 2 == who).collect()
 }
