@@ -236,6 +236,15 @@ impl Book {
         // Slots of the old cadence in flight are recorded now: a next
         // owner would not know that cadence.
         self.record_in_flight(id, "not confirmed by Kafka when the interval changed");
+        let Some(next) = self.entries.get(&id).map(|e| e.next) else {
+            return false;
+        };
+        if next > now {
+            // A hold or a shed run counts the old cadence's slots: they end
+            // at the change.
+            self.release_hold(id, next);
+            self.close_run(id);
+        }
         let Some(e) = self.entries.get_mut(&id) else {
             return false;
         };
@@ -260,6 +269,23 @@ impl Book {
             // since): they are handled first, then `new` takes over.
             e.switch = Some((now, new));
             false
+        }
+    }
+
+    /// Records as skipped every slot in flight since before `since`: one
+    /// the broker has not confirmed for long (a partition without its
+    /// replicas, say) would hold its shard's progress back until its
+    /// deadline, up to a day, and with it every site of the shard (see
+    /// `held`). It goes on being retried; a real result replaces the row.
+    pub fn record_long_in_flight(&mut self, since: DateTime<Utc>) {
+        let stale: Vec<u64> = self
+            .entries
+            .iter()
+            .filter(|(_, e)| e.pending.first_in_flight().is_some_and(|t| t < since))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in stale {
+            self.record_in_flight(id, "not confirmed by Kafka within a minute");
         }
     }
 

@@ -322,18 +322,14 @@ fn gapped(e: &super::book::Entry, limit_ms: i64) -> bool {
 
 fn record_written(book: &mut Book, write: &Write, backfilled: &[u64]) {
     let limit = book.unsaved_limit_ms;
-    for id in backfilled {
+    // `write.sites` starts with the backfilled entries' progress, in the
+    // same order (see `take`).
+    for (id, (_, written)) in backfilled.iter().zip(&write.sites) {
         if let Some(e) = book.entries.get_mut(id) {
             if gapped(e, limit) && !e.parked {
                 book.heap.push(std::cmp::Reverse((e.next, *id)));
             }
-            if let Join::Backfill { to, .. } = e.join {
-                e.own = write
-                    .sites
-                    .iter()
-                    .find(|(n, _)| *n == e.site.name)
-                    .map_or(Some(to), |(_, t)| Some(*t));
-            }
+            e.own = Some(*written);
             e.join = Join::Done;
         }
         book.on_record.remove(id);

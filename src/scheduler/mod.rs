@@ -69,6 +69,9 @@ use seams::Gap;
 const RETRY_PAUSE: Duration = Duration::from_millis(250);
 /// How often skipped slots and backfills are written.
 const FLUSH_EVERY: Duration = Duration::from_secs(1);
+/// A slot the broker has not confirmed for this long is recorded as
+/// skipped while it is retried (see `Book::record_long_in_flight`).
+const UNCONFIRMED_AFTER: chrono::Duration = chrono::Duration::minutes(1);
 /// How often shard watermarks are written. Longer means fewer writes, and
 /// after a crash more delivered slots that get a (harmless) placeholder.
 const WATERMARK_EVERY: Duration = Duration::from_secs(5);
@@ -266,6 +269,7 @@ impl Scheduler {
         watermarks: bool,
         last: bool,
     ) -> Option<BoxFuture<'static, flush::Done>> {
+        book.record_long_in_flight(self.now() - UNCONFIRMED_AFTER);
         // Holds end once Postgres takes writes, and their gaps go with the
         // progress past them.
         if last || !book.ledger_failing {

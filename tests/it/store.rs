@@ -32,6 +32,7 @@ async fn migrations_apply_once_and_create_partitions() {
             "V16__site_uptime_daily",
             "V17__time_leading_check_ids",
             "V18__hour_rollups_at_close",
+            "V19__progress_never_ahead",
         ]
     );
     // Yesterday through PARTITION_DAYS_AHEAD days ahead.
@@ -93,7 +94,11 @@ async fn time_leading_check_ids_start_an_hour_after_an_upgrade_with_results() {
     let report = store::migrate(&mut client).await.unwrap();
     assert_eq!(
         report.applied,
-        ["V17__time_leading_check_ids", "V18__hour_rollups_at_close"]
+        [
+            "V17__time_leading_check_ids",
+            "V18__hour_rollups_at_close",
+            "V19__progress_never_ahead"
+        ]
     );
     let cut = store::check_ids(&client).await.unwrap().time_leading_from;
     let hour = chrono::Duration::hours(1);
