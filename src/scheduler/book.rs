@@ -209,6 +209,42 @@ impl Book {
         }
     }
 
+    /// Whether `id`'s `slot` is held back: too far past the site's saved
+    /// progress (see `held`). Opens the hold, or closes it before `slot`.
+    pub fn held_back(&mut self, id: u64, slot: DateTime<Utc>) -> bool {
+        let Some(e) = self.entries.get(&id) else {
+            return false;
+        };
+        let over = self
+            .durable(e)
+            .is_some_and(|d| (slot - d).num_milliseconds() >= self.unsaved_limit_ms);
+        if over {
+            metrics::counter!(crate::telemetry::metrics::SLOTS_SKIPPED, "reason" => "held")
+                .increment(1);
+        }
+        match (over, e.held.is_some()) {
+            (true, true) => true,
+            (true, false) => {
+                self.close_run(id);
+                let first = self.holding.is_empty();
+                let e = self.entries.get_mut(&id).expect("looked up above");
+                e.held = Some(slot);
+                self.holding.insert(id);
+                // Once, not per site: at a million sites, a million lines.
+                if first {
+                    tracing::warn!(site = %e.site.name,
+                        "progress cannot be saved; holding checks back until it can (sites so far past it are recorded as one gap each)");
+                }
+                true
+            }
+            (false, true) => {
+                self.release_hold(id, slot);
+                false
+            }
+            (false, false) => false,
+        }
+    }
+
     /// Closes every hold (at the last flush, or once Postgres is back).
     pub fn release_holds(&mut self) {
         // Every flush asks: most of them with nothing held.

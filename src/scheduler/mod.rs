@@ -404,46 +404,23 @@ impl Scheduler {
                 continue;
             }
             let mut next = e.cadence.next(slot);
-            if let Some((at, new)) = e.switch {
-                if next > at {
-                    // The old cadence ends at the reload; a hold on it
-                    // ends there too (its gap counts the old slots).
-                    if let Some(from) = e.held.take() {
-                        book.holding.remove(&id);
-                        book.held.push(book::held_gap(e, from, slot));
-                    }
-                    next = new.first_at_or_after(at.max(slot + chrono::Duration::milliseconds(1)));
-                    e.cadence = new;
-                    e.switch = None;
-                }
+            if let Some((at, new)) = e.switch.filter(|(at, _)| next > *at) {
+                // The old cadence ends at the reload; a hold on it ends
+                // there too (its gap counts the old slots).
+                book.release_hold(id, slot);
+                let e = book.entries.get_mut(&id).expect("looked up above");
+                next = new.first_at_or_after(at.max(slot + chrono::Duration::milliseconds(1)));
+                e.cadence = new;
+                e.switch = None;
             }
+            let e = book.entries.get_mut(&id).expect("looked up above");
             e.next = next;
             book.heap.push(Reverse((next, id)));
             if !book.ahead.is_empty() && book.on_record_ahead(id, slot) {
                 continue;
             }
-            let e = &book.entries[&id];
-            // Not too far past the progress on record (see `Book::held`).
-            let limit = book.unsaved_limit_ms;
-            let holding = e.held.is_some();
-            let e = &book.entries[&id];
-            let over = book
-                .durable(e)
-                .is_some_and(|d| (slot - d).num_milliseconds() >= limit);
-            match (over, holding) {
-                (true, true) => continue,
-                (true, false) => {
-                    book.close_run(id);
-                    let e = book.entries.get_mut(&id).expect("looked up above");
-                    e.held = Some(slot);
-                    book.holding.insert(id);
-                    metrics::counter!(m::SLOTS_SKIPPED, "reason" => "held").increment(1);
-                    tracing::warn!(site = %e.site.name,
-                        "progress cannot be saved; holding the site's checks back");
-                    continue;
-                }
-                (false, true) => book.release_hold(id, slot),
-                (false, false) => {}
+            if book.held_back(id, slot) {
+                continue;
             }
             let e = book.entries.get_mut(&id).expect("looked up above");
             let minute = shed::minute_of(slot);
