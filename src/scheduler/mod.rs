@@ -403,11 +403,16 @@ impl Scheduler {
                 e.parked = true;
                 continue;
             }
-            let mut next = e.cadence.next(slot);
-            if let Some((at, new)) = e.switch.filter(|(at, _)| next > *at) {
+            let old_next = e.cadence.next(slot);
+            // Judged on the cadence `slot` belongs to, before any switch.
+            let on_record = !book.ahead.is_empty() && book.on_record_ahead(id, slot);
+            let held = !on_record && book.held_back(id, slot);
+            let e = book.entries.get_mut(&id).expect("looked up above");
+            let mut next = old_next;
+            if let Some((at, new)) = e.switch.filter(|(at, _)| old_next > *at) {
                 // The old cadence ends at the reload; a hold on it ends
-                // there too (its gap counts the old slots).
-                book.release_hold(id, slot);
+                // there too, after this slot (its gap counts old slots).
+                book.release_hold(id, old_next);
                 let e = book.entries.get_mut(&id).expect("looked up above");
                 next = new.first_at_or_after(at.max(slot + chrono::Duration::milliseconds(1)));
                 e.cadence = new;
@@ -416,10 +421,7 @@ impl Scheduler {
             let e = book.entries.get_mut(&id).expect("looked up above");
             e.next = next;
             book.heap.push(Reverse((next, id)));
-            if !book.ahead.is_empty() && book.on_record_ahead(id, slot) {
-                continue;
-            }
-            if book.held_back(id, slot) {
+            if on_record || held {
                 continue;
             }
             let e = book.entries.get_mut(&id).expect("looked up above");

@@ -86,7 +86,22 @@ pub(super) struct TestLedger {
 impl Ledger for TestLedger {
     fn load(&self, sites: Vec<String>) -> BoxFuture<'static, Result<Stored, StoreError>> {
         let all = self.stored.lock().unwrap().clone();
-        let mut gaps: HashMap<String, Vec<crate::store::Span>> = HashMap::new();
+        let mut found = Stored {
+            sites: sites
+                .iter()
+                .filter_map(|s| Some((s.clone(), *all.sites.get(s)?)))
+                .collect(),
+            watermarks: all.watermarks.clone(),
+            gaps: HashMap::new(),
+            written: all.written.clone(),
+        };
+        // As `PgLedger::load` reads them: the gaps that begin at or after
+        // the earliest progress of the sites asked for.
+        let since = found
+            .sites
+            .keys()
+            .filter_map(|s| found.progress_of(s))
+            .min();
         for g in self
             .gaps
             .lock()
@@ -94,11 +109,15 @@ impl Ledger for TestLedger {
             .iter()
             .chain(self.shed.lock().unwrap().iter())
         {
-            if sites.contains(&g.site) {
-                gaps.entry(g.site.clone()).or_default().push((g.from, g.to));
+            if sites.contains(&g.site) && since.is_some_and(|t| g.from >= t) {
+                found
+                    .gaps
+                    .entry(g.site.clone())
+                    .or_default()
+                    .push((g.from, g.to));
             }
         }
-        for v in gaps.values_mut() {
+        for v in found.gaps.values_mut() {
             v.sort();
         }
         let down = self.down.load(Ordering::SeqCst);
@@ -106,15 +125,7 @@ impl Ledger for TestLedger {
             if down {
                 return Err(StoreError::Config("test: Postgres is down".into()));
             }
-            Ok(Stored {
-                sites: sites
-                    .iter()
-                    .filter_map(|s| Some((s.clone(), *all.sites.get(s)?)))
-                    .collect(),
-                watermarks: all.watermarks,
-                gaps,
-                written: all.written,
-            })
+            Ok(found)
         })
     }
 
