@@ -121,6 +121,8 @@ impl Pending {
 pub(super) struct Book {
     pub entries: HashMap<u64, Entry>,
     pub by_name: HashMap<String, u64>,
+    /// Entries per shard (a shard without any has nothing to hand over).
+    pub per_shard: HashMap<usize, usize>,
     pub heap: BinaryHeap<Reverse<(DateTime<Utc>, u64)>>,
     pub next_id: u64,
     /// Slots recorded as skipped, not yet written.
@@ -381,6 +383,12 @@ impl Book {
             return;
         };
         self.by_name.remove(&e.site.name);
+        if let Some(n) = self.per_shard.get_mut(&e.shard) {
+            *n -= 1;
+            if *n == 0 {
+                self.per_shard.remove(&e.shard);
+            }
+        }
         // Its shed slots are written in the flush that hands its progress
         // over, before the progress: the next owner starts after them.
         if let Some(run) = self.shedding.remove(&id) {

@@ -269,6 +269,18 @@ impl Scheduler {
         watermarks: bool,
         last: bool,
     ) -> Option<BoxFuture<'static, flush::Done>> {
+        // A shard let go whose sites are all released and whose hand-over
+        // is written (the flush before this one wrote it, or there was
+        // nothing to write): its lease may go.
+        for shard in 0..self.ownership.shards() {
+            if self.ownership.is_handing_over(shard)
+                && !self.ownership.owns(shard)
+                && !book.per_shard.contains_key(&shard)
+                && !book.released.contains_key(&shard)
+            {
+                self.ownership.handed_over(shard);
+            }
+        }
         book.record_long_in_flight(self.now() - UNCONFIRMED_AFTER);
         // Holds end once Postgres takes writes, and their gaps go with the
         // progress past them.
@@ -365,6 +377,7 @@ impl Scheduler {
                 },
             );
             book.by_name.insert(name.to_owned(), id);
+            *book.per_shard.entry(shard).or_default() += 1;
             adopted += 1;
         }
         metrics::gauge!(m::SCHEDULED_SITES).set(book.entries.len() as f64);

@@ -51,6 +51,11 @@ pub struct Ownership {
     epoch: Instant,
     /// Bumped after every change, so the scheduler re-reads `owned`.
     changed: Arc<watch::Sender<u64>>,
+    /// Shards let go whose hand-over (their sites' progress, shed runs and
+    /// holds) the scheduler has not written yet: their leases are kept
+    /// until it has, so the next owner never starts from older progress
+    /// with the old owner's records still to come.
+    handing_over: Arc<[AtomicBool]>,
 }
 
 impl Ownership {
@@ -60,6 +65,7 @@ impl Ownership {
             valid_until: Arc::new(AtomicU64::new(0)),
             epoch: Instant::now(),
             changed: Arc::new(watch::Sender::new(0)),
+            handing_over: (0..shards).map(|_| AtomicBool::new(false)).collect(),
         }
     }
 
@@ -91,6 +97,21 @@ impl Ownership {
         (0..self.shards()).filter(|s| self.owns(*s)).count()
     }
 
+    /// Let go of, and its hand-over not yet written.
+    pub fn is_handing_over(&self, shard: usize) -> bool {
+        self.handing_over
+            .get(shard)
+            .is_some_and(|b| b.load(Ordering::SeqCst))
+    }
+
+    /// `shard`'s hand-over is written (or had nothing to write): its
+    /// lease may go.
+    pub fn handed_over(&self, shard: usize) {
+        if let Some(b) = self.handing_over.get(shard) {
+            b.store(false, Ordering::SeqCst);
+        }
+    }
+
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.changed.subscribe()
     }
@@ -108,8 +129,12 @@ impl Ownership {
                 *w = true;
             }
         }
-        for (b, want) in self.owned.iter().zip(wanted) {
-            changed |= b.swap(want, Ordering::SeqCst) != want;
+        for ((b, want), h) in self.owned.iter().zip(wanted).zip(self.handing_over.iter()) {
+            let had = b.swap(want, Ordering::SeqCst);
+            changed |= had != want;
+            if had && !want {
+                h.store(true, Ordering::SeqCst);
+            }
         }
         self.valid_until.store(until_ms, Ordering::SeqCst);
         metrics::gauge!(m::SHARDS_OWNED).set(shards.len() as f64);
@@ -153,7 +178,14 @@ pub async fn hold(pool: Pool, ttl: Duration, ownership: Ownership, leave: Cancel
         // Counted from before the request: the database renewed at or after
         // this instant, so our leases last at least until `sent + ttl`.
         let sent = Instant::now();
-        match step(&pool, &me, shards, ttl, &releasing, false).await {
+        // Excess leases go once their hand-over is written; until then
+        // they are renewed and stay excess.
+        let release: Vec<i32> = releasing
+            .iter()
+            .copied()
+            .filter(|s| !ownership.is_handing_over(*s as usize))
+            .collect();
+        match step(&pool, &me, shards, ttl, &release, false).await {
             Ok(leases) => {
                 let keep: Vec<usize> = leases
                     .iter()
@@ -251,5 +283,14 @@ mod tests {
         assert!(!o.owns(3));
         assert_eq!(Ownership::all(5).count(), 5);
         assert!(!o.owns(99), "out of range is not owned");
+        // A shard let go waits for its hand-over before its lease goes.
+        let o = Ownership::new(4);
+        let later = Some(Instant::now() + Duration::from_secs(60));
+        o.replace(&[0, 1, 2], later);
+        assert!((0..4).all(|s| !o.is_handing_over(s)));
+        o.replace(&[0], later);
+        assert!(o.is_handing_over(1) && o.is_handing_over(2) && !o.is_handing_over(0));
+        o.handed_over(1);
+        assert!(!o.is_handing_over(1) && o.is_handing_over(2));
     }
 }

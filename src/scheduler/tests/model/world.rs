@@ -296,7 +296,19 @@ impl World {
                     .replace(&half(1 - who, self.shards), forever);
                 self.disturbed();
                 let from = self.now();
-                self.advance(1_500).await;
+                // The new owner gets the shards once the old one has
+                // written their hand-over (its leases stay until then).
+                let moved = half(who, self.shards);
+                for _ in 0..100 {
+                    self.advance(100).await;
+                    let o = self.running[1 - who].as_ref().expect("checked above");
+                    if moved
+                        .iter()
+                        .all(|s| !o.instance.ownership.is_handing_over(*s))
+                    {
+                        break;
+                    }
+                }
                 if let Some(n) = &self.running[who] {
                     n.instance
                         .ownership
