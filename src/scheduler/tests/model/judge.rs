@@ -187,7 +187,7 @@ pub(super) fn judge_life(
     // published before its own progress was on record, and then a crash,
     // starts no history).
     // (Only a clock behind ours starts it before `ready`.)
-    let behind = chrono::Duration::milliseconds(world.behind_ms + 1);
+    let behind = chrono::Duration::milliseconds(world.behind_at(ready) + 1);
     let taken = rec.next_after(ready - behind).map_or(first, |r| r.0);
     if life.intervals.len() == 1 {
         // Never none: every slot of its one cadence.

@@ -174,7 +174,8 @@ async fn play(h: History) -> Result<(), String> {
         ledger_down: None,
         broker_down: None,
         max_skew_ms: 0,
-        behind_ms: 0,
+        clocks_behind: Vec::new(),
+        run_of: [0, 0],
         shards: SHARDS,
     };
     w.take_config(None);

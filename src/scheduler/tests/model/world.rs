@@ -64,8 +64,10 @@ pub(super) struct World {
     pub(super) ledger_down: Option<usize>,
     pub(super) broker_down: Option<usize>,
     pub(super) max_skew_ms: i64,
-    /// The most any instance's clock was behind ours.
-    pub(super) behind_ms: i64,
+    /// Each instance's run: (from, to, how far its clock was behind ours).
+    pub(super) clocks_behind: Vec<(DateTime<Utc>, Option<DateTime<Utc>>, i64)>,
+    /// Which of `clocks_behind` each running instance is.
+    pub(super) run_of: [usize; 2],
     /// `scheduler.shards` of the instances running (or last run).
     pub(super) shards: usize,
 }
@@ -239,7 +241,6 @@ impl World {
         }
         let forever = Some(std::time::Instant::now() + Duration::from_secs(365 * 86_400));
         self.max_skew_ms = self.max_skew_ms.max(skew_ms.abs());
-        self.behind_ms = self.behind_ms.max(-skew_ms);
         self.clocks[who]
             .jump_ms
             .store(self.jump_ms + skew_ms, Ordering::SeqCst);
@@ -271,6 +272,9 @@ impl World {
         if !self.any_running() {
             self.runs.push((self.now(), None));
         }
+        let now = self.now();
+        self.clocks_behind.push((now, None, (-skew_ms).max(0)));
+        self.run_of[who] = self.clocks_behind.len() - 1;
         self.running[who] = Some(Running { instance, skew_ms });
         if split {
             self.pending_move = Some(Move::Split(who));
@@ -335,6 +339,8 @@ impl World {
         let Some(r) = self.running[who].take() else {
             return;
         };
+        let now = self.now();
+        self.clocks_behind[self.run_of[who]].1 = Some(now);
         if crash {
             r.instance.crash().await;
             // What it knew only in memory is gone: an interval changed in
@@ -384,6 +390,18 @@ impl World {
                 r.1 = Some(now);
             }
         }
+    }
+
+    /// How far behind ours the clocks of instances running from `t` to 3 s
+    /// later were, at most (they take sites on then).
+    pub(super) fn behind_at(&self, t: DateTime<Utc>) -> i64 {
+        let end = t + chrono::Duration::seconds(3);
+        self.clocks_behind
+            .iter()
+            .filter(|(f, to, _)| *f <= end && to.is_none_or(|to| to >= t))
+            .map(|(_, _, b)| *b)
+            .max()
+            .unwrap_or(0)
     }
 
     /// Within 5 s of a disturbance: the true time before it.
