@@ -12,7 +12,7 @@ use sitewatch::daemon;
 use sitewatch::scheduler::Cadence;
 use tokio_util::sync::CancellationToken;
 
-use crate::recovery::{spawn, terminate};
+use crate::recovery::{outage, spawn, terminate};
 use crate::support::{count, no_reloads, wait_for, TestConfig, TestDb};
 use crate::target::Target;
 
@@ -88,8 +88,8 @@ async fn a_restart_on_a_database_other_configs_used_accounts_for_every_slot() {
     second.kill().unwrap();
     second.wait().unwrap();
     let killed = Utc::now();
-    // systemd's RestartSec: a length of downtime, not a synchronisation.
-    tokio::time::sleep(Duration::from_secs(5)).await;
+    // Restarted 5 s later, as systemd's RestartSec=5 would.
+    outage(5).await;
     let third = spawn(&fast.path, &[], &log);
     wait_for(
         "10 rounds after the restart",

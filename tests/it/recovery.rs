@@ -273,7 +273,7 @@ async fn recovered(
 /// Holds a fault for its length. A duration, not a synchronisation: how long
 /// the outage lasts is what the test is about (the daemon's side of it is
 /// awaited before and after, in rows).
-async fn outage(secs: u64) {
+pub async fn outage(secs: u64) {
     tokio::time::sleep(Duration::from_secs(secs)).await;
 }
 
