@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::Utc;
 use http::header::{
-    HeaderMap, HeaderName, HeaderValue, ACCEPT_ENCODING, CONTENT_ENCODING, COOKIE, HOST, LOCATION,
-    SET_COOKIE, USER_AGENT,
+    HeaderMap, HeaderName, HeaderValue, ACCEPT_ENCODING, COOKIE, HOST, LOCATION, SET_COOKIE,
+    USER_AGENT,
 };
 use http::Method;
 use http_body_util::{BodyExt, Full};
@@ -19,16 +19,16 @@ use hyper::body::Body as _;
 use url::Url;
 
 use super::connect::{chain, Conn, Connector, Fail, Phase, Route, Sender, Trace};
-use super::evidence;
 use super::json;
-use super::judge::{self, HeaderCheck, Response, Rules};
+use super::judge::{HeaderCheck, Response, Rules};
 use super::redirects;
 use super::resolve::{Resolver, ResolverSetupError};
 use super::tls::{Tls, TlsSetupError};
+use super::verdict::{self, Judging};
 use super::{dns_query, handshake, tcp};
 use crate::config::CheckerSettings;
 use crate::model::{
-    CheckKind, CheckOptions, CheckOutcome, CheckRequest, ErrorKind, Origin, Outcome,
+    CheckKind, CheckOptions, CheckOutcome, CheckRequest, ErrorKind, Origin, Outcome, Secrets,
 };
 use crate::net;
 
@@ -84,7 +84,7 @@ struct Prepared {
     ip_family: crate::model::IpFamily,
     public_only: bool,
     reuse: bool,
-    rules: Rules,
+    rules: Arc<Rules>,
 }
 
 impl HttpChecker {
@@ -114,23 +114,30 @@ impl HttpChecker {
     }
 
     /// Runs `req` now and reports what happened. Never takes longer than the
-    /// request's timeout (plus scheduling noise).
+    /// request's timeout (plus scheduling noise). Everything the outcome
+    /// says has passed the site's secret filter.
     pub async fn check(&self, req: &CheckRequest) -> CheckOutcome {
-        match CheckKind::of_url(&req.url) {
+        let secrets = Arc::new(Secrets::of(req, &self.cross_origin));
+        let mut out = match CheckKind::of_url(&req.url) {
             Some(CheckKind::Tcp) => {
                 let cap = self.max_body_bytes as usize;
                 let compile = |p: Option<&str>| p.map(|p| self.regex(p, req.origin)).transpose();
-                return tcp::check(&self.connector, req, &self.instance, cap, &compile).await;
+                tcp::check(&self.connector, req, &self.instance, cap, &compile).await
             }
             Some(CheckKind::Tls) => {
                 let tls = self.connector.tls();
-                return handshake::check(&self.connector, tls, req, &self.instance).await;
+                handshake::check(&self.connector, tls, req, &self.instance).await
             }
             Some(CheckKind::Dns) => {
-                return dns_query::check(self.connector.resolver(), req, &self.instance).await;
+                dns_query::check(self.connector.resolver(), req, &self.instance).await
             }
-            _ => {}
-        }
+            _ => self.check_http(req, &secrets).await,
+        };
+        secrets.scrub(&mut out);
+        out
+    }
+
+    async fn check_http(&self, req: &CheckRequest, secrets: &Arc<Secrets>) -> CheckOutcome {
         let started_at = Utc::now();
         let mut out = CheckOutcome {
             started_at: Some(started_at),
@@ -172,20 +179,13 @@ impl HttpChecker {
             Ok(Err(f)) => fail(&mut out, f.kind, f.message),
             Ok(Ok(resp)) => {
                 out.response_time_ms = Some(took);
-                judge::judge(&mut out, &resp, &prepared.rules);
-                if !out.failures.is_empty() {
-                    evidence::scrub(&mut out, &req.headers, &self.cross_origin);
-                }
-                if out.outcome == Outcome::Down {
-                    let version = out.http_version.as_deref().unwrap_or("HTTP/1.1");
-                    out.evidence = Some(evidence::of(
-                        version,
-                        &resp,
-                        self.evidence_bytes,
-                        &req.headers,
-                        &self.cross_origin,
-                    ));
-                }
+                let judging = Judging {
+                    rules: prepared.rules.clone(),
+                    secrets: secrets.clone(),
+                    cap: prepared.read_cap,
+                    keep: self.evidence_bytes,
+                };
+                out = verdict::judged(out, resp, &judging, deadline).await;
             }
         }
         out
@@ -233,7 +233,7 @@ impl HttpChecker {
                 absent: h.absent,
             });
         }
-        let rules = Rules {
+        let rules = Arc::new(Rules {
             expect: req
                 .expect_status
                 .parse()
@@ -258,7 +258,7 @@ impl HttpChecker {
             body_max: o.body_max_bytes,
             min_cert_days: o.min_cert_days,
             degraded_after_ms: o.degraded_after_ms,
-        };
+        });
         if req.public_only && net::literal_ip(&url).is_some_and(|ip| !net::is_public(ip)) {
             return Err(format!(
                 "{url} is not a public address; refused for an on-demand check"
@@ -351,7 +351,7 @@ impl HttpChecker {
                             format!(
                                 "more than {} redirects (the last to {:?})",
                                 p.max_redirects,
-                                String::from_utf8_lossy(location.as_bytes())
+                                redirects::shown_location(location.as_bytes())
                             ),
                         ));
                     }
@@ -364,7 +364,7 @@ impl HttpChecker {
                                 ErrorKind::Protocol,
                                 format!(
                                     "redirect to {:?}, which is not an http(s) URL",
-                                    String::from_utf8_lossy(location.as_bytes())
+                                    redirects::shown_location(location.as_bytes())
                                 ),
                             )
                         })?;
@@ -436,11 +436,7 @@ impl HttpChecker {
         };
         let read = read.await;
         read?;
-        if let Some(coding) = parts.headers.get(CONTENT_ENCODING) {
-            let (decoded, more) = super::codings::decode(coding.as_bytes(), &data, cap)?;
-            data = decoded;
-            truncated |= more;
-        }
+        // Decoded when judged (`verdict`), off the async workers.
         Trace::add(&mut trace.timing.transfer_ms, started);
         let closing = parts
             .headers

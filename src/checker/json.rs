@@ -9,6 +9,7 @@ use regex::bytes::Regex;
 use serde_json::Value;
 use serde_json_path::JsonPath;
 
+use super::json_budget::{Shape, Stats};
 use crate::model::{Failure, JsonExpect, JsonRule};
 
 /// Characters of a value shown in a failure.
@@ -19,6 +20,8 @@ pub struct JsonCheck {
     /// As written, for messages.
     text: String,
     path: JsonPath,
+    /// What the query may cost, bounded before it runs on a body.
+    shape: Shape,
     length: bool,
     expect: JsonExpect,
     regex: Option<Arc<Regex>>,
@@ -46,6 +49,7 @@ pub fn compile(
     Ok(JsonCheck {
         text: rule.path.clone(),
         path,
+        shape: Shape::of(query),
         length,
         expect: rule.expect.clone(),
         regex,
@@ -70,12 +74,12 @@ pub fn evaluate(checks: &[JsonCheck], body: &[u8], truncated: bool) -> Vec<Failu
             }];
         }
     };
-    checks.iter().filter_map(|c| c.run(&doc)).collect()
+    let stats = Stats::of(&doc, body.len());
+    checks.iter().filter_map(|c| c.run(&doc, &stats)).collect()
 }
 
 impl JsonCheck {
-    fn run(&self, doc: &Value) -> Option<Failure> {
-        let nodes = self.path.query(doc).all();
+    fn run(&self, doc: &Value, stats: &Stats) -> Option<Failure> {
         let fail = |observed: String| {
             Some(Failure {
                 assertion: format!("json {}", self.text),
@@ -83,6 +87,16 @@ impl JsonCheck {
                 observed,
             })
         };
+        let cost = self.shape.cost(stats);
+        if cost > stats.budget() {
+            return fail(format!(
+                "not evaluated: too costly on this body ({} JSON values): the query could \
+                 visit up to {cost:.1e} of them, and the limit is {:.1e}",
+                stats.nodes(),
+                stats.budget()
+            ));
+        }
+        let nodes = self.path.query(doc).all();
         match self.expect {
             JsonExpect::Present(_) => {
                 return if nodes.is_empty() {

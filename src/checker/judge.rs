@@ -26,6 +26,16 @@ pub struct Rules {
     pub degraded_after_ms: Option<u64>,
 }
 
+impl Rules {
+    /// No regex and no JSON query: judging is a few comparisons.
+    pub fn without_patterns(&self) -> bool {
+        self.regex.is_none()
+            && self.forbidden.is_none()
+            && self.json.is_empty()
+            && self.headers.iter().all(|h| h.matches.is_none())
+    }
+}
+
 pub struct HeaderCheck {
     pub name: http::HeaderName,
     pub matches: Option<Arc<Regex>>,

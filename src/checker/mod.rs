@@ -16,11 +16,13 @@ mod handshake;
 mod hosts;
 mod http;
 mod json;
+mod json_budget;
 mod judge;
 mod redirects;
 mod resolve;
 mod tcp;
 mod tls;
+mod verdict;
 
 pub use connect::chain as error_chain;
 pub use hosts::HostLimits;

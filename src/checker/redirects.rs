@@ -45,3 +45,21 @@ pub fn with_cookies(
         }
     }
 }
+
+/// A `Location` as messages show it: a server's URL may carry a token of
+/// its own (`?session=`), which the site's secret filter would not know.
+pub fn shown_location(location: &[u8]) -> String {
+    let text = String::from_utf8_lossy(location);
+    if url::Url::parse(&text).is_ok() {
+        return crate::model::redacted_url(&text);
+    }
+    // A relative reference: judged on a placeholder origin.
+    const BASE: &str = "http://placeholder.invalid";
+    match url::Url::parse(BASE).and_then(|b| b.join(&text)) {
+        Ok(u) => {
+            let shown = crate::model::redacted_url(u.as_str());
+            shown.strip_prefix(BASE).unwrap_or(&shown).to_owned()
+        }
+        Err(_) => text.into_owned(),
+    }
+}

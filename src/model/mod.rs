@@ -18,12 +18,14 @@ use serde::{Deserialize, Serialize};
 mod check_id;
 mod outcome;
 mod request;
+pub mod secrets;
 
 pub use check_id::{slot_of, time_leading_range, CheckIds};
 pub use outcome::{CheckOutcome, ErrorKind, Evidence, Failure, Outcome, Timing, TlsDetails};
 pub use request::{
     CheckKind, CheckOptions, CheckRequest, HeaderRule, IpFamily, JsonExpect, JsonRule, LATE_AFTER,
 };
+pub use secrets::{redacted_url, Secrets, REDACTED};
 /// The message schema version of HTTP checks, which every build reads.
 pub const SCHEMA_VERSION: u32 = 1;
 /// The version of the messages of the other check kinds: a build that

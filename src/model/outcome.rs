@@ -225,6 +225,10 @@ pub struct Timing {
     /// From the response head to the end of the (capped) body.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub transfer_ms: Option<f64>,
+    /// After the exchange: decoding the body, judging every assertion and
+    /// keeping the evidence. Not part of `response_time_ms`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub judge_ms: Option<f64>,
     /// Redirects followed.
     pub redirects: u32,
 }
@@ -273,7 +277,8 @@ impl CheckOutcome {
             v: req.v,
             check_id: req.check_id,
             site: req.site.clone(),
-            url: req.url.clone(),
+            // What may be shown of it: no user information, no token.
+            url: super::redacted_url(&req.url),
             origin: req.origin,
             scheduled_at: req.scheduled_at,
             started_at: None,

@@ -10,7 +10,7 @@ use tokio_postgres::GenericClient;
 use uuid::Uuid;
 
 use super::StoreError;
-use crate::model::{CheckKind, CheckOutcome, Outcome};
+use crate::model::{redacted_url, CheckKind, CheckOutcome, Outcome};
 
 const INSERT_RAW: &str = "
 INSERT INTO check_results AS c
@@ -19,14 +19,14 @@ INSERT INTO check_results AS c
      error_message, checker, dns_ms, connect_ms, tls_ms, ttfb_ms, transfer_ms,
      redirects, remote_addr, http_version, cert_not_after, cert_days_left,
      cert_subject, cert_issuer, tls_version, failures, requested_by, late, evidence, kind,
-     answers)
+     answers, judge_ms)
 SELECT * FROM unnest($1::uuid[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
                      $6::timestamptz[], $7::timestamptz[], $8::text[], $9::int2[],
                      $10::float8[], $11::bool[], $12::int8[], $13::text[], $14::text[],
                      $15::text[], $16::float8[], $17::float8[], $18::float8[], $19::float8[],
                      $20::float8[], $21::int2[], $22::text[], $23::text[], $24::timestamptz[],
                      $25::float8[], $26::text[], $27::text[], $28::text[], $29::jsonb[],
-                     $30::text[], $31::bool[], $32::jsonb[], $33::text[], $34::jsonb[])
+                     $30::text[], $31::bool[], $32::jsonb[], $33::text[], $34::jsonb[], $35::float8[])
 ON CONFLICT (check_id, scheduled_at) DO UPDATE SET
     started_at = excluded.started_at, finished_at = excluded.finished_at,
     outcome = excluded.outcome, status_code = excluded.status_code,
@@ -40,7 +40,7 @@ ON CONFLICT (check_id, scheduled_at) DO UPDATE SET
     cert_days_left = excluded.cert_days_left, cert_subject = excluded.cert_subject,
     cert_issuer = excluded.cert_issuer, tls_version = excluded.tls_version,
     failures = excluded.failures, late = excluded.late, evidence = excluded.evidence,
-    answers = excluded.answers,
+    answers = excluded.answers, judge_ms = excluded.judge_ms,
     persisted_at = now(),
     replaced_placeholder = true
 WHERE c.outcome = 'skipped' AND excluded.outcome <> 'skipped'
@@ -182,7 +182,7 @@ pub async fn insert_results(
     let mut kinds = Vec::with_capacity(rows.len());
     let mut messages = Vec::with_capacity(rows.len());
     let mut checkers = Vec::with_capacity(rows.len());
-    let mut phases: [Vec<Option<f64>>; 5] = Default::default();
+    let mut phases: [Vec<Option<f64>>; 6] = Default::default();
     let mut redirects: Vec<Option<i16>> = Vec::with_capacity(rows.len());
     let mut remotes = Vec::with_capacity(rows.len());
     let mut versions = Vec::with_capacity(rows.len());
@@ -229,6 +229,7 @@ pub async fn insert_results(
             t.and_then(|t| t.tls_ms),
             t.and_then(|t| t.ttfb_ms),
             t.and_then(|t| t.transfer_ms),
+            t.and_then(|t| t.judge_ms),
         ]) {
             column.push(value);
         }
@@ -284,6 +285,7 @@ pub async fn insert_results(
                 &evidence,
                 &check_kinds,
                 &answers,
+                &phases[5],
             ],
         )
         .await?
@@ -302,7 +304,9 @@ pub async fn insert_skipped(
     }
     let ids: Vec<Uuid> = rows.iter().map(|r| r.check_id).collect();
     let sites: Vec<&str> = rows.iter().map(|r| r.site.as_str()).collect();
-    let urls: Vec<&str> = rows.iter().map(|r| r.url.as_str()).collect();
+    // The site's URL as configured may carry credentials (`user:pw@`,
+    // `?token=`); a row shows what may be shown.
+    let urls: Vec<String> = rows.iter().map(|r| redacted_url(&r.url)).collect();
     let at: Vec<DateTime<Utc>> = rows.iter().map(|r| r.scheduled_at).collect();
     let kinds: Vec<&str> = rows.iter().map(|r| r.kind).collect();
     let messages: Vec<&str> = rows.iter().map(|r| r.message.as_str()).collect();

@@ -31,7 +31,8 @@ pub async fn sync_sites<S: std::borrow::Borrow<Site>>(
     let mut sources = Vec::with_capacity(sites.len());
     for s in sites.iter().map(|s| s.borrow()) {
         names.push(s.name.clone());
-        urls.push(s.url.to_string());
+        // Shown to every reader of the table and in alerts: no credentials.
+        urls.push(crate::model::redacted_url(s.url.as_str()));
         methods.push(s.method.to_string());
         intervals.push(s.interval.as_millis() as i64);
         timeouts.push(s.timeout.as_millis() as i64);

@@ -33,6 +33,7 @@ async fn migrations_apply_once_and_create_partitions() {
             "V17__time_leading_check_ids",
             "V18__hour_rollups_at_close",
             "V19__progress_never_ahead",
+            "V20__judge_time",
         ]
     );
     // Yesterday through PARTITION_DAYS_AHEAD days ahead.
@@ -97,7 +98,8 @@ async fn time_leading_check_ids_start_an_hour_after_an_upgrade_with_results() {
         [
             "V17__time_leading_check_ids",
             "V18__hour_rollups_at_close",
-            "V19__progress_never_ahead"
+            "V19__progress_never_ahead",
+            "V20__judge_time"
         ]
     );
     let cut = store::check_ids(&client).await.unwrap().time_leading_from;

@@ -1,0 +1,114 @@
+//! After the exchange: decoding the body, judging every assertion and
+//! keeping the evidence. This is CPU work on what a server chose to send,
+//! so it runs on the blocking pool, never on an async worker (which would
+//! stall every other check, the API and `/healthz`), within the check's
+//! deadline, and its time is recorded apart (`judge_ms`): `finished_at`
+//! and `response_time_ms` keep meaning the exchange.
+//!
+//! Each piece is bounded on its own: the body by the read cap, decoding by
+//! the same cap, a JSONPath query by its cost bound (`json_budget`), a regex
+//! by its compiled size and linear-time matching. The deadline bounds what
+//! the check waits for; the work left behind is bounded by those.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use http::HeaderValue;
+
+use super::evidence;
+use super::judge::{self, Response, Rules};
+use crate::model::{CheckOutcome, ErrorKind, Outcome, Secrets};
+
+/// Bodies up to this size, plain and judged without any pattern, are
+/// judged in place: handing them to another thread would cost more.
+const INLINE_BYTES: usize = 16 * 1024;
+/// Judging may run this long past the exchange even when the exchange used
+/// up the timeout: a slow answer is judged, not failed for its judging.
+const MIN_JUDGE_TIME: Duration = Duration::from_millis(500);
+
+/// What judging needs besides the response.
+pub struct Judging {
+    pub rules: Arc<Rules>,
+    pub secrets: Arc<Secrets>,
+    /// Body bytes kept at most after decoding.
+    pub cap: usize,
+    /// Body bytes kept as evidence.
+    pub keep: usize,
+}
+
+/// `out` (with the exchange's fields set) judged against `r`, whose body
+/// is as it came on the wire (decoded here by its `Content-Encoding`).
+pub async fn judged(
+    out: CheckOutcome,
+    r: Response,
+    j: &Judging,
+    deadline: Instant,
+) -> CheckOutcome {
+    let started = Instant::now();
+    let coding = r.headers.get(http::header::CONTENT_ENCODING).cloned();
+    let cheap = coding.is_none() && r.body.len() <= INLINE_BYTES && j.rules.without_patterns();
+    let (rules, secrets, cap, keep) = (j.rules.clone(), j.secrets.clone(), j.cap, j.keep);
+    let work = move |out| judge_now(out, r, coding.as_ref(), &rules, &secrets, cap, keep);
+    let mut out = if cheap {
+        work(out)
+    } else {
+        let unjudged = out.clone();
+        let until = deadline.max(started + MIN_JUDGE_TIME);
+        let task = tokio::task::spawn_blocking(move || work(out));
+        match tokio::time::timeout_at(until.into(), task).await {
+            Ok(Ok(out)) => out,
+            Ok(Err(e)) => failed(
+                unjudged,
+                ErrorKind::Other,
+                format!("judging the response failed: {e}"),
+            ),
+            Err(_) => failed(
+                unjudged,
+                ErrorKind::Timeout,
+                format!(
+                    "the response came, but judging it did not finish within the timeout \
+                     (it had run {} ms)",
+                    started.elapsed().as_millis()
+                ),
+            ),
+        }
+    };
+    if let Some(t) = &mut out.timing {
+        t.judge_ms = Some(started.elapsed().as_secs_f64() * 1e3);
+    }
+    out
+}
+
+fn judge_now(
+    mut out: CheckOutcome,
+    mut r: Response,
+    coding: Option<&HeaderValue>,
+    rules: &Rules,
+    secrets: &Secrets,
+    cap: usize,
+    keep: usize,
+) -> CheckOutcome {
+    if let Some(coding) = coding {
+        match super::codings::decode(coding.as_bytes(), &r.body, cap) {
+            Ok((decoded, more)) => {
+                r.body = decoded;
+                r.truncated |= more;
+            }
+            Err(f) => return failed(out, f.kind, f.message),
+        }
+    }
+    judge::judge(&mut out, &r, rules);
+    evidence::hide_credential_headers(&mut out);
+    if out.outcome == Outcome::Down {
+        let version = out.http_version.as_deref().unwrap_or("HTTP/1.1");
+        out.evidence = Some(evidence::of(version, &r, keep, secrets));
+    }
+    out
+}
+
+fn failed(mut out: CheckOutcome, kind: ErrorKind, message: String) -> CheckOutcome {
+    out.outcome = Outcome::Down;
+    out.error_kind = Some(kind);
+    out.error_message = Some(message);
+    out
+}

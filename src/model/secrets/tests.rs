@@ -1,0 +1,257 @@
+//! The filter's promise, as a property: a secret the site sends, echoed by a
+//! server in any of the encodings the filter claims to catch, inside any
+//! text, never survives.
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine as _;
+use proptest::prelude::*;
+
+use super::*;
+
+/// How a server may echo a value (written independently of the filter's
+/// own list, where a library does it).
+#[derive(Debug, Clone, Copy)]
+enum Echo {
+    AsSent,
+    Upper,
+    Lower,
+    Percent,
+    PercentLower,
+    Form,
+    Json,
+    JsonSlashes,
+    Html,
+    Base64,
+    /// Inside a longer base64 text, after this many other bytes.
+    Base64Inside(usize),
+}
+
+fn echo(secret: &str, how: Echo) -> String {
+    match how {
+        Echo::AsSent => secret.to_owned(),
+        Echo::Upper => secret.to_uppercase(),
+        Echo::Lower => secret.to_lowercase(),
+        Echo::Percent => {
+            percent_encoding::utf8_percent_encode(secret, NON_ALPHANUMERIC).to_string()
+        }
+        Echo::PercentLower => {
+            let upper = percent_encoding::utf8_percent_encode(secret, NON_ALPHANUMERIC).to_string();
+            // %2F as %2f, the rest unchanged.
+            let mut out = String::new();
+            let mut hex = 0;
+            for c in upper.chars() {
+                if c == '%' {
+                    hex = 2;
+                    out.push(c);
+                } else if hex > 0 {
+                    hex -= 1;
+                    out.push(c.to_ascii_lowercase());
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        }
+        Echo::Form => url::form_urlencoded::Serializer::new(String::new())
+            .append_pair("x", secret)
+            .finish()
+            .trim_start_matches("x=")
+            .to_owned(),
+        Echo::Json => {
+            let j = serde_json::to_string(secret).unwrap();
+            j[1..j.len() - 1].to_owned()
+        }
+        Echo::JsonSlashes => {
+            let j = serde_json::to_string(secret).unwrap();
+            j[1..j.len() - 1].replace('/', "\\/")
+        }
+        Echo::Html => secret
+            .chars()
+            .map(|c| match c {
+                '&' => "&amp;".to_owned(),
+                '<' => "&lt;".to_owned(),
+                '>' => "&gt;".to_owned(),
+                '"' => "&quot;".to_owned(),
+                '\'' => "&#39;".to_owned(),
+                c => c.to_string(),
+            })
+            .collect(),
+        Echo::Base64 => STANDARD.encode(secret),
+        Echo::Base64Inside(before) => {
+            let mut line = "x".repeat(before).into_bytes();
+            line.extend_from_slice(b"Authorization: ");
+            line.extend_from_slice(secret.as_bytes());
+            line.extend_from_slice(b"\r\nAccept: */*");
+            URL_SAFE_NO_PAD.encode(line)
+        }
+    }
+}
+
+fn any_echo() -> impl Strategy<Value = Echo> {
+    prop_oneof![
+        Just(Echo::AsSent),
+        Just(Echo::Upper),
+        Just(Echo::Lower),
+        Just(Echo::Percent),
+        Just(Echo::PercentLower),
+        Just(Echo::Form),
+        Just(Echo::Json),
+        Just(Echo::JsonSlashes),
+        Just(Echo::Html),
+        Just(Echo::Base64),
+        (0usize..7).prop_map(Echo::Base64Inside),
+    ]
+}
+
+/// Does any base64 run of `text`, decoded at any alignment, contain
+/// `secret`?
+fn base64_carries(text: &str, secret: &str) -> bool {
+    let runs = text.split(|c: char| !(c.is_ascii_alphanumeric() || "+/-_".contains(c)));
+    runs.into_iter().any(|run| {
+        (0..4).any(|skip| {
+            let run = &run[skip.min(run.len())..];
+            let whole = &run[..run.len() / 4 * 4];
+            let decoded = URL_SAFE_NO_PAD
+                .decode(whole.trim_end_matches('='))
+                .or_else(|_| STANDARD.decode(whole));
+            decoded.is_ok_and(|d| {
+                d.windows(secret.len().max(1))
+                    .any(|w| w == secret.as_bytes())
+            })
+        })
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn an_echoed_secret_never_survives(
+        secret in "[ -~]{4,24}|[a-zA-Z0-9+/=]{8,24}|tok-[a-z0-9é€]{4,12}",
+        how in any_echo(),
+        before in "[ -~]{0,20}",
+        after in "[ -~]{0,20}",
+    ) {
+        // Inside a longer base64 text, a secret is found from 8 bytes on
+        // (shorter, it would match too much by chance; README).
+        let how = match how {
+            Echo::Base64Inside(_) if secret.len() < 8 => Echo::Base64,
+            how => how,
+        };
+        let filter = Secrets::from_values([secret.clone()]);
+        let echoed = echo(&secret, how);
+        let text = format!("{before}{echoed}{after}");
+        let shown = filter.redact(&text);
+        prop_assert!(
+            !shown.to_lowercase().contains(&echoed.to_lowercase()),
+            "{how:?} of {secret:?} survived in {shown:?}"
+        );
+        if matches!(how, Echo::Base64 | Echo::Base64Inside(_)) {
+            prop_assert!(!base64_carries(&shown, &secret), "{how:?}: {shown:?}");
+        }
+    }
+}
+
+fn request(url: &str, headers: &[(&str, &str)], body: Option<&str>) -> CheckRequest {
+    let mut req: CheckRequest = serde_json::from_value(serde_json::json!({
+        "v": 1, "check_id": uuid::Uuid::nil(), "site": "s", "origin": "scheduled",
+        "scheduled_at": "2026-12-01T00:00:00Z", "deadline": "2026-12-01T00:01:00Z",
+        "url": url, "timeout_ms": 1000
+    }))
+    .unwrap();
+    req.headers = headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if let Some(b) = body {
+        req.options = Some(crate::model::CheckOptions {
+            body: Some(b.to_owned()),
+            ..Default::default()
+        });
+    }
+    req
+}
+
+#[test]
+fn every_kind_of_site_secret_is_found() {
+    let basic = STANDARD.encode("alice:basic-pw-77");
+    let req = request(
+        "https://bob:url%2Fpass@api.example/v1?access_token=qt-123456&page=2",
+        &[
+            ("authorization", &format!("Basic {basic}")),
+            ("cookie", "sid=ck-abcdef; lang=en"),
+            ("x-api-key", "k-0123456789"),
+            ("user-agent", "probe/1.0"),
+        ],
+        Some(r#"{"client_secret": "body-secret-1", "n": 3}"#),
+    );
+    let filter = Secrets::of(&req, &["user-agent"]);
+    for secret in [
+        "basic-pw-77",
+        "alice:basic-pw-77",
+        &basic,
+        "ck-abcdef",
+        "k-0123456789",
+        "url/pass",
+        "url%2Fpass",
+        "qt-123456",
+        "body-secret-1",
+    ] {
+        let text = format!("you sent {secret}!");
+        assert_eq!(filter.redact(&text), "you sent [redacted]!", "{secret}");
+    }
+    // What the site may show stays: the safe header, the short cookie.
+    assert_eq!(filter.redact("probe/1.0 lang=en"), "probe/1.0 lang=en");
+}
+
+#[test]
+fn a_url_loses_its_credentials_and_keeps_the_rest() {
+    assert_eq!(
+        redacted_url("https://bob:pw@api.example/v1?api_key=xyz&page=2"),
+        "https://api.example/v1?api_key=%5Bredacted%5D&page=2"
+    );
+    assert_eq!(
+        redacted_url("https://api.example/v1?page=2"),
+        "https://api.example/v1?page=2"
+    );
+    assert_eq!(
+        redacted_url("tcp://db.example:5432"),
+        "tcp://db.example:5432"
+    );
+    assert_eq!(redacted_url("not a url"), "not a url");
+}
+
+#[test]
+fn the_whole_outcome_is_filtered() {
+    let req = request(
+        "https://u:hunter2-pw@s.example/?token=t-987654",
+        &[("authorization", "Bearer s3cr3t-value")],
+        None,
+    );
+    let filter = Secrets::of(&req, &[] as &[&str]);
+    let mut out = CheckOutcome::of(&req, crate::model::Outcome::Down, "t");
+    out.error_message =
+        Some("more than 5 redirects (the last to \"/loop?t=s3cr3t%2Dvalue\")".into());
+    out.failures = vec![crate::model::Failure {
+        assertion: "regex".into(),
+        expected: "x".into(),
+        observed: "czNjcjN0LXZhbHVl".into(),
+    }];
+    out.answers = vec!["NOERROR".into(), "TXT hunter2-pw".into()];
+    out.evidence = Some(crate::model::Evidence {
+        status_line: "HTTP/1.1 500".into(),
+        headers: vec![("x-echo".into(), "Bearer%20s3cr3t-value".into())],
+        body: "token=T-987654".into(),
+        body_truncated: false,
+    });
+    filter.scrub(&mut out);
+    let text = serde_json::to_string(&out).unwrap().to_lowercase();
+    for secret in ["s3cr3t", "czNjcjN0", "hunter2", "t-987654"] {
+        assert!(!text.contains(&secret.to_lowercase()), "{secret} in {text}");
+    }
+    assert!(
+        out.url.starts_with("https://s.example/?token="),
+        "{}",
+        out.url
+    );
+}
