@@ -21,6 +21,7 @@ use url::Url;
 use super::connect::{chain, Conn, Connector, Fail, Phase, Route, Sender, Trace};
 use super::json;
 use super::judge::{HeaderCheck, Response, Rules};
+use super::pattern::Pattern;
 use super::redirects;
 use super::resolve::{Resolver, ResolverSetupError};
 use super::tls::{Tls, TlsSetupError};
@@ -38,9 +39,6 @@ const REGEX_CACHE_MAX: usize = 10_000;
 /// Limit on a compiled regex's size: a pattern from an on-demand request must
 /// not cost unbounded memory.
 const REGEX_SIZE_LIMIT: usize = 1 << 20;
-/// The lazy DFA cache of an on-demand check's regex: a quarter of the
-/// crate's 2 MiB default, and dropped with the check.
-const ONE_OFF_DFA_LIMIT: usize = 1 << 19;
 
 /// The checker could not start: a CA file or the DNS configuration is bad.
 #[derive(Debug, thiserror::Error)]
@@ -65,7 +63,7 @@ pub struct HttpChecker {
     /// Headers that go on to another origin after a redirect
     /// (`checker.cross_origin_headers`); the rest are dropped there.
     cross_origin: Vec<HeaderName>,
-    regexes: Mutex<HashMap<String, Arc<regex::bytes::Regex>>>,
+    regexes: Mutex<HashMap<String, Arc<Pattern>>>,
     /// This instance's name, recorded with each outcome.
     instance: String,
 }
@@ -455,29 +453,20 @@ impl HttpChecker {
     }
 
     /// The compiled `pattern`: shared for scheduled checks (the config's
-    /// patterns, bounded by the config), compiled afresh with a small DFA
-    /// cache for on-demand ones (an API caller's, which must not pile up).
-    fn regex(&self, pattern: &str, origin: Origin) -> Result<Arc<regex::bytes::Regex>, String> {
+    /// patterns, bounded by the config), compiled afresh for on-demand ones
+    /// (an API caller's, which must not pile up).
+    fn regex(&self, pattern: &str, origin: Origin) -> Result<Arc<Pattern>, String> {
         if origin == Origin::OnDemand {
-            return regex::bytes::RegexBuilder::new(pattern)
-                .size_limit(REGEX_SIZE_LIMIT)
-                .dfa_size_limit(ONE_OFF_DFA_LIMIT)
-                .build()
-                .map(Arc::new)
-                .map_err(|e| format!("bad regex: {e}"));
+            return Pattern::new(pattern, REGEX_SIZE_LIMIT).map(Arc::new);
         }
         let mut cache = self.regexes.lock().expect("regex cache lock");
         if let Some(r) = cache.get(pattern) {
             return Ok(r.clone());
         }
-        let r = regex::bytes::RegexBuilder::new(pattern)
-            .size_limit(REGEX_SIZE_LIMIT)
-            .build()
-            .map_err(|e| format!("bad regex: {e}"))?;
+        let r = Arc::new(Pattern::new(pattern, REGEX_SIZE_LIMIT)?);
         if cache.len() >= REGEX_CACHE_MAX {
             cache.clear();
         }
-        let r = Arc::new(r);
         cache.insert(pattern.to_owned(), r.clone());
         Ok(r)
     }

@@ -5,11 +5,11 @@
 
 use std::sync::Arc;
 
-use regex::bytes::Regex;
 use serde_json::Value;
 use serde_json_path::JsonPath;
 
 use super::json_budget::{Shape, Stats};
+use super::pattern::{Pattern, TooCostly};
 use crate::model::{Failure, JsonExpect, JsonRule};
 
 /// Characters of a value shown in a failure.
@@ -24,14 +24,14 @@ pub struct JsonCheck {
     shape: Shape,
     length: bool,
     expect: JsonExpect,
-    regex: Option<Arc<Regex>>,
+    regex: Option<Arc<Pattern>>,
 }
 
 /// Compiles `rule`, its `matches` pattern through `regex` (the checker's
 /// cache); the error says what is wrong with its path or regex.
 pub fn compile(
     rule: &JsonRule,
-    regex: impl Fn(&str) -> Result<Arc<Regex>, String>,
+    regex: impl Fn(&str) -> Result<Arc<Pattern>, String>,
 ) -> Result<JsonCheck, String> {
     if let Some(why) = rule.too_complex() {
         return Err(format!(
@@ -119,22 +119,24 @@ impl JsonCheck {
         for node in nodes {
             let value = if self.length {
                 match length(node) {
-                    Some(n) => Value::from(n),
+                    Some(n) => std::borrow::Cow::Owned(Value::from(n)),
                     None => return fail(format!("{} (it has no length)", shown(node))),
                 }
             } else {
-                node.clone()
+                std::borrow::Cow::Borrowed(node)
             };
-            if !self.holds(&value) {
-                return fail(shown(&value));
+            match self.holds(&value) {
+                Ok(true) => {}
+                Ok(false) => return fail(shown(&value)),
+                Err(costly) => return fail(costly.to_string()),
             }
         }
         None
     }
 
-    fn holds(&self, v: &Value) -> bool {
+    fn holds(&self, v: &Value) -> Result<bool, TooCostly> {
         let number = v.as_f64();
-        match &self.expect {
+        Ok(match &self.expect {
             JsonExpect::Equals(want) => same(v, want),
             JsonExpect::NotEquals(want) => !same(v, want),
             JsonExpect::AtLeast(n) => number.is_some_and(|x| x >= *n),
@@ -143,15 +145,16 @@ impl JsonCheck {
             JsonExpect::LessThan(n) => number.is_some_and(|x| x < *n),
             JsonExpect::Matches(_) => {
                 let text = match v {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
+                    Value::String(s) => std::borrow::Cow::Borrowed(s.as_str()),
+                    other => std::borrow::Cow::Owned(other.to_string()),
                 };
-                self.regex
-                    .as_ref()
-                    .is_some_and(|re| re.is_match(text.as_bytes()))
+                match &self.regex {
+                    Some(re) => re.is_match(text.as_bytes())?,
+                    None => false,
+                }
             }
             JsonExpect::Present(_) | JsonExpect::Absent(_) => true,
-        }
+        })
     }
 
     fn expected(&self) -> String {
@@ -202,8 +205,8 @@ mod tests {
     use super::*;
 
     /// A regex compiled afresh, as the checker's cache would.
-    fn fresh(p: &str) -> Result<Arc<Regex>, String> {
-        Regex::new(p).map(Arc::new).map_err(|e| e.to_string())
+    fn fresh(p: &str) -> Result<Arc<Pattern>, String> {
+        Pattern::new(p, 1 << 20).map(Arc::new)
     }
 
     fn rule(path: &str, expect: JsonExpect) -> JsonCheck {

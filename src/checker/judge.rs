@@ -5,17 +5,17 @@
 use std::sync::Arc;
 
 use http::HeaderMap;
-use regex::bytes::Regex;
 
 use super::json::{self, JsonCheck};
+use super::pattern::Pattern;
 use crate::config::StatusSet;
 use crate::model::{CheckOutcome, ErrorKind, Failure, Outcome};
 
 /// A site's assertions, compiled.
 pub struct Rules {
     pub expect: StatusSet,
-    pub regex: Option<Arc<Regex>>,
-    pub forbidden: Option<Arc<Regex>>,
+    pub regex: Option<Arc<Pattern>>,
+    pub forbidden: Option<Arc<Pattern>>,
     /// Lower-case name; `None` regex = any value; `absent` = must not be sent.
     pub headers: Vec<HeaderCheck>,
     /// Assertions on the body read as JSON.
@@ -38,7 +38,7 @@ impl Rules {
 
 pub struct HeaderCheck {
     pub name: http::HeaderName,
-    pub matches: Option<Arc<Regex>>,
+    pub matches: Option<Arc<Pattern>>,
     pub absent: bool,
 }
 
@@ -83,24 +83,42 @@ pub fn judge(out: &mut CheckOutcome, r: &Response, rules: &Rules) {
             r.status.to_string(),
         );
     }
-    out.regex_matched = rules.regex.as_ref().map(|re| re.is_match(&r.body));
-    if out.regex_matched == Some(false) {
-        let re = rules.regex.as_ref().map(|re| re.as_str()).unwrap_or("");
-        fail(
-            ErrorKind::RegexMismatch,
-            "regex",
-            format!("body matches {re:?}"),
-            format!("no match in {}", seen()),
-        );
+    if let Some(re) = &rules.regex {
+        let found = re.is_match(&r.body);
+        out.regex_matched = found.ok();
+        let expected = format!("body matches {:?}", re.as_str());
+        match found {
+            Ok(true) => {}
+            Ok(false) => fail(
+                ErrorKind::RegexMismatch,
+                "regex",
+                expected,
+                format!("no match in {}", seen()),
+            ),
+            Err(costly) => fail(
+                ErrorKind::RegexMismatch,
+                "regex",
+                expected,
+                costly.to_string(),
+            ),
+        }
     }
     if let Some(re) = &rules.forbidden {
-        if let Some(m) = re.find(&r.body) {
-            fail(
+        let expected = format!("body does not match {:?}", re.as_str());
+        match re.find(&r.body) {
+            Ok(None) => {}
+            Ok(Some(m)) => fail(
                 ErrorKind::ForbiddenMatch,
                 "forbidden_regex",
-                format!("body does not match {:?}", re.as_str()),
-                format!("{:?} at byte {}", excerpt(m.as_bytes()), m.start()),
-            );
+                expected,
+                format!("{:?} at byte {}", excerpt(&r.body[m.clone()]), m.start),
+            ),
+            Err(costly) => fail(
+                ErrorKind::ForbiddenMatch,
+                "forbidden_regex",
+                expected,
+                costly.to_string(),
+            ),
         }
     }
     for h in &rules.headers {
@@ -138,7 +156,8 @@ pub fn judge(out: &mut CheckOutcome, r: &Response, rules: &Rules) {
                 "absent".into(),
             );
         } else if let Some(re) = &h.matches {
-            if !values.iter().any(|v| re.is_match(v)) {
+            // A head is at most 256 KiB: a costly pattern on it fails.
+            if !values.iter().any(|v| re.is_match(v).unwrap_or(false)) {
                 fail(
                     ErrorKind::HeaderMismatch,
                     &format!("header {name}"),
@@ -308,12 +327,12 @@ mod tests {
     fn every_failed_assertion_is_named_with_what_came() {
         let mut r = rules();
         r.expect = "200".parse().unwrap();
-        r.regex = Some(Arc::new(Regex::new("welcome").unwrap()));
-        r.forbidden = Some(Arc::new(Regex::new("(?i)error").unwrap()));
+        r.regex = Some(Arc::new(Pattern::new("welcome", 1 << 20).unwrap()));
+        r.forbidden = Some(Arc::new(Pattern::new("(?i)error", 1 << 20).unwrap()));
         r.headers = vec![
             HeaderCheck {
                 name: "content-type".parse().unwrap(),
-                matches: Some(Arc::new(Regex::new("^text/html").unwrap())),
+                matches: Some(Arc::new(Pattern::new("^text/html", 1 << 20).unwrap())),
                 absent: false,
             },
             HeaderCheck {

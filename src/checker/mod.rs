@@ -18,6 +18,7 @@ mod http;
 mod json;
 mod json_budget;
 mod judge;
+mod pattern;
 mod redirects;
 mod resolve;
 mod tcp;

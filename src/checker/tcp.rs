@@ -8,14 +8,14 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use regex::bytes::Regex;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::connect::{Connector, Fail, Phase, Route, Trace};
+use super::pattern::Pattern;
 use crate::model::{CheckOptions, CheckOutcome, CheckRequest, ErrorKind, Failure, Outcome};
 
 /// Compiles an `expect` pattern (the HTTP checker's regex cache).
-pub type Compile<'a> = dyn Fn(Option<&str>) -> Result<Option<Arc<Regex>>, String> + Sync + 'a;
+pub type Compile<'a> = dyn Fn(Option<&str>) -> Result<Option<Arc<Pattern>>, String> + Sync + 'a;
 
 /// Runs the `tcp://` check `req`; `cap` bounds the bytes read for `expect`,
 /// `compile` turns it into a regex.
@@ -49,7 +49,7 @@ pub async fn check(
     let mut data = Vec::new();
     let dialogue = Dialogue {
         send,
-        expect: expect.as_deref(),
+        expect: expect.as_ref(),
         cap,
     };
     let exchange = run(
@@ -111,7 +111,7 @@ fn prepare(
     req: &CheckRequest,
     o: &CheckOptions,
     expect: &Compile<'_>,
-) -> Result<(Route, Option<Arc<Regex>>), String> {
+) -> Result<(Route, Option<Arc<Pattern>>), String> {
     let url = url::Url::parse(&req.url).map_err(|e| format!("bad url: {e}"))?;
     let (Some(host), Some(port)) = (url.host_str(), url.port()) else {
         return Err(format!("{url} is not a tcp://host:port URL"));
@@ -131,7 +131,7 @@ fn prepare(
 /// What to say and what to wait for once connected.
 struct Dialogue<'a> {
     send: &'a [u8],
-    expect: Option<&'a Regex>,
+    expect: Option<&'a Arc<Pattern>>,
     /// Bytes read at most.
     cap: usize,
 }
@@ -191,7 +191,9 @@ async fn run(
         }
         let room = cap.saturating_sub(data.len());
         data.extend_from_slice(&buf[..n.min(room)]);
-        let matched = re.is_match(data);
+        let matched = matches(re, data)
+            .await?
+            .map_err(|costly| Fail::new(ErrorKind::RegexMismatch, format!("expect: {costly}")))?;
         if matched || n == 0 || data.len() >= cap {
             return Ok(Seen {
                 matched,
@@ -201,10 +203,33 @@ async fn run(
     }
 }
 
+/// Above this, what came is matched on the blocking pool: a pattern on a
+/// large input is CPU work no async worker may do.
+const INLINE_MATCH_BYTES: usize = 16 * 1024;
+
+/// Does `data` match `re` yet? (`data` goes to another thread and back.)
+async fn matches(
+    re: &Arc<Pattern>,
+    data: &mut Vec<u8>,
+) -> Result<Result<bool, super::pattern::TooCostly>, Fail> {
+    if data.len() <= INLINE_MATCH_BYTES {
+        return Ok(re.is_match(data));
+    }
+    let (re, taken) = (re.clone(), std::mem::take(data));
+    let (back, matched) = tokio::task::spawn_blocking(move || {
+        let matched = re.is_match(&taken);
+        (taken, matched)
+    })
+    .await
+    .map_err(|e| Fail::new(ErrorKind::Other, format!("matching `expect` failed: {e}")))?;
+    *data = back;
+    Ok(matched)
+}
+
 fn judge(
     out: &mut CheckOutcome,
     o: &CheckOptions,
-    expect: Option<&Regex>,
+    expect: Option<&Pattern>,
     seen: &Seen,
     data: &[u8],
 ) {
