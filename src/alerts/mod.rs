@@ -13,6 +13,7 @@
 mod deliver;
 mod email;
 mod notice;
+mod template;
 mod vendors;
 pub mod webhook;
 

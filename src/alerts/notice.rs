@@ -80,6 +80,34 @@ impl Notice {
         }
     }
 
+    /// One notice of each event whose every text a server could have
+    /// chosen: quotes, backslashes, newlines, control characters, markup,
+    /// and a 10 KiB cause. Templates must render all of them.
+    pub fn hostile_samples() -> Vec<Notice> {
+        let nasty = "\"quoted\" \\ back\\slash\nnew line\r\ttab \u{0}\u{1}\u{1b}[31m \u{7f} \
+                     <b>&amp;</b> {{ not a template }} \u{2028} é €";
+        let cause = format!("{nasty} {}", "x".repeat(10 * 1024));
+        let now = Utc::now();
+        [Event::Opened, Event::Reminder, Event::Resolved, Event::Test]
+            .into_iter()
+            .map(|event| Notice {
+                outbox: 1,
+                event,
+                incident: 1,
+                site: format!("site {nasty}"),
+                url: Some(format!("https://example.com/{nasty}")),
+                opened_at: now - chrono::Duration::minutes(5),
+                resolved_at: (event == Event::Resolved).then_some(now),
+                resolution: (event == Event::Resolved).then(|| "recovered".to_owned()),
+                cause: cause.clone(),
+                failures: 3,
+                first_failing_check: Uuid::nil(),
+                last_failing_check: Uuid::nil(),
+                sent_by: "validate".into(),
+            })
+            .collect()
+    }
+
     /// The key that ties every notification of one incident together in a
     /// paging tool (PagerDuty `dedup_key`, Opsgenie `alias`), unique per
     /// incident. A test gets its own, so it never touches a real alert.

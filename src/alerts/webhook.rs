@@ -14,47 +14,37 @@ use hmac::{Hmac, KeyInit, Mac};
 use sha2::Sha256;
 
 use super::notice::Notice;
+use super::template;
 use super::vendors::{event_json, Call};
 
 /// The header that carries the signature.
 pub const SIGNATURE_HEADER: &str = "X-Sitewatch-Signature";
 
-/// minijinja's instruction budget for one render: a template that loops
-/// past it fails instead of holding a runtime thread (rendering is not
-/// preempted by the attempt's timeout).
-const TEMPLATE_FUEL: u64 = 200_000;
-/// The largest body a template may render.
-const MAX_BODY: usize = 256 * 1024;
-
-/// Renders `template` with the event's fields.
-fn render(template: &str, event: &serde_json::Value) -> Result<String, String> {
-    let mut env = minijinja::Environment::new();
-    env.set_undefined_behavior(minijinja::UndefinedBehavior::Strict);
-    env.set_fuel(Some(TEMPLATE_FUEL));
-    let body = env
-        .render_str(template, event)
-        .map_err(|e| format!("template: {e}"))?;
-    if body.len() > MAX_BODY {
-        return Err(format!(
-            "template: the body is {} bytes, more than {MAX_BODY}",
-            body.len()
-        ));
-    }
-    Ok(body)
-}
-
 /// What would make every delivery of a channel fail, found before any is
-/// tried: a template that does not render for a test event (an unknown
-/// filter, a misspelt field, too much work) or a content type that is not
-/// a header value.
+/// tried: a content type that is not a header value, or a template that
+/// cannot be bounded, does not render for every event with hostile values
+/// (quotes, backslashes, newlines, control characters, 10 KiB causes), or
+/// renders a body that is not JSON on a JSON channel.
 pub fn check(template: Option<&str>, content_type: &str) -> Result<(), String> {
     if reqwest::header::HeaderValue::from_str(content_type).is_err() {
         return Err("content_type is not a valid header value".into());
     }
-    match template {
-        Some(t) => render(t, &event_json(&Notice::test("check", "validate"))).map(drop),
-        None => Ok(()),
+    let Some(t) = template else { return Ok(()) };
+    let json = template::is_json(content_type);
+    for n in Notice::hostile_samples() {
+        let body = template::render(t, &event_json(&n), json)?;
+        if json {
+            if let Err(e) = serde_json::from_str::<serde_json::Value>(&body) {
+                return Err(format!(
+                    "template: for a {} event whose cause holds quotes, backslashes and control \
+                     characters it renders a body that is not JSON ({e}), and content_type is \
+                     {content_type}",
+                    n.event.as_str()
+                ));
+            }
+        }
     }
+    Ok(())
 }
 
 /// The body and headers for a generic webhook channel. A template that
@@ -68,15 +58,34 @@ pub fn call(
     now_unix: i64,
 ) -> Result<Call, String> {
     let event = event_json(n);
-    let body = match template {
-        None => event.to_string(),
-        Some(t) => render(t, &event)?,
+    let json = template::is_json(content_type);
+    let rendered = template.map(|t| template::render(t, &event, json));
+    // A render that fails (too large, too much work, a value it did not
+    // expect) still tells the receiver: the event as JSON, or as text.
+    let (body, content_type, failed) = match rendered {
+        None => (event.to_string(), content_type.to_owned(), None),
+        Some(Ok(body)) => (body, content_type.to_owned(), None),
+        Some(Err(e)) if json => (event.to_string(), content_type.to_owned(), Some(e)),
+        Some(Err(e)) => (
+            format!("{}\n{}\n", n.headline(), n.detail()),
+            "text/plain; charset=utf-8".to_owned(),
+            Some(e),
+        ),
     };
     let mut headers = vec![
-        ("Content-Type", content_type.to_owned()),
+        ("Content-Type", content_type),
         ("X-Sitewatch-Event", n.event.as_str().to_owned()),
         ("X-Sitewatch-Delivery", n.outbox.to_string()),
     ];
+    if let Some(e) = failed {
+        tracing::warn!(event = n.event.as_str(), site = %n.site, "webhook template: {e}; sent the default message");
+        let shown: String = e
+            .chars()
+            .filter(|c| c.is_ascii_graphic() || *c == ' ')
+            .take(200)
+            .collect();
+        headers.push(("X-Sitewatch-Template-Error", shown));
+    }
     if let Some(secret) = secret {
         headers.push((SIGNATURE_HEADER, sign(secret, now_unix, body.as_bytes())));
     }
@@ -208,17 +217,47 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.body, b"test|0|sitewatch test notification");
-        let bad = call("http://x/", None, Some("{{ nope.x }}"), "text/plain", &n, 0);
-        assert!(bad.unwrap_err().starts_with("template:"));
+        // A template that fails at delivery still sends the default
+        // message, and says why.
+        let bad = call("http://x/", None, Some("{{ nope.x }}"), "text/plain", &n, 0).unwrap();
+        assert!(String::from_utf8_lossy(&bad.body).starts_with("sitewatch test notification\n"));
+        let why = bad
+            .headers
+            .iter()
+            .find(|(k, _)| *k == "X-Sitewatch-Template-Error");
+        assert!(
+            why.is_some_and(|(_, v)| v.starts_with("template:")),
+            "{bad:?}"
+        );
+        let bad = call(
+            "http://x/",
+            None,
+            Some("{{ nope.x }}"),
+            "application/json",
+            &n,
+            0,
+        )
+        .unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bad.body).unwrap();
+        assert_eq!(v["event"], "test");
         assert!(
             check(Some("{{ sumary }}"), "text/plain").is_err(),
             "a misspelt field"
         );
         assert!(check(Some("{{ summary | nosuch }}"), "text/plain").is_err());
         assert!(check(None, "bad\nheader").is_err());
-        let endless =
-            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}";
+        let endless = "{% for i in detail %}{% for j in detail %}x{% endfor %}{% endfor %}";
         let err = check(Some(endless), "text/plain").unwrap_err();
         assert!(err.contains("fuel"), "{err}");
+        // The issue's template: quotes from a server break the JSON unless
+        // values are escaped, which they are on a JSON channel.
+        let issue = r#"{"text": "{{ summary }}", "detail": "{{ detail }}"}"#;
+        assert_eq!(check(Some(issue), "application/json"), Ok(()));
+        // A template that writes a value where JSON needs a string is refused.
+        let err = check(Some(r#"{"text": {{ summary }}}"#), "application/json").unwrap_err();
+        assert!(err.contains("not JSON"), "{err}");
+        // Refused before it runs: it could grow without bound.
+        let err = check(Some(r#"{{ "x" * 1000000000 }}"#), "text/plain").unwrap_err();
+        assert!(err.contains("`*`"), "{err}");
     }
 }

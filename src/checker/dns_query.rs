@@ -29,6 +29,21 @@ pub async fn check(resolver: &Resolver, req: &CheckRequest, instance: &str) -> C
         Ok(t) => t,
         Err(msg) => return out.invalid(msg),
     };
+    // The server asked is the target, named or not: `dns:///name` asks the
+    // checker's own resolver, which an on-demand check may not reach when
+    // it is private (it would answer for internal names).
+    if req.public_only && !crate::net::is_public(server.ip()) {
+        return out.invalid(format!(
+            "the DNS server {} is not a public address{}; on-demand checks of private networks \
+             are refused (api.allow_private_targets)",
+            server.ip(),
+            if url::Url::parse(&req.url).is_ok_and(|u| u.host_str().unwrap_or("").is_empty()) {
+                " (the checker's own resolver, asked by dns:///name)"
+            } else {
+                ""
+            }
+        ));
+    }
     let timeout = Duration::from_millis(req.timeout_ms);
     let clock = Instant::now();
     let stream = UdpClientStream::builder(server, TokioRuntimeProvider::default())

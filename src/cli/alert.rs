@@ -38,13 +38,13 @@ pub async fn alert(settings: &Settings, action: AlertAction) -> ExitCode {
     let AlertAction::Test { channel, .. } = action;
     let Some(ch) = settings.alerts.channel(&channel) else {
         let channels = &settings.alerts.channels;
-        eprintln!("{}", crate::config::unknown_channel(&channel, channels));
+        complain!("{}", crate::config::unknown_channel(&channel, channels));
         return ExitCode::from(super::EXIT_CONFIG);
     };
     let deliverer = match Deliverer::new(&settings.alerts, &settings.checker.user_agent) {
         Ok(d) => d,
         Err(e) => {
-            eprintln!("{e}");
+            complain!("{e}");
             return ExitCode::FAILURE;
         }
     };
@@ -52,14 +52,14 @@ pub async fn alert(settings: &Settings, action: AlertAction) -> ExitCode {
     let answer = deliverer.deliver(ch, &notice).await;
     match &answer.error {
         None => {
-            println!("channel {} ({}): delivered", ch.name, ch.kind());
-            println!("answer: {}", answer.text);
+            say!("channel {} ({}): delivered", ch.name, ch.kind());
+            say!("answer: {}", answer.text);
             ExitCode::SUCCESS
         }
         Some(e) => {
-            eprintln!("channel {} ({}): not delivered: {e}", ch.name, ch.kind());
+            complain!("channel {} ({}): not delivered: {e}", ch.name, ch.kind());
             if !answer.text.is_empty() {
-                eprintln!("answer: {}", answer.text);
+                complain!("answer: {}", answer.text);
             }
             ExitCode::FAILURE
         }

@@ -288,12 +288,12 @@ pub async fn check(a: CheckArgs) -> ExitCode {
         (Some(name), Some(s)) => match s.sites.iter().find(|site| &site.name == name) {
             Some(site) => site.clone(),
             None => {
-                eprintln!("error: no site named {name:?} in the config");
+                complain!("error: no site named {name:?} in the config");
                 return ExitCode::from(EXIT_CONFIG);
             }
         },
         (Some(_), None) => {
-            eprintln!("error: --site needs --config (or SITEWATCH_CONFIG)");
+            complain!("error: --site needs --config (or SITEWATCH_CONFIG)");
             return ExitCode::from(EXIT_CONFIG);
         }
         (None, _) => {
@@ -304,7 +304,7 @@ pub async fn check(a: CheckArgs) -> ExitCode {
             let request = match a.as_request() {
                 Ok(r) => r,
                 Err(e) => {
-                    eprintln!("error: {e}");
+                    complain!("error: {e}");
                     return ExitCode::from(EXIT_CONFIG);
                 }
             };
@@ -312,7 +312,7 @@ pub async fn check(a: CheckArgs) -> ExitCode {
                 Ok(site) => site,
                 Err(errors) => {
                     for e in errors {
-                        eprintln!("error: {}: {}", e.field, e.message);
+                        complain!("error: {}: {}", e.field, e.message);
                     }
                     return ExitCode::from(EXIT_CONFIG);
                 }
@@ -322,7 +322,7 @@ pub async fn check(a: CheckArgs) -> ExitCode {
     let http = match HttpChecker::new(&checker_settings, &crate::instance::instance_name()) {
         Ok(h) => h,
         Err(e) => {
-            eprintln!("error: {e}");
+            complain!("error: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -330,9 +330,9 @@ pub async fn check(a: CheckArgs) -> ExitCode {
     req.origin = Origin::OnDemand;
     let out = http.check(&req).await;
     if a.json {
-        println!("{}", String::from_utf8_lossy(&crate::model::encode(&out)));
+        say!("{}", String::from_utf8_lossy(&crate::model::encode(&out)));
     } else {
-        print!("{}", crate::checker::report(&out));
+        say_raw!("{}", crate::checker::report(&out));
     }
     match out.outcome {
         Outcome::Up | Outcome::Degraded => ExitCode::SUCCESS,

@@ -57,11 +57,11 @@ pub async fn dlq(settings: &Settings, action: DlqAction) -> anyhow::Result<()> {
     match action {
         DlqAction::List { json: true, .. } => {
             // One JSON array, `[]` when there are none.
-            println!("{}", serde_json::to_string(&letters)?);
+            say!("{}", serde_json::to_string(&letters)?);
         }
         DlqAction::List { .. } => {
             for l in &letters {
-                println!(
+                say!(
                     "{}  {}[{}]@{}  from {}[{}]@{}  by {}  {}",
                     l.at.map_or("-".into(), |t| t.to_rfc3339()),
                     topic,
@@ -74,7 +74,7 @@ pub async fn dlq(settings: &Settings, action: DlqAction) -> anyhow::Result<()> {
                     l.reason
                 );
             }
-            eprintln!("{} dead letter(s) on {topic}", letters.len());
+            complain!("{} dead letter(s) on {topic}", letters.len());
         }
         DlqAction::Replay {
             topic: only,
@@ -90,7 +90,7 @@ pub async fn dlq(settings: &Settings, action: DlqAction) -> anyhow::Result<()> {
                 .collect();
             let publisher = crate::bus::Publisher::new(settings)?;
             for l in &chosen {
-                println!(
+                say!(
                     "{} {}[{}]@{} -> {}",
                     if dry_run { "would replay" } else { "replaying" },
                     topic,
@@ -104,7 +104,7 @@ pub async fn dlq(settings: &Settings, action: DlqAction) -> anyhow::Result<()> {
                         .with_context(|| format!("publishing to {}", l.source_topic))?;
                 }
             }
-            println!(
+            say!(
                 "{} {} of {} dead letter(s)",
                 if dry_run { "would replay" } else { "replayed" },
                 chosen.len(),

@@ -3,6 +3,21 @@
 //! returns its exit status: 0 success, 1 failure (for `check`: down), 2
 //! usage (clap), 78 configuration ([`EXIT_CONFIG`]).
 
+/// `println!` for the commands' output: a reader that went away
+/// (`sitewatch validate | head`) ends the command quietly with status 141,
+/// as it ends `cat`, instead of a panic.
+macro_rules! say {
+    ($($t:tt)*) => { $crate::cli::write_to(false, format_args!("{}\n", format_args!($($t)*))) };
+}
+/// `print!`, likewise.
+macro_rules! say_raw {
+    ($($t:tt)*) => { $crate::cli::write_to(false, format_args!($($t)*)) };
+}
+/// `eprintln!`, likewise for standard error.
+macro_rules! complain {
+    ($($t:tt)*) => { $crate::cli::write_to(true, format_args!("{}\n", format_args!($($t)*))) };
+}
+
 mod alert;
 mod check;
 mod dlq;
@@ -96,10 +111,10 @@ pub fn main(cli: Cli) -> ExitCode {
             Ok(settings) => {
                 let problems = crate::alerts::check(&settings.alerts);
                 if !problems.is_empty() {
-                    eprintln!("{}: {}", config.display(), problems.join("\n  "));
+                    complain!("{}: {}", config.display(), problems.join("\n  "));
                     return ExitCode::from(EXIT_CONFIG);
                 }
-                println!("{}: OK\n{}", config.display(), settings.summary());
+                say!("{}: OK\n{}", config.display(), settings.summary());
                 ExitCode::SUCCESS
             }
             Err(errors) => {
@@ -176,7 +191,7 @@ async fn migrate(settings: &Settings) -> anyhow::Result<()> {
         .with_context(|| format!("connecting to {}", settings.postgres_display_url()))?;
     let report = store::migrate(&mut client).await?;
     let sync = store::sync_sites(&mut client, &settings.sites).await?;
-    println!(
+    say!(
         "migrations applied: {}; partitions created: {}; sites added {}, changed {}, removed {}",
         if report.applied.is_empty() {
             "none (up to date)".to_owned()
@@ -195,8 +210,24 @@ fn report(result: anyhow::Result<()>) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            complain!("error: {e:#}");
             ExitCode::FAILURE
+        }
+    }
+}
+
+/// Writes `text` to standard output (or error); a closed pipe exits 141
+/// (128 + SIGPIPE, what a shell reports for a reader that left early).
+pub fn write_to(stderr: bool, text: std::fmt::Arguments) {
+    use std::io::Write as _;
+    let written = if stderr {
+        std::io::stderr().lock().write_fmt(text)
+    } else {
+        std::io::stdout().lock().write_fmt(text)
+    };
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(141);
         }
     }
 }

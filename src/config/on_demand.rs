@@ -123,8 +123,16 @@ pub fn refuse_by_policy(
             ),
         });
     }
-    let port = site.url.port_or_known_default().unwrap_or(0);
-    if !ports.iter().any(|r| r.0.contains(&port)) || denied.iter().any(|r| r.0.contains(&port)) {
+    let port = crate::model::CheckKind::default_port(&site.url).unwrap_or(0);
+    // A DNS query to port 53 is the protocol's own, as 80 and 443 are
+    // HTTP's: the port lists (made for HTTP, 53 is one of Fetch's bad
+    // ports) do not refuse it.
+    let dns_own_port = crate::model::CheckKind::of_url(site.url.as_str())
+        == Some(crate::model::CheckKind::Dns)
+        && port == 53;
+    let listed =
+        ports.iter().any(|r| r.0.contains(&port)) && !denied.iter().any(|r| r.0.contains(&port));
+    if !dns_own_port && !listed {
         out.push(FieldError {
             field: "url".into(),
             message: format!(
@@ -142,6 +150,32 @@ mod tests {
 
     fn defaults() -> SiteDefaults {
         toml::from_str("").unwrap()
+    }
+
+    #[test]
+    fn a_dns_query_means_port_53_and_is_allowed_there() {
+        let a = &crate::config::ApiSettings::default();
+        let site = |url: &str| parse_on_demand(&json!({ "url": url }), &defaults()).unwrap();
+        for url in ["dns://8.8.8.8/example.com", "dns:///example.com?type=MX"] {
+            let refused = refuse_by_policy(
+                &site(url),
+                &a.allowed_methods,
+                &a.allowed_ports,
+                &a.denied_ports,
+            );
+            assert!(refused.is_empty(), "{url}: {refused:?}");
+        }
+        // Another port is judged by the lists as any other.
+        let refused = refuse_by_policy(
+            &site("dns://8.8.8.8:25/example.com"),
+            &a.allowed_methods,
+            &a.allowed_ports,
+            &a.denied_ports,
+        );
+        assert!(
+            refused[0].message.starts_with("port 25 is not allowed"),
+            "{refused:?}"
+        );
     }
 
     #[test]

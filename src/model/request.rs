@@ -214,6 +214,14 @@ impl CheckKind {
         .map(|(_, kind)| kind)
     }
 
+    /// The port a URL of this kind means when it names none: 53 for
+    /// `dns://`, the scheme's own for `http(s)://`; `tcp://` and `tls://`
+    /// always name theirs.
+    pub fn default_port(url: &url::Url) -> Option<u16> {
+        url.port_or_known_default()
+            .or_else(|| (CheckKind::of_url(url.as_str()) == Some(CheckKind::Dns)).then_some(53))
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             CheckKind::Http => "http",

@@ -62,6 +62,31 @@ fn every_broken_config_is_rejected_naming_file_site_and_field() {
     assert!(checked >= 15, "corpus shrank to {checked} files");
 }
 
+/// `sitewatch validate … | head`: a reader that left early ends the
+/// command quietly (status 141, as for `cat`), never with a panic.
+#[test]
+fn a_closed_pipe_ends_the_output_quietly() {
+    use std::os::fd::FromRawFd;
+    let mut fds = [0i32; 2];
+    // SAFETY: `pipe` fills both descriptors; the read end is closed at
+    // once, so the first write to the other end fails with EPIPE.
+    let stdout = unsafe {
+        assert_eq!(libc::pipe(fds.as_mut_ptr()), 0);
+        libc::close(fds[0]);
+        std::process::Stdio::from_raw_fd(fds[1])
+    };
+    let out = Command::new(env!("CARGO_BIN_EXE_sitewatch"))
+        .args(["validate", "--config", "config/sitewatch.example.toml"])
+        .env_remove("SITEWATCH_CONFIG")
+        .stdout(stdout)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .expect("run sitewatch");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(out.status.code(), Some(141), "{stderr}");
+}
+
 #[test]
 fn secrets_never_reach_the_output() {
     let dir = tempfile::tempdir().unwrap();

@@ -190,6 +190,31 @@ async fn dns_checks_judge_the_response_code_and_the_answers() {
         Outcome::Up,
         "a name that must not exist: {out:?}"
     );
+
+    // An on-demand check may not reach a private DNS server, named in the
+    // url or the checker's own (`dns:///name`): it would answer for
+    // internal names. Refused before any query is sent.
+    let settings = CheckerSettings {
+        dns_servers: vec![dns.addr.to_string()],
+        ..CheckerSettings::default()
+    };
+    let http = HttpChecker::new(&settings, "test").unwrap();
+    for url in [
+        "dns:///www.sitewatch.test?type=A".to_owned(),
+        format!("dns://{}/www.sitewatch.test", dns.addr),
+    ] {
+        let mut req = request("dns", chrono::Utc::now(), &url);
+        req.public_only = true;
+        let out = http.check(&req).await;
+        assert_eq!(out.error_kind, Some(ErrorKind::InvalidRequest), "{out:?}");
+        let message = out.error_message.unwrap_or_default();
+        assert!(message.contains("not a public address"), "{url}: {message}");
+        assert!(
+            out.answers.is_empty(),
+            "no query was sent: {:?}",
+            out.answers
+        );
+    }
     let out = dns_check(
         "dns:///broken.sitewatch.test?type=A",
         &dns,
