@@ -364,6 +364,58 @@ pub fn cut(s: &str, max: usize) -> String {
 mod tests {
     use super::*;
 
+    /// Whatever a server put in the cause (and whatever the site is called),
+    /// every JSON channel's body is JSON that names the site.
+    #[test]
+    fn hostile_causes_make_valid_json_on_every_channel() {
+        let base = Url::parse("http://127.0.0.1:9/").unwrap();
+        for n in Notice::hostile_samples() {
+            let mut calls = vec![
+                slack("http://127.0.0.1:9/s", &n),
+                teams("http://127.0.0.1:9/t", &n),
+                discord("http://127.0.0.1:9/d", &n),
+                telegram(&base, "1:tok", &serde_json::json!(-1), &n),
+            ];
+            calls.extend(pagerduty(&base, "r", "critical", &n));
+            calls.extend(opsgenie(&base, "k", "P1", &n));
+            calls.push(
+                super::super::webhook::call(
+                    "http://127.0.0.1:9/h",
+                    None,
+                    None,
+                    "application/json",
+                    &n,
+                    0,
+                )
+                .unwrap(),
+            );
+            calls.push(
+                super::super::webhook::call(
+                    "http://127.0.0.1:9/h",
+                    None,
+                    Some(r#"{"text": "{{ summary }}", "detail": "{{ detail }}"}"#),
+                    "application/json",
+                    &n,
+                    0,
+                )
+                .unwrap(),
+            );
+            for c in calls {
+                let v: Value = serde_json::from_slice(&c.body)
+                    .unwrap_or_else(|e| panic!("{} ({:?}): {e}", c.url, n.event));
+                let text = v.to_string();
+                // PagerDuty's resolve names its trigger by dedup_key only,
+                // as its Events API v2 documents.
+                let resolve = v["event_action"] == "resolve";
+                assert!(
+                    resolve || text.contains("quoted"),
+                    "{}: the site is not named: {text:.300}",
+                    c.url
+                );
+            }
+        }
+    }
+
     fn opened() -> Notice {
         Notice {
             event: Event::Opened,

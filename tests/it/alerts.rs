@@ -22,7 +22,7 @@ const ROUTING_KEY: &str = "R0UTING-KEY-32-characters-long00";
 const GENIE_KEY: &str = "genie-key-0b6e4c1a";
 const NTFY_TOKEN: &str = "tk_ntfy_token_secret";
 const HOOK_SECRET: &str = "whsec_shared_secret";
-const SMTP_PASSWORD: &str = "smtp-pass-word";
+pub const SMTP_PASSWORD: &str = "smtp-pass-word";
 /// The token part of a webhook URL that a receiver echoes back.
 const ECHOED: &str = "SLACKSECRETXYZ123";
 
@@ -37,7 +37,7 @@ const SECRETS: [&str; 6] = [
 ];
 
 /// One channel of each kind, all on the local receivers.
-fn every_channel(v: &Vendors, smtp_port: u16, ca: &std::path::Path, mode: &str) -> String {
+pub fn every_channel(v: &Vendors, smtp_port: u16, ca: &std::path::Path, mode: &str) -> String {
     format!(
         r#"
 [[alerts.channels]]
@@ -114,7 +114,7 @@ secret = "{HOOK_SECRET}"
 }
 
 /// The path each HTTP channel above posts under.
-const PREFIXES: [(&str, &str); 8] = [
+pub const PREFIXES: [(&str, &str); 8] = [
     ("chat", "/slack"),
     ("teams", "/teams"),
     ("discord", "/discord"),

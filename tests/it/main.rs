@@ -5,6 +5,7 @@
 mod accounting;
 mod alerts;
 mod api;
+mod bombs;
 mod browserlike;
 mod bus;
 mod checks;
@@ -18,6 +19,7 @@ mod grafana;
 mod hostile;
 mod incidents;
 mod kinds;
+mod leaks;
 mod limits;
 mod ops;
 mod pipeline;

@@ -292,3 +292,35 @@ pub async fn longest_wait(
         .unwrap()
         .get(0)
 }
+
+/// Waits (up to a minute) until the daemon's admin listener at `admin`
+/// says it is ready.
+pub async fn wait_ready(admin: std::net::SocketAddr) {
+    let http = reqwest::Client::new();
+    wait_for(
+        "the daemon ready",
+        std::time::Duration::from_secs(60),
+        || async {
+            http.get(format!("http://{admin}/readyz"))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200)
+        },
+    )
+    .await;
+}
+
+/// Reads an HTTP request's head (through its blank line) from `s`, with
+/// whatever of the body came with it; `None` if the peer left first.
+pub async fn read_head(s: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    while !buf.windows(4).any(|w| w == b"\r\n\r\n") {
+        match s.read(&mut chunk).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    Some(buf)
+}
