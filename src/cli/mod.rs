@@ -1,7 +1,8 @@
 //! The `sitewatch` command line: its arguments (clap) and one module per
 //! command. `main` only parses and hands over to [`main`]; every command
 //! returns its exit status: 0 success, 1 failure (for `check`: down), 2
-//! usage (clap), 78 configuration ([`EXIT_CONFIG`]).
+//! usage (clap), 78 configuration ([`EXIT_CONFIG`]), 141 when its reader
+//! closed the pipe (`| head`).
 
 /// `println!` for the commands' output: a reader that went away
 /// (`sitewatch validate | head`) ends the command quietly with status 141,
