@@ -460,7 +460,7 @@ fn duplicates(sites: &[Site]) -> Vec<Problem> {
                 Some("url"),
                 format!(
                     "{} is the same target as site \"{}\" ({}); URLs are compared after normalisation",
-                    s.url,
+                    crate::model::redacted_url(s.url.as_str()),
                     first.name,
                     first.source.display()
                 ),

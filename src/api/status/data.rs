@@ -165,7 +165,8 @@ pub async fn overview(
             views.push(SiteView {
                 name: l.site.clone(),
                 display_name: l.display_name.clone(),
-                url: page.show_urls.then(|| site.url.to_string()),
+                // A public page: never a credential in the URL it shows.
+                url: page.show_urls.then(|| crate::model::redacted_url(site.url.as_str())),
                 status: current(site, status, checked_at, now),
                 checked_at,
                 incident: open.get(l.site.as_str()).copied(),
