@@ -115,7 +115,9 @@ impl HttpChecker {
     /// request's timeout (plus scheduling noise). Everything the outcome
     /// says has passed the site's secret filter.
     pub async fn check(&self, req: &CheckRequest) -> CheckOutcome {
-        let secrets = Arc::new(Secrets::of(req, &self.cross_origin));
+        // Built when a text needs it: an outcome that passed has none.
+        let secrets = std::sync::OnceLock::new();
+        let secrets = || secrets.get_or_init(|| Secrets::of(req, &self.cross_origin));
         let mut out = match CheckKind::of_url(&req.url) {
             Some(CheckKind::Tcp) => {
                 let cap = self.max_body_bytes as usize;
@@ -129,13 +131,24 @@ impl HttpChecker {
             Some(CheckKind::Dns) => {
                 dns_query::check(self.connector.resolver(), req, &self.instance).await
             }
-            _ => self.check_http(req, &secrets).await,
+            _ => self.check_http(req, secrets).await,
         };
-        secrets.scrub(&mut out);
+        // `CheckOutcome::of` already showed the URL without credentials.
+        let texts = out.error_message.is_some()
+            || !out.failures.is_empty()
+            || out.evidence.is_some()
+            || !out.answers.is_empty();
+        if texts {
+            secrets().scrub(&mut out);
+        }
         out
     }
 
-    async fn check_http(&self, req: &CheckRequest, secrets: &Arc<Secrets>) -> CheckOutcome {
+    async fn check_http<'a>(
+        &self,
+        req: &CheckRequest,
+        secrets: impl FnOnce() -> &'a Secrets,
+    ) -> CheckOutcome {
         let started_at = Utc::now();
         let mut out = CheckOutcome {
             started_at: Some(started_at),
@@ -179,11 +192,10 @@ impl HttpChecker {
                 out.response_time_ms = Some(took);
                 let judging = Judging {
                     rules: prepared.rules.clone(),
-                    secrets: secrets.clone(),
                     cap: prepared.read_cap,
                     keep: self.evidence_bytes,
                 };
-                out = verdict::judged(out, resp, &judging, deadline).await;
+                out = verdict::judged(out, resp, &judging, deadline, secrets).await;
             }
         }
         out

@@ -29,7 +29,6 @@ const MIN_JUDGE_TIME: Duration = Duration::from_millis(500);
 /// What judging needs besides the response.
 pub struct Judging {
     pub rules: Arc<Rules>,
-    pub secrets: Arc<Secrets>,
     /// Body bytes kept at most after decoding.
     pub cap: usize,
     /// Body bytes kept as evidence.
@@ -38,72 +37,82 @@ pub struct Judging {
 
 /// `out` (with the exchange's fields set) judged against `r`, whose body
 /// is as it came on the wire (decoded here by its `Content-Encoding`).
-pub async fn judged(
+/// A `down` outcome keeps its evidence, with `secrets` hidden (built only
+/// then: most checks pass and need no filter).
+pub async fn judged<'a>(
     out: CheckOutcome,
     r: Response,
     j: &Judging,
     deadline: Instant,
+    secrets: impl FnOnce() -> &'a Secrets,
 ) -> CheckOutcome {
     let started = Instant::now();
     let coding = r.headers.get(http::header::CONTENT_ENCODING).cloned();
     let cheap = coding.is_none() && r.body.len() <= INLINE_BYTES && j.rules.without_patterns();
-    let (rules, secrets, cap, keep) = (j.rules.clone(), j.secrets.clone(), j.cap, j.keep);
-    let work = move |out| judge_now(out, r, coding.as_ref(), &rules, &secrets, cap, keep);
-    let mut out = if cheap {
+    let (rules, cap) = (j.rules.clone(), j.cap);
+    let work = move |out| judge_now(out, r, coding.as_ref(), &rules, cap);
+    let (mut out, judged) = if cheap {
         work(out)
     } else {
         let unjudged = out.clone();
         let until = deadline.max(started + MIN_JUDGE_TIME);
         let task = tokio::task::spawn_blocking(move || work(out));
         match tokio::time::timeout_at(until.into(), task).await {
-            Ok(Ok(out)) => out,
-            Ok(Err(e)) => failed(
-                unjudged,
-                ErrorKind::Other,
-                format!("judging the response failed: {e}"),
-            ),
-            Err(_) => failed(
-                unjudged,
-                ErrorKind::Timeout,
-                format!(
-                    "the response came, but judging it did not finish within the timeout \
-                     (it had run {} ms)",
-                    started.elapsed().as_millis()
+            Ok(Ok(done)) => done,
+            Ok(Err(e)) => (
+                failed(
+                    unjudged,
+                    ErrorKind::Other,
+                    format!("judging the response failed: {e}"),
                 ),
+                None,
+            ),
+            Err(_) => (
+                failed(
+                    unjudged,
+                    ErrorKind::Timeout,
+                    format!(
+                        "the response came, but judging it did not finish within the timeout \
+                         (it had run {} ms)",
+                        started.elapsed().as_millis()
+                    ),
+                ),
+                None,
             ),
         }
     };
+    if let (Outcome::Down, Some(r)) = (out.outcome, &judged) {
+        // A few KiB of the body: cheap enough for an async worker.
+        let version = out.http_version.as_deref().unwrap_or("HTTP/1.1");
+        out.evidence = Some(evidence::of(version, r, j.keep, secrets()));
+    }
     if let Some(t) = &mut out.timing {
         t.judge_ms = Some(started.elapsed().as_secs_f64() * 1e3);
     }
     out
 }
 
+/// The judged outcome, and the decoded response it was judged on (`None`
+/// when it could not be decoded).
 fn judge_now(
     mut out: CheckOutcome,
     mut r: Response,
     coding: Option<&HeaderValue>,
     rules: &Rules,
-    secrets: &Secrets,
     cap: usize,
-    keep: usize,
-) -> CheckOutcome {
+) -> (CheckOutcome, Option<Response>) {
     if let Some(coding) = coding {
         match super::codings::decode(coding.as_bytes(), &r.body, cap) {
             Ok((decoded, more)) => {
                 r.body = decoded;
                 r.truncated |= more;
             }
-            Err(f) => return failed(out, f.kind, f.message),
+            Err(f) => return (failed(out, f.kind, f.message), None),
         }
     }
     judge::judge(&mut out, &r, rules);
     evidence::hide_credential_headers(&mut out);
-    if out.outcome == Outcome::Down {
-        let version = out.http_version.as_deref().unwrap_or("HTTP/1.1");
-        out.evidence = Some(evidence::of(version, &r, keep, secrets));
-    }
-    out
+    (out, Some(r))
 }
 
 fn failed(mut out: CheckOutcome, kind: ErrorKind, message: String) -> CheckOutcome {

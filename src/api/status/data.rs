@@ -166,7 +166,9 @@ pub async fn overview(
                 name: l.site.clone(),
                 display_name: l.display_name.clone(),
                 // A public page: never a credential in the URL it shows.
-                url: page.show_urls.then(|| crate::model::redacted_url(site.url.as_str())),
+                url: page
+                    .show_urls
+                    .then(|| crate::model::redacted_url(site.url.as_str())),
                 status: current(site, status, checked_at, now),
                 checked_at,
                 incident: open.get(l.site.as_str()).copied(),
