@@ -119,7 +119,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(errors) => {
-                eprint!("{}: {errors}", config.display());
+                complain!("{}: {}", config.display(), errors.to_string().trim_end());
                 ExitCode::from(EXIT_CONFIG)
             }
         },
@@ -169,11 +169,18 @@ pub fn main(cli: Cli) -> ExitCode {
 pub(crate) fn load(path: &std::path::Path) -> Result<Settings, ExitCode> {
     match config::load(path) {
         Ok(settings) => {
+            // What `validate` refuses, every command refuses: a template
+            // that cannot be bounded is never run by the daemon.
+            let problems = crate::alerts::check(&settings.alerts);
+            if !problems.is_empty() {
+                complain!("{}: {}", path.display(), problems.join("\n  "));
+                return Err(ExitCode::from(EXIT_CONFIG));
+            }
             telemetry::init(&settings.log.level, settings.log.format);
             Ok(settings)
         }
         Err(errors) => {
-            eprint!("{}: {errors}", path.display());
+            complain!("{}: {}", path.display(), errors.to_string().trim_end());
             Err(ExitCode::from(EXIT_CONFIG))
         }
     }
