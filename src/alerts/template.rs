@@ -8,11 +8,13 @@
 //!   lists and maps print as JSON.
 //! - **Memory and time are bounded before anything allocates.** Fuel bounds
 //!   the instructions; the output goes to a writer that stops at
-//!   [`MAX_BODY`]; and what could grow a value without bound inside one
-//!   instruction is refused when the config loads: the `*` operator
-//!   (`"x" * 100000000`), statements that accumulate (`set`, `with`,
-//!   macros, filter blocks), and every filter, test and function but a
-//!   listed few (no `replace`, `indent`, `format`, `join`, `range`).
+//!   [`MAX_BODY`]; each filter refuses an input or a result over that size;
+//!   and what builds values without such a check is refused when the
+//!   config loads: the `*`, `~` and `+` operators, every statement that
+//!   binds or accumulates (`for`, `set`, `with`, macros, filter blocks), and
+//!   every filter, test and function but a listed few (no `replace`,
+//!   `indent`, `format`, `join`, `range`). What is left cannot make a value
+//!   larger than the data and the capped filters give it.
 //! - **Validation renders a hostile sample** (quotes, backslashes, control
 //!   characters, 10 KiB values) for every event, and refuses a template
 //!   that fails or, for a JSON channel, renders something that is not JSON.
@@ -28,12 +30,23 @@ const FUEL: u64 = 200_000;
 /// The largest body a template may render.
 pub const MAX_BODY: usize = 256 * 1024;
 
-/// Statements a template may use: none of them accumulates a value.
-const STATEMENTS: &[&str] = &[
-    "if", "elif", "else", "endif", "for", "endfor", "raw", "endraw",
+/// Statements a template may use: none binds or accumulates a value
+/// (`for` binds its variable to any expression, `[v ~ v]` included, so
+/// nested loops double a value per level).
+const STATEMENTS: &[&str] = &["if", "elif", "else", "endif", "raw", "endraw"];
+
+/// Operators that build a larger value than their operands: repetition,
+/// and concatenation (chained in one expression, its result grows with the
+/// template's length).
+const OPERATORS: &[(u8, &str)] = &[
+    (b'*', "the `*` operator (it repeats a string or list)"),
+    (b'~', "the `~` operator (concatenation)"),
+    (b'+', "the `+` operator (it concatenates strings and lists)"),
 ];
 
-/// Why a template cannot be bounded, or `None`.
+/// Why a template cannot be bounded, or `None`. Reads tags as minijinja's
+/// lexer does: a tag ends at its closing delimiter outside strings and
+/// brackets (`{{ {'a': 'x'}.a }}` is one tag).
 pub fn unbounded(source: &str) -> Option<String> {
     let b = source.as_bytes();
     let mut i = 0;
@@ -49,20 +62,30 @@ pub fn unbounded(source: &str) -> Option<String> {
         }
         let close: &[u8] = if statement { b"%}" } else { b"}}" };
         i += 2;
+        // Whitespace control right after the opening delimiter.
+        if matches!(b.get(i), Some(b'-' | b'+')) {
+            i += 1;
+        }
         let mut words = Vec::new();
-        while i < b.len() && !b[i..].starts_with(close) {
+        let mut depth = 0usize;
+        while i < b.len() && !(depth == 0 && b[i..].starts_with(close)) {
             match b[i] {
-                q @ (b'\'' | b'"') => i = past_string(b, i, q),
-                b'*' => {
-                    return Some(
-                        "the `*` operator (it repeats a string or list without bound)".into(),
-                    )
+                q @ (b'\'' | b'"') => {
+                    i = past_string(b, i, q);
+                    continue;
                 }
+                b'(' | b'[' | b'{' => depth += 1,
+                b')' | b']' | b'}' => depth = depth.saturating_sub(1),
+                // Whitespace control right before the closing delimiter.
+                b'+' | b'-' if depth == 0 && b[i + 1..].starts_with(close) => {}
                 c => {
-                    words.push(c);
-                    i += 1;
+                    if let Some((_, why)) = OPERATORS.iter().find(|(op, _)| *op == c) {
+                        return Some(why.to_string());
+                    }
                 }
             }
+            words.push(b[i]);
+            i += 1;
         }
         i += close.len();
         if statement {
@@ -75,8 +98,8 @@ pub fn unbounded(source: &str) -> Option<String> {
                 .to_owned();
             if !STATEMENTS.contains(&word.as_str()) {
                 return Some(format!(
-                    "the `{word}` statement (only {} may be used: the others can grow a value \
-                     without bound)",
+                    "the `{word}` statement (only {} may be used: the others bind or \
+                     accumulate values)",
                     STATEMENTS.join(", ")
                 ));
             }
@@ -116,24 +139,24 @@ fn environment(json: bool) -> Environment<'static> {
     let mut env = Environment::empty();
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     env.set_fuel(Some(FUEL));
-    env.add_filter("lower", f::lower);
-    env.add_filter("upper", f::upper);
-    env.add_filter("title", f::title);
-    env.add_filter("capitalize", f::capitalize);
-    env.add_filter("trim", f::trim);
-    env.add_filter("length", f::length);
-    env.add_filter("count", f::length);
-    env.add_filter("default", f::default);
-    env.add_filter("d", f::default);
-    env.add_filter("first", f::first);
-    env.add_filter("last", f::last);
-    env.add_filter("string", f::string);
-    env.add_filter("int", f::int);
-    env.add_filter("float", f::float);
-    env.add_filter("round", f::round);
-    env.add_filter("abs", f::abs);
-    env.add_filter("tojson", f::tojson);
-    env.add_filter("urlencode", f::urlencode);
+    bounded(&mut env, "lower", f::lower);
+    bounded(&mut env, "upper", f::upper);
+    bounded(&mut env, "title", f::title);
+    bounded(&mut env, "capitalize", f::capitalize);
+    bounded(&mut env, "trim", f::trim);
+    bounded(&mut env, "length", f::length);
+    bounded(&mut env, "count", f::length);
+    bounded(&mut env, "default", f::default);
+    bounded(&mut env, "d", f::default);
+    bounded(&mut env, "first", f::first);
+    bounded(&mut env, "last", f::last);
+    bounded(&mut env, "string", f::string);
+    bounded(&mut env, "int", f::int);
+    bounded(&mut env, "float", f::float);
+    bounded(&mut env, "round", f::round);
+    bounded(&mut env, "abs", f::abs);
+    bounded(&mut env, "tojson", f::tojson);
+    bounded(&mut env, "urlencode", f::urlencode);
     env.add_test("defined", t::is_defined);
     env.add_test("undefined", t::is_undefined);
     env.add_test("none", t::is_none);
@@ -145,6 +168,62 @@ fn environment(json: bool) -> Environment<'static> {
     env.add_test("ne", t::is_ne);
     env.set_formatter(move |out, state, value| format(out, state, value, json));
     env
+}
+
+/// Registers filter `f` so that it refuses an input, and a result, of more
+/// than [`MAX_BODY`] bytes: chained (`x|urlencode|urlencode|…`), a filter
+/// that grows its input would otherwise grow it exponentially before any
+/// byte is written.
+fn bounded<F, Rv, Args>(env: &mut Environment<'static>, name: &'static str, f: F)
+where
+    F: minijinja::functions::Function<Rv, Args>,
+    Rv: minijinja::value::FunctionResult,
+    Args: for<'a> minijinja::value::FunctionArgs<'a>,
+{
+    let inner = Value::from_function(f);
+    let too_large = move |what: &str| {
+        minijinja::Error::new(
+            minijinja::ErrorKind::InvalidOperation,
+            format!("`{name}` {what} more than {MAX_BODY} bytes"),
+        )
+    };
+    env.add_filter(
+        name,
+        move |state: &State, args: minijinja::value::Rest<Value>| {
+            let input: usize = args.iter().map(size).sum();
+            if input > MAX_BODY {
+                return Err(too_large("was given"));
+            }
+            let out = inner.call(state, &args)?;
+            if size(&out) > MAX_BODY {
+                return Err(too_large("would give"));
+            }
+            Ok(out)
+        },
+    );
+}
+
+/// About how many bytes `v` holds, counted no further than past
+/// [`MAX_BODY`].
+fn size(v: &Value) -> usize {
+    match v.kind() {
+        ValueKind::String => v.as_str().map_or(0, str::len),
+        ValueKind::Bytes => v.as_bytes().map_or(0, <[u8]>::len),
+        ValueKind::Seq | ValueKind::Map | ValueKind::Iterable => {
+            let mut total = 0;
+            for item in v.try_iter().into_iter().flatten() {
+                total += size(&item) + 8;
+                if v.kind() == ValueKind::Map {
+                    total += v.get_item(&item).map_or(0, |x| size(&x));
+                }
+                if total > MAX_BODY {
+                    break;
+                }
+            }
+            total
+        }
+        _ => 8,
+    }
 }
 
 /// Prints `value`: for a JSON body, a string's characters JSON-escaped (the
@@ -162,6 +241,12 @@ fn format(out: &mut Output, _: &State, value: &Value, json: bool) -> Result<(), 
             out.write_str(&quoted[1..quoted.len() - 1]).map_err(io)
         }
         ValueKind::Seq | ValueKind::Map => {
+            if size(value) > MAX_BODY {
+                return Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    format!("a value of more than {MAX_BODY} bytes"),
+                ));
+            }
             let text = serde_json::to_string(value).map_err(|_| io(std::fmt::Error))?;
             out.write_str(&text).map_err(io)
         }

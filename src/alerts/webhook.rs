@@ -64,6 +64,12 @@ pub fn call(
     // expect) still tells the receiver: the event as JSON, or as text.
     let (body, content_type, failed) = match rendered {
         None => (event.to_string(), content_type.to_owned(), None),
+        // A branch the hostile samples did not take may still break JSON.
+        Some(Ok(body)) if json && serde_json::from_str::<serde_json::Value>(&body).is_err() => (
+            event.to_string(),
+            content_type.to_owned(),
+            Some("template: the rendered body is not JSON".to_owned()),
+        ),
         Some(Ok(body)) => (body, content_type.to_owned(), None),
         Some(Err(e)) if json => (event.to_string(), content_type.to_owned(), Some(e)),
         Some(Err(e)) => (
@@ -240,6 +246,11 @@ mod tests {
         .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&bad.body).unwrap();
         assert_eq!(v["event"], "test");
+        // A branch that renders something that is not JSON: the default.
+        let branch = r#"{% if event == "test" %}{{ summary }}{% else %}{"a": 1}{% endif %}"#;
+        let bad = call("http://x/", None, Some(branch), "application/json", &n, 0).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&bad.body).unwrap();
+        assert_eq!(v["event"], "test");
         assert!(
             check(Some("{{ sumary }}"), "text/plain").is_err(),
             "a misspelt field"
@@ -248,7 +259,7 @@ mod tests {
         assert!(check(None, "bad\nheader").is_err());
         let endless = "{% for i in detail %}{% for j in detail %}x{% endfor %}{% endfor %}";
         let err = check(Some(endless), "text/plain").unwrap_err();
-        assert!(err.contains("fuel"), "{err}");
+        assert!(err.contains("`for`"), "{err}");
         // The issue's template: quotes from a server break the JSON unless
         // values are escaped, which they are on a JSON channel.
         let issue = r#"{"text": "{{ summary }}", "detail": "{{ detail }}"}"#;

@@ -46,23 +46,48 @@ fn values_print_as_their_json_forms_and_plain_text_is_left_alone() {
 
 #[test]
 fn what_could_grow_without_bound_is_refused_before_it_runs() {
+    // The doubling found by review: each level binds twice the last.
+    let mut doubling = "{{ v0 | length }}".to_owned();
+    for k in 0..40 {
+        let from = if k == 39 {
+            "incident.cause".to_owned()
+        } else {
+            format!("v{}", k + 1)
+        };
+        doubling = format!("{{% for v{k} in [{from} ~ {from}] %}}{doubling}{{% endfor %}}");
+    }
     for (t, why) in [
         (r#"{{ "x" * 1000000000 }}"#, "`*`"),
         (r#"{{ summary ** 2 }}"#, "`*`"),
-        (r#"{% set x = detail ~ detail %}{{ x }}"#, "`set`"),
+        (
+            r#"{"text": "{{ ({'a': {'b': 'x'}}.a.b * 99999999) | length }}"}"#,
+            "`*`",
+        ),
+        (r#"{{ detail ~ detail }}"#, "`~`"),
+        (r#"{{ (detail + detail) | length }}"#, "`+`"),
+        (r#"{% set x = detail %}{{ x }}"#, "`set`"),
         (r#"{%- with x = 1 %}{% endwith %}"#, "`with`"),
         (r#"{% macro m() %}{% endmacro %}"#, "`macro`"),
         (r#"{% filter upper %}x{% endfilter %}"#, "`filter`"),
+        (r#"{% for c in detail %}{% endfor %}"#, "`for`"),
+        (&doubling, "`~`"),
+        (&doubling.replace(" ~ ", ", "), "`for`"),
+        (
+            r#"{% if (1, '%}') %}{% for x in y %}{% endfor %}{% endif %}"#,
+            "`for`",
+        ),
     ] {
         let e = render(t, &event("s", "d"), true).unwrap_err();
         assert!(e.contains(why), "{t}: {e}");
     }
-    // What looks like an operator inside a string, a comment or raw text is not one.
+    // What looks like an operator inside a string, a comment, raw text or
+    // whitespace control is not one.
     for t in [
-        r#"{"s": "{{ "*" ~ summary }}"}"#,
+        r#"{"s": "{{ "*~+" }}{{ summary }}"}"#,
         r#"{# {% set x = 1 %} #}{"a": 1}"#,
         r#"{% raw %}{% set x %}{% endraw %}"#,
-        "* plain text *",
+        "{%+ if summary -%} x {%- endif +%}{{- summary -}}",
+        "* plain text ~ + *",
     ] {
         assert_eq!(unbounded(t), None, "{t}");
     }
@@ -78,22 +103,18 @@ fn what_could_grow_without_bound_is_refused_before_it_runs() {
 }
 
 #[test]
-fn output_and_work_are_capped() {
-    let big = "x".repeat(10 * 1024);
-    let e = render(
-        "{% for c in detail %}{{ detail }}{% endfor %}",
-        &event("s", &big),
-        false,
-    )
-    .unwrap_err();
+fn values_and_output_are_capped() {
+    let big = "%".repeat(10 * 1024);
+    // Each urlencode triples a `%`: refused before the value passes 256 KiB.
+    let chain = format!("{{{{ detail{} }}}}", "|urlencode".repeat(30));
+    let e = render(&chain, &event("s", &big), false).unwrap_err();
+    assert!(
+        e.contains("`urlencode`") && e.contains("more than 262144 bytes"),
+        "{e}"
+    );
+    // The body stops at its cap.
+    let e = render(&"{{ detail }}".repeat(30), &event("s", &big), false).unwrap_err();
     assert!(e.contains("more than 262144 bytes"), "{e}");
-    let e = render(
-        "{% for a in detail %}{% for b in detail %}{% endfor %}{% endfor %}",
-        &event("s", &big),
-        false,
-    )
-    .unwrap_err();
-    assert!(e.contains("fuel"), "{e}");
 }
 
 #[test]
