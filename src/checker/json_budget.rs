@@ -48,9 +48,18 @@ enum Selector {
 #[derive(Debug, Default)]
 struct Expr {
     queries: Vec<Shape>,
-    /// `match()` or `search()`: a regex over the strings the queries give.
-    regex: bool,
+    /// The patterns of `match()` and `search()`, which serde_json_path
+    /// compiles afresh for every candidate: the states of a literal one, or
+    /// `None` for one that is not a literal (taken from the document, so
+    /// chosen by the server, at any cost).
+    patterns: Vec<Option<f64>>,
 }
+
+/// Node visits charged per evaluation of `match()`/`search()`, beyond
+/// [`VISITS_PER_STATE`] per state of its pattern: compiling it (measured:
+/// `\w{100}` compiles in about as long as 10^5 visits take).
+const VISITS_PER_COMPILE: f64 = 64.0;
+const VISITS_PER_STATE: f64 = 2.0;
 
 /// The sizes of a document that bound a query's cost.
 #[derive(Debug, Clone, Copy)]
@@ -198,13 +207,20 @@ impl Expr {
             };
             work += w;
             // Comparing two queries' values walks them (a literal is
-            // compared at once).
+            // compared at once), an absolute one's once per candidate.
             if self.queries.len() > 1 {
-                work += got.subtrees(s);
+                let times = if q.absolute { candidates.len } else { 1.0 };
+                work += times * got.subtrees(s);
             }
-            if self.regex {
-                work += candidates.mult * s.bytes / 8.0;
-            }
+        }
+        for pattern in &self.patterns {
+            let Some(states) = pattern else {
+                return f64::INFINITY;
+            };
+            work += candidates.len * (VISITS_PER_COMPILE + VISITS_PER_STATE * states);
+            // Matching the strings the candidates give: each byte of the
+            // body at most `mult` times, a few bytes a visit.
+            work += candidates.mult * s.bytes / 4.0;
         }
         work
     }
@@ -333,7 +349,23 @@ impl Scan<'_> {
     fn expr(&mut self) -> Expr {
         let mut e = Expr::default();
         let mut depth = 0usize;
+        // The depths inside `match(`/`search(` calls, and whether the next
+        // token is such a call's pattern (after its first comma).
+        let mut calls: Vec<usize> = Vec::new();
+        let mut pattern_next = false;
         while let Some(c) = self.peek() {
+            if pattern_next && !c.is_ascii_whitespace() {
+                pattern_next = false;
+                e.patterns.push(match c {
+                    b'\'' | b'"' => {
+                        let start = self.i;
+                        self.string();
+                        Some(states(&self.s[start..self.i]))
+                    }
+                    _ => None,
+                });
+                continue;
+            }
             match c {
                 b'\'' | b'"' => self.string(),
                 b'(' => {
@@ -341,7 +373,14 @@ impl Scan<'_> {
                     self.i += 1;
                 }
                 b')' => {
+                    if calls.last() == Some(&depth) {
+                        calls.pop();
+                    }
                     depth = depth.saturating_sub(1);
+                    self.i += 1;
+                }
+                b',' if calls.last() == Some(&depth) => {
+                    pattern_next = true;
                     self.i += 1;
                 }
                 b',' | b']' if depth == 0 => break,
@@ -355,7 +394,12 @@ impl Scan<'_> {
                         self.i += 1;
                     }
                     let name = &self.s[start..self.i];
-                    e.regex |= name == b"match" || name == b"search";
+                    if name == b"match" || name == b"search" {
+                        self.blanks();
+                        if self.peek() == Some(b'(') {
+                            calls.push(depth + 1);
+                        }
+                    }
                 }
                 _ => self.i += 1,
             }
@@ -375,6 +419,26 @@ impl Scan<'_> {
                 break;
             }
         }
+    }
+}
+
+/// The NFA states of a quoted JSONPath string literal read as a pattern
+/// (`match()`/`search()`): a pattern too large to compile within 1 MiB
+/// costs without bound; one that is not a regex costs little (it fails to
+/// compile at once, and serde_json_path matches nothing).
+fn states(quoted: &[u8]) -> f64 {
+    let text = String::from_utf8_lossy(quoted);
+    let inner = &text[1..text.len().saturating_sub(1).max(1)];
+    // JSONPath escapes as JSON's (a single-quoted literal may escape `'`).
+    let unescaped: String = serde_json::from_str(&format!("\"{}\"", inner.replace("\\'", "'")))
+        .unwrap_or_else(|_| inner.to_owned());
+    let compiled = regex_automata::nfa::thompson::NFA::compiler()
+        .configure(regex_automata::nfa::thompson::Config::new().nfa_size_limit(Some(1 << 20)))
+        .build(&unescaped);
+    match compiled {
+        Ok(nfa) => nfa.states().len() as f64,
+        Err(e) if e.to_string().contains("exceeded") => f64::INFINITY,
+        Err(_) => 0.0,
     }
 }
 

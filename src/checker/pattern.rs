@@ -24,6 +24,18 @@ const DFA_CACHE_BYTES: usize = 2 << 20;
 /// A compiled pattern: matching is `Err` when it would cost too much.
 pub struct Pattern {
     text: String,
+    engine: Engine,
+}
+
+enum Engine {
+    Bounded(Box<Bounded>),
+    /// A large alternation of plain literals, which the `regex` crate (and
+    /// so config validation) runs as Aho-Corasick without any automaton of
+    /// states: linear, and too large for [`Engine::Bounded`]'s limit.
+    Literals(regex::bytes::Regex),
+}
+
+struct Bounded {
     dfa: Regex,
     vm: PikeVM,
     states: u64,
@@ -62,11 +74,35 @@ impl Pattern {
             Some(why) => format!("bad regex: {e}: {why}"),
             None => format!("bad regex: {e}"),
         };
-        let vm = PikeVM::builder()
+        let vm = match PikeVM::builder()
             .syntax(syntax)
             .thompson(nfa.clone())
             .build(pattern)
-            .map_err(|e| bad(&e))?;
+        {
+            Ok(vm) => vm,
+            // Accepted by the `regex` crate within the same limit only as
+            // literals, never as an automaton: see `Engine::Literals`.
+            Err(e) => {
+                let literals = regex_syntax::ParserBuilder::new()
+                    .utf8(false)
+                    .build()
+                    .parse(pattern)
+                    .is_ok_and(|hir| hir.properties().is_alternation_literal());
+                if !literals {
+                    return Err(bad(&e));
+                }
+                return match regex::bytes::RegexBuilder::new(pattern)
+                    .size_limit(size_limit)
+                    .build()
+                {
+                    Ok(literals) => Ok(Pattern {
+                        text: pattern.to_owned(),
+                        engine: Engine::Literals(literals),
+                    }),
+                    Err(_) => Err(bad(&e)),
+                };
+            }
+        };
         let dfa = Regex::builder()
             .syntax(syntax)
             .thompson(nfa)
@@ -82,9 +118,11 @@ impl Pattern {
             .map_err(|e| bad(&e))?;
         Ok(Pattern {
             text: pattern.to_owned(),
-            states: vm.get_nfa().states().len() as u64,
-            dfa,
-            vm,
+            engine: Engine::Bounded(Box::new(Bounded {
+                states: vm.get_nfa().states().len() as u64,
+                dfa,
+                vm,
+            })),
         })
     }
 
@@ -99,9 +137,13 @@ impl Pattern {
 
     /// The leftmost-first match in `haystack`, as a byte range.
     pub fn find(&self, haystack: &[u8]) -> Result<Option<std::ops::Range<usize>>, TooCostly> {
+        let (dfa, vm, states) = match &self.engine {
+            Engine::Bounded(b) => (&b.dfa, &b.vm, b.states),
+            Engine::Literals(re) => return Ok(re.find(haystack).map(|m| m.range())),
+        };
         let input = Input::new(haystack);
-        let mut cache = self.dfa.create_cache();
-        match self.dfa.try_search(&mut cache, &input) {
+        let mut cache = dfa.create_cache();
+        match dfa.try_search(&mut cache, &input) {
             Ok(m) => return Ok(m.map(|m| m.range())),
             Err(e)
                 if matches!(
@@ -112,14 +154,11 @@ impl Pattern {
             Err(_) => {}
         }
         let bytes = haystack.len() as u64;
-        if self.states.saturating_mul(bytes) > PIKEVM_BUDGET {
-            return Err(TooCostly {
-                states: self.states,
-                bytes,
-            });
+        if states.saturating_mul(bytes) > PIKEVM_BUDGET {
+            return Err(TooCostly { states, bytes });
         }
-        let mut cache = self.vm.create_cache();
-        Ok(self.vm.find(&mut cache, input).map(|m| m.range()))
+        let mut cache = vm.create_cache();
+        Ok(vm.find(&mut cache, input).map(|m| m.range()))
     }
 }
 
@@ -143,6 +182,16 @@ mod tests {
             assert_eq!(got, want, "{p}");
         }
         assert!(Pattern::new("(", 1 << 20).is_err_and(|e| e.starts_with("bad regex")));
+        // Found by review: 6,000 literals pass config validation (the
+        // `regex` crate runs them as Aho-Corasick), so they run here too.
+        let words: Vec<String> = (0..6000).map(|i| format!("literalword{i:05}xyz")).collect();
+        let p = Pattern::new(&words.join("|"), 1 << 20).unwrap();
+        assert!(regex::bytes::RegexBuilder::new(&words.join("|"))
+            .size_limit(1 << 20)
+            .build()
+            .is_ok());
+        assert_eq!(p.find(b"a literalword05999xyz").unwrap(), Some(2..21));
+        assert_eq!(p.find(b"nothing").unwrap(), None);
     }
 
     #[test]

@@ -136,7 +136,14 @@ pub fn main(cli: Cli) -> ExitCode {
                 Ok(())
             }))
         }
-        Command::Check(args) => runtime().block_on(check::check(*args)),
+        Command::Check(args) => {
+            let rt = runtime();
+            let code = rt.block_on(check::check(*args));
+            // Judging still running past the check's timeout (bounded, on
+            // the blocking pool) is not waited for: the verdict is out.
+            rt.shutdown_background();
+            code
+        }
         Command::Dlq { action } => {
             let config = match &action {
                 DlqAction::List { config, .. } | DlqAction::Replay { config, .. } => {

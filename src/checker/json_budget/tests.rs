@@ -233,3 +233,27 @@ fn nested_descendant_filters_are_refused_and_linear_queries_pass() {
         assert!(cost <= s.budget(), "{q}: {cost} > {}", s.budget());
     }
 }
+
+/// Found by review: costs the first bound missed.
+#[test]
+fn whole_document_comparisons_and_per_candidate_patterns_are_counted() {
+    let wide = Value::Array((0..100_000).map(|i| json!(i)).collect());
+    let s = Stats::of(&wide, 689_000);
+    // The whole document compared with itself for each of 10^5 items.
+    let cost = Shape::of("$[?$ == $]").cost(&s);
+    assert!(cost > 1e3 * s.budget(), "{cost}");
+    // One compared with a literal stays cheap.
+    assert!(Shape::of("$[?@ == 5]").cost(&s) <= s.budget());
+
+    let strings = Value::Array((0..20_000).map(|_| json!("a")).collect());
+    let s = Stats::of(&strings, 100_000);
+    // serde_json_path compiles the pattern for every candidate.
+    assert!(Shape::of(r#"$[?match(@, "\\w{100}")]"#).cost(&s) > s.budget());
+    assert!(Shape::of("$[?match(@, 'a')]").cost(&s) <= s.budget());
+    assert!(Shape::of("$[?search(@, 'a.*b')]").cost(&s) <= s.budget());
+    // A pattern taken from the document is the server's choice: refused.
+    let from_body = Shape::of("$[?match(@, $[0])]").cost(&s);
+    assert!(from_body.is_infinite(), "{from_body}");
+    // Commas inside the pattern or other calls do not confuse the reader.
+    assert!(Shape::of("$[?match(@, 'a,b') && length(@) == 1]").cost(&s) <= s.budget());
+}
