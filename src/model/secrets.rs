@@ -20,6 +20,9 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
 use super::{CheckOutcome, CheckRequest};
 
+mod views;
+use views::View;
+
 /// What a secret is replaced with.
 pub const REDACTED: &str = "[redacted]";
 /// Shorter values are not searched for: replacing every "1" or "en" would
@@ -91,7 +94,8 @@ impl Secrets {
         if forms.is_empty() {
             return Secrets::none();
         }
-        let longest = forms.iter().map(String::len).max().unwrap_or(0);
+        // An escaped form may be longer than any listed (`&#x3D;` for `=`).
+        let longest = forms.iter().map(String::len).max().unwrap_or(0) * 6;
         let matcher = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
             .match_kind(MatchKind::LeftmostLongest)
@@ -105,14 +109,50 @@ impl Secrets {
         self.longest
     }
 
-    /// `text` with every secret, in any form, replaced by [`REDACTED`].
+    /// `text` with every secret, in any form, replaced by [`REDACTED`]:
+    /// found as it stands, and in up to two layers of escapes undone
+    /// (`views`), so a server that escapes only some of its characters
+    /// does not show it either.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        match &self.matcher {
-            Some(m) if m.is_match(text) => m
-                .replace_all(text, &vec![REDACTED; m.patterns_len()])
-                .into(),
-            _ => text.into(),
+        let Some(m) = &self.matcher else {
+            return text.into();
+        };
+        let mut spans: Vec<(usize, usize)> =
+            m.find_iter(text).map(|x| (x.start(), x.end())).collect();
+        if views::has_escapes(text) {
+            let base = View::of(text);
+            for plus_space in [false, true] {
+                let mut view = base.decoded(plus_space);
+                for _ in 0..2 {
+                    let Some(v) = view else { break };
+                    spans.extend(
+                        m.find_iter(&v.bytes)
+                            .map(|x| (v.from[x.start()].0, v.from[x.end() - 1].1)),
+                    );
+                    view = v.decoded(plus_space);
+                }
+            }
         }
+        if spans.is_empty() {
+            return text.into();
+        }
+        spans.sort_unstable();
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for (start, end) in spans {
+            let start = floor_char(text, start.max(at));
+            let end = ceil_char(text, end);
+            if end <= at {
+                continue;
+            }
+            out.push_str(&text[at..start]);
+            if !out.ends_with(REDACTED) || start > at {
+                out.push_str(REDACTED);
+            }
+            at = end;
+        }
+        out.push_str(&text[at..]);
+        out.into()
     }
 
     fn redact_in_place(&self, text: &mut String) {
@@ -143,14 +183,30 @@ impl Secrets {
     }
 }
 
+fn floor_char(text: &str, mut i: usize) -> usize {
+    while !text.is_char_boundary(i) {
+        i -= 1;
+    }
+    i
+}
+
+fn ceil_char(text: &str, mut i: usize) -> usize {
+    while i < text.len() && !text.is_char_boundary(i) {
+        i += 1;
+    }
+    i.min(text.len())
+}
+
 /// Secrets of one configured request header.
 fn header_secrets(name: &str, value: &str, out: &mut Vec<String>) {
     out.push(value.to_owned());
     if name.eq_ignore_ascii_case("cookie") {
+        // RFC 6265 lets a value be quoted; a server may echo it without.
         out.extend(
             value
                 .split(';')
-                .filter_map(|pair| pair.split_once('=').map(|(_, v)| v.trim().to_owned())),
+                .filter_map(|pair| pair.split_once('=').map(|(_, v)| v.trim()))
+                .flat_map(|v| [v.to_owned(), v.trim_matches('"').to_owned()]),
         );
     }
     // `Authorization: Bearer X` may come back as X alone; a Basic pair's

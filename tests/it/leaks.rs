@@ -1,7 +1,8 @@
 //! A site's secrets never leave, in any encoding: a target echoes every
 //! credential the site sends (headers, cookie, query token, request body)
-//! back raw, percent- and form-encoded, base64 (alone and inside a longer
-//! text), JSON- and HTML-escaped and upper-cased, and a second target
+//! back raw, percent- and form-encoded (also as Python quotes), base64
+//! (alone and inside a longer text), JSON- and HTML-escaped (also as Go
+//! and Handlebars escape) and upper-cased, and a second target
 //! loops redirects whose `Location` carries the token. Neither the rows,
 //! the incidents, the alerts sent on every channel nor `sitewatch check`
 //! may show any of them; and every JSON channel's body, whose cause holds
@@ -32,6 +33,14 @@ fn secrets() -> Vec<&'static str> {
     vec!["AUTH/secret+333=", KEY, COOKIE, QUERY, BODY, LOOP]
 }
 
+/// What Python's `urllib.parse.quote` leaves as it is.
+const PYTHON_QUOTE: &percent_encoding::AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~')
+    .remove(b'/');
+
 /// Each form a server may echo `s` in.
 fn forms(s: &str) -> Vec<String> {
     let b64 = base64::engine::general_purpose::STANDARD;
@@ -48,6 +57,16 @@ fn forms(s: &str) -> Vec<String> {
             .replace('>', "&gt;")
             .replace('"', "&quot;")
             .replace('\'', "&#39;"),
+        // Python's quote (keeps `/`), Go's html/template and encoding/json,
+        // Handlebars: each escapes only some characters.
+        utf8_percent_encode(s, PYTHON_QUOTE).to_string(),
+        s.replace('&', "&amp;")
+            .replace('+', "&#43;")
+            .replace('"', "&#34;"),
+        s.replace('=', "&#x3D;").replace('\'', "&#x27;"),
+        json[1..json.len() - 1]
+            .replace('&', "\\u0026")
+            .replace('<', "\\u003c"),
     ]
 }
 
@@ -267,7 +286,7 @@ timeout = "800ms"
         }
     }
     println!(
-        "{} texts searched, none shows a secret in any of 7 forms",
+        "{} texts searched, none shows a secret in any of 11 forms",
         seen.len()
     );
 

@@ -24,6 +24,17 @@ enum Echo {
     Base64,
     /// Inside a longer base64 text, after this many other bytes.
     Base64Inside(usize),
+    /// Python's `urllib.parse.quote` (keeps `/`), and `quote_plus`.
+    PythonQuote,
+    PythonQuotePlus,
+    /// Go's html/template (`+` as `&#43;`, quotes as `&#34;`/`&#39;`).
+    GoHtml,
+    /// Handlebars (`=` as `&#x3D;`, `` ` `` as `&#x60;`, `'` as `&#x27;`).
+    Handlebars,
+    /// Go's encoding/json (`&`, `<`, `>` as `\u0026`, `\u003c`, `\u003e`).
+    GoJson,
+    /// JSON-escaped, then percent-encoded (a JSON document in a query).
+    JsonThenPercent,
 }
 
 fn echo(secret: &str, how: Echo) -> String {
@@ -77,6 +88,56 @@ fn echo(secret: &str, how: Echo) -> String {
             })
             .collect(),
         Echo::Base64 => STANDARD.encode(secret),
+        Echo::PythonQuote | Echo::PythonQuotePlus => {
+            const KEEP: &percent_encoding::AsciiSet = &NON_ALPHANUMERIC
+                .remove(b'-')
+                .remove(b'.')
+                .remove(b'_')
+                .remove(b'~')
+                .remove(b'/');
+            let quoted = percent_encoding::utf8_percent_encode(secret, KEEP).to_string();
+            if matches!(how, Echo::PythonQuotePlus) {
+                quoted.replace("%20", "+")
+            } else {
+                quoted
+            }
+        }
+        Echo::GoHtml => secret
+            .chars()
+            .map(|c| match c {
+                '&' => "&amp;".to_owned(),
+                '<' => "&lt;".to_owned(),
+                '>' => "&gt;".to_owned(),
+                '"' => "&#34;".to_owned(),
+                '\'' => "&#39;".to_owned(),
+                '+' => "&#43;".to_owned(),
+                c => c.to_string(),
+            })
+            .collect(),
+        Echo::Handlebars => secret
+            .chars()
+            .map(|c| match c {
+                '&' => "&amp;".to_owned(),
+                '<' => "&lt;".to_owned(),
+                '>' => "&gt;".to_owned(),
+                '"' => "&quot;".to_owned(),
+                '\'' => "&#x27;".to_owned(),
+                '`' => "&#x60;".to_owned(),
+                '=' => "&#x3D;".to_owned(),
+                c => c.to_string(),
+            })
+            .collect(),
+        Echo::GoJson => {
+            let j = serde_json::to_string(secret).unwrap();
+            j[1..j.len() - 1]
+                .replace('&', "\\u0026")
+                .replace('<', "\\u003c")
+                .replace('>', "\\u003e")
+        }
+        Echo::JsonThenPercent => {
+            let j = serde_json::to_string(secret).unwrap();
+            percent_encoding::utf8_percent_encode(&j[1..j.len() - 1], NON_ALPHANUMERIC).to_string()
+        }
         Echo::Base64Inside(before) => {
             let mut line = "x".repeat(before).into_bytes();
             line.extend_from_slice(b"Authorization: ");
@@ -100,6 +161,12 @@ fn any_echo() -> impl Strategy<Value = Echo> {
         Just(Echo::Html),
         Just(Echo::Base64),
         (0usize..7).prop_map(Echo::Base64Inside),
+        Just(Echo::PythonQuote),
+        Just(Echo::PythonQuotePlus),
+        Just(Echo::GoHtml),
+        Just(Echo::Handlebars),
+        Just(Echo::GoJson),
+        Just(Echo::JsonThenPercent),
     ]
 }
 
@@ -179,7 +246,7 @@ fn every_kind_of_site_secret_is_found() {
         "https://bob:url%2Fpass@api.example/v1?access_token=qt-123456&page=2",
         &[
             ("authorization", &format!("Basic {basic}")),
-            ("cookie", "sid=ck-abcdef; lang=en"),
+            ("cookie", "sid=ck-abcdef; lang=en; q=\"quoted-ck-1\""),
             ("x-api-key", "k-0123456789"),
             ("user-agent", "probe/1.0"),
         ],
@@ -196,6 +263,7 @@ fn every_kind_of_site_secret_is_found() {
         "url%2Fpass",
         "qt-123456",
         "body-secret-1",
+        "quoted-ck-1",
     ] {
         let text = format!("you sent {secret}!");
         assert_eq!(filter.redact(&text), "you sent [redacted]!", "{secret}");
