@@ -21,7 +21,7 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use super::{CheckOutcome, CheckRequest};
 
 mod views;
-use views::View;
+use views::{Escapes, View};
 
 /// What a secret is replaced with.
 pub const REDACTED: &str = "[redacted]";
@@ -121,15 +121,19 @@ impl Secrets {
             m.find_iter(text).map(|x| (x.start(), x.end())).collect();
         if views::has_escapes(text) {
             let base = View::of(text);
-            for plus_space in [false, true] {
-                let mut view = base.decoded(plus_space);
-                for _ in 0..2 {
-                    let Some(v) = view else { break };
-                    spans.extend(
-                        m.find_iter(&v.bytes)
-                            .map(|x| (v.from[x.start()].0, v.from[x.end() - 1].1)),
-                    );
-                    view = v.decoded(plus_space);
+            let mut found = |v: &View| {
+                spans.extend(
+                    m.find_iter(&v.bytes)
+                        .map(|x| (v.from[x.start()].0, v.from[x.end() - 1].1)),
+                );
+            };
+            for first in Escapes::LAYERS {
+                let Some(one) = base.decoded(first) else {
+                    continue;
+                };
+                found(&one);
+                if let Some(two) = one.decoded(Escapes::SECOND) {
+                    found(&two);
                 }
             }
         }

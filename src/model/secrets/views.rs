@@ -7,6 +7,55 @@
 //! every byte, the span of the original text it came from; a secret found
 //! in a view is redacted over that span.
 
+/// Which escapes a layer undoes. Each family alone too: undoing JSON's `\/`
+/// would hide a secret that holds a backslash from the HTML layer.
+#[derive(Clone, Copy)]
+pub struct Escapes {
+    pub html: bool,
+    pub percent: bool,
+    pub json: bool,
+    /// `+` is a space (form encoding).
+    pub plus: bool,
+}
+
+impl Escapes {
+    const ALL: Escapes = Escapes {
+        html: true,
+        percent: true,
+        json: true,
+        plus: false,
+    };
+    const NONE: Escapes = Escapes {
+        html: false,
+        percent: false,
+        json: false,
+        plus: false,
+    };
+
+    /// The first layers tried; each is then decoded once more with all.
+    pub const LAYERS: [Escapes; 5] = [
+        Escapes::ALL,
+        Escapes {
+            html: true,
+            ..Escapes::NONE
+        },
+        Escapes {
+            percent: true,
+            ..Escapes::NONE
+        },
+        Escapes {
+            percent: true,
+            plus: true,
+            ..Escapes::NONE
+        },
+        Escapes {
+            json: true,
+            ..Escapes::NONE
+        },
+    ];
+    pub const SECOND: Escapes = Escapes::ALL;
+}
+
 /// A text decoded one layer or more: its bytes, and for each byte the
 /// span of the original text it came from.
 pub struct View {
@@ -29,9 +78,8 @@ impl View {
         }
     }
 
-    /// One layer of escapes undone; `plus_space`: `+` is a space (form
-    /// encoding). `None` when nothing changed.
-    pub fn decoded(&self, plus_space: bool) -> Option<View> {
+    /// One layer of `escapes` undone; `None` when nothing changed.
+    pub fn decoded(&self, escapes: Escapes) -> Option<View> {
         let b = &self.bytes;
         let mut out = View {
             bytes: Vec::with_capacity(b.len()),
@@ -41,10 +89,10 @@ impl View {
         let mut i = 0;
         while i < b.len() {
             let (decoded, used) = match b[i] {
-                b'%' => percent(&b[i..]),
-                b'&' => reference(&b[i..]),
-                b'\\' => backslash(&b[i..]),
-                b'+' if plus_space => (Some(vec![b' ']), 1),
+                b'%' if escapes.percent => percent(&b[i..]),
+                b'&' if escapes.html => reference(&b[i..]),
+                b'\\' if escapes.json => backslash(&b[i..]),
+                b'+' if escapes.plus => (Some(vec![b' ']), 1),
                 _ => (None, 1),
             };
             let span = (self.from[i].0, self.from[i + used - 1].1);
