@@ -323,3 +323,25 @@ fn the_whole_outcome_is_filtered() {
         out.url
     );
 }
+
+/// The forms review found shown (each server escapes only some characters).
+#[test]
+fn partial_escapes_of_real_servers_are_caught() {
+    for (secret, shown) in [
+        ("Zm9v+YmFy/YXJnaA==", "Zm9v%2BYmFy/YXJnaA%3D%3D"),
+        ("Zm9v+YmFy/YXJnaA==", "Zm9v&#43;YmFy/YXJnaA=="),
+        ("Zm9v+YmFy/YXJnaA==", "Zm9v+YmFy/YXJnaA&#x3D;&#x3D;"),
+        ("hunter2&co<3", "\"hunter2\\u0026co\\u003c3\""),
+        ("\\/=a-secret", "\\/&#x3D;a-secret"),
+        ("hunter2&co<3", "q=%22hunter2%5Cu0026co%5Cu003c3%22"),
+    ] {
+        let filter = Secrets::from_values([secret.to_owned()]);
+        let text = format!("echo: {shown} end");
+        let out = filter.redact(&text);
+        assert!(
+            out.contains(REDACTED) && !out.contains(&secret[2..8]),
+            "{secret:?} as {shown:?}: {out}"
+        );
+        assert!(out.starts_with("echo: ") && out.ends_with(" end"), "{out}");
+    }
+}
