@@ -85,6 +85,7 @@ async fn time_leading_check_ids_start_an_hour_after_an_upgrade_with_results() {
              DROP INDEX rollup_minute_bucket;
              DROP FUNCTION sitewatch_close_hours, sitewatch_sum_hour, sitewatch_resum_hours;
              ALTER TABLE rollup_hour_closed RENAME TO rollup_hour;
+             ALTER TABLE check_results DROP COLUMN judge_ms;
              DELETE FROM refinery_schema_history WHERE version >= 17;
              INSERT INTO check_results (check_id, site, url, origin, scheduled_at, outcome)
              VALUES (gen_random_uuid(), 's', 'https://s/', 'scheduled', now(), 'up');",
