@@ -32,8 +32,10 @@ pub const MAX_BODY: usize = 256 * 1024;
 
 /// Statements a template may use: none binds or accumulates a value
 /// (`for` binds its variable to any expression, `[v ~ v]` included, so
-/// nested loops double a value per level).
-const STATEMENTS: &[&str] = &["if", "elif", "else", "endif", "raw", "endraw"];
+/// nested loops double a value per level), and none hides text from this
+/// reader (`raw` ends only at its own end tag, which text inside it can
+/// imitate).
+const STATEMENTS: &[&str] = &["if", "elif", "else", "endif"];
 
 /// Operators that build a larger value than their operands: repetition,
 /// and concatenation (chained in one expression, its result grows with the
@@ -102,9 +104,6 @@ pub fn unbounded(source: &str) -> Option<String> {
                      accumulate values)",
                     STATEMENTS.join(", ")
                 ));
-            }
-            if word == "raw" {
-                i = find(b, i, b"endraw").map_or(b.len(), |e| e);
             }
         }
     }

@@ -74,7 +74,7 @@ pub fn evaluate(checks: &[JsonCheck], body: &[u8], truncated: bool) -> Vec<Failu
             }];
         }
     };
-    let stats = Stats::of(&doc, body.len());
+    let stats = Stats::of(&doc);
     checks.iter().filter_map(|c| c.run(&doc, &stats)).collect()
 }
 
@@ -87,7 +87,11 @@ impl JsonCheck {
                 observed,
             })
         };
-        let cost = self.shape.cost(stats);
+        let mut cost = self.shape.cost(stats);
+        if matches!(self.expect, JsonExpect::Matches(_)) {
+            // Each selected value that is not a string is matched as JSON text.
+            cost += self.shape.selected_size(stats);
+        }
         if cost > stats.budget() {
             return fail(format!(
                 "not evaluated: too costly on this body ({} JSON values): the query could \
@@ -294,6 +298,28 @@ mod tests {
         .err()
         .unwrap();
         assert!(e.contains("matches"), "{e}");
+        // match()/search() compile their pattern per value: refused.
+        for path in ["$[?match(@.a, 'x.*')]", "$..[?search(@, \"y\")]"] {
+            let e = compile(
+                &JsonRule {
+                    path: path.into(),
+                    expect: JsonExpect::Present(true),
+                },
+                fresh,
+            )
+            .err()
+            .unwrap();
+            assert!(e.contains("not supported"), "{e}");
+        }
+        // The word inside a string is only a string.
+        assert!(compile(
+            &JsonRule {
+                path: "$[?@.f == 'match(x)']".into(),
+                expect: JsonExpect::Present(true),
+            },
+            fresh
+        )
+        .is_ok());
         // Deep nesting is refused before the (recursive) parser sees it.
         let deep = format!("$[?{}@{}]", "(".repeat(3200), ")".repeat(3200));
         let e = compile(

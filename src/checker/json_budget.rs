@@ -48,18 +48,7 @@ enum Selector {
 #[derive(Debug, Default)]
 struct Expr {
     queries: Vec<Shape>,
-    /// The patterns of `match()` and `search()`, which serde_json_path
-    /// compiles afresh for every candidate: the states of a literal one, or
-    /// `None` for one that is not a literal (taken from the document, so
-    /// chosen by the server, at any cost).
-    patterns: Vec<Option<f64>>,
 }
-
-/// Node visits charged per evaluation of `match()`/`search()`, beyond
-/// [`VISITS_PER_STATE`] per state of its pattern: compiling it (measured:
-/// `\w{100}` compiles in about as long as 10^5 visits take).
-const VISITS_PER_COMPILE: f64 = 64.0;
-const VISITS_PER_STATE: f64 = 2.0;
 
 /// The sizes of a document that bound a query's cost.
 #[derive(Debug, Clone, Copy)]
@@ -67,12 +56,11 @@ pub struct Stats {
     nodes: f64,
     depth: f64,
     fanout: f64,
-    bytes: f64,
 }
 
 impl Stats {
-    /// The sizes of `doc`, parsed from `bytes` bytes.
-    pub fn of(doc: &Value, bytes: usize) -> Stats {
+    /// The sizes of `doc`.
+    pub fn of(doc: &Value) -> Stats {
         let (mut nodes, mut depth, mut fanout) = (0usize, 0usize, 0usize);
         let mut stack = vec![(doc, 1usize)];
         while let Some((v, d)) = stack.pop() {
@@ -94,7 +82,6 @@ impl Stats {
             nodes: nodes as f64,
             depth: depth as f64,
             fanout: fanout.max(1) as f64,
-            bytes: bytes as f64,
         }
     }
 
@@ -149,6 +136,12 @@ impl Shape {
     /// sizes `s`.
     pub fn cost(&self, s: &Stats) -> f64 {
         self.run(Bag::ROOT, s).0
+    }
+
+    /// The values in the subtrees of what the query selects, with repeats:
+    /// what serialising every selected value costs (a `matches`).
+    pub fn selected_size(&self, s: &Stats) -> f64 {
+        self.run(Bag::ROOT, s).1.subtrees(s)
     }
 
     /// The work of this query from the nodes of `start`, and its result.
@@ -212,15 +205,6 @@ impl Expr {
                 let times = if q.absolute { candidates.len } else { 1.0 };
                 work += times * got.subtrees(s);
             }
-        }
-        for pattern in &self.patterns {
-            let Some(states) = pattern else {
-                return f64::INFINITY;
-            };
-            work += candidates.len * (VISITS_PER_COMPILE + VISITS_PER_STATE * states);
-            // Matching the strings the candidates give: each byte of the
-            // body at most `mult` times, a few bytes a visit.
-            work += candidates.mult * s.bytes / 4.0;
         }
         work
     }
@@ -349,23 +333,7 @@ impl Scan<'_> {
     fn expr(&mut self) -> Expr {
         let mut e = Expr::default();
         let mut depth = 0usize;
-        // The depths inside `match(`/`search(` calls, and whether the next
-        // token is such a call's pattern (after its first comma).
-        let mut calls: Vec<usize> = Vec::new();
-        let mut pattern_next = false;
         while let Some(c) = self.peek() {
-            if pattern_next && !c.is_ascii_whitespace() {
-                pattern_next = false;
-                e.patterns.push(match c {
-                    b'\'' | b'"' => {
-                        let start = self.i;
-                        self.string();
-                        Some(states(&self.s[start..self.i]))
-                    }
-                    _ => None,
-                });
-                continue;
-            }
             match c {
                 b'\'' | b'"' => self.string(),
                 b'(' => {
@@ -373,32 +341,17 @@ impl Scan<'_> {
                     self.i += 1;
                 }
                 b')' => {
-                    if calls.last() == Some(&depth) {
-                        calls.pop();
-                    }
                     depth = depth.saturating_sub(1);
-                    self.i += 1;
-                }
-                b',' if calls.last() == Some(&depth) => {
-                    pattern_next = true;
                     self.i += 1;
                 }
                 b',' | b']' if depth == 0 => break,
                 b'@' | b'$' => e.queries.push(self.query()),
                 c if c.is_ascii_alphabetic() => {
-                    let start = self.i;
                     while self
                         .peek()
                         .is_some_and(|c| c.is_ascii_alphanumeric() || c == b'_')
                     {
                         self.i += 1;
-                    }
-                    let name = &self.s[start..self.i];
-                    if name == b"match" || name == b"search" {
-                        self.blanks();
-                        if self.peek() == Some(b'(') {
-                            calls.push(depth + 1);
-                        }
                     }
                 }
                 _ => self.i += 1,
@@ -419,26 +372,6 @@ impl Scan<'_> {
                 break;
             }
         }
-    }
-}
-
-/// The NFA states of a quoted JSONPath string literal read as a pattern
-/// (`match()`/`search()`): a pattern too large to compile within 1 MiB
-/// costs without bound; one that is not a regex costs little (it fails to
-/// compile at once, and serde_json_path matches nothing).
-fn states(quoted: &[u8]) -> f64 {
-    let text = String::from_utf8_lossy(quoted);
-    let inner = &text[1..text.len().saturating_sub(1).max(1)];
-    // JSONPath escapes as JSON's (a single-quoted literal may escape `'`).
-    let unescaped: String = serde_json::from_str(&format!("\"{}\"", inner.replace("\\'", "'")))
-        .unwrap_or_else(|_| inner.to_owned());
-    let compiled = regex_automata::nfa::thompson::NFA::compiler()
-        .configure(regex_automata::nfa::thompson::Config::new().nfa_size_limit(Some(1 << 20)))
-        .build(&unescaped);
-    match compiled {
-        Ok(nfa) => nfa.states().len() as f64,
-        Err(e) if e.to_string().contains("exceeded") => f64::INFINITY,
-        Err(_) => 0.0,
     }
 }
 

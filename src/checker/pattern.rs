@@ -18,6 +18,9 @@ use regex_automata::{Input, MatchErrorKind};
 /// NFA states times input bytes the PikeVM may take: measured at ~0.7 ns
 /// each in the worst case, about a third of a second of one core.
 const PIKEVM_BUDGET: u64 = 500_000_000;
+/// Bytes the lazy DFA must search per state it builds, once it has filled
+/// its cache three times, or it gives up (to the bounded PikeVM).
+const MIN_BYTES_PER_STATE: usize = 64;
 /// The lazy DFA's cache: as the `regex` crate's default.
 const DFA_CACHE_BYTES: usize = 2 << 20;
 
@@ -111,7 +114,10 @@ impl Pattern {
                     .cache_capacity(DFA_CACHE_BYTES)
                     .skip_cache_capacity_check(true)
                     .minimum_cache_clear_count(Some(3))
-                    .minimum_bytes_per_state(Some(10))
+                    // `regex` uses 10; a pattern whose every new state costs
+                    // thousands of NFA states can build one per 25 bytes for
+                    // ever without tripping that (found by review).
+                    .minimum_bytes_per_state(Some(MIN_BYTES_PER_STATE))
                     .unicode_word_boundary(true),
             )
             .build(pattern)
@@ -192,6 +198,21 @@ mod tests {
             .is_ok());
         assert_eq!(p.find(b"a literalword05999xyz").unwrap(), Some(2..21));
         assert_eq!(p.find(b"nothing").unwrap(), None);
+    }
+
+    #[test]
+    fn a_lazy_dfa_that_keeps_building_states_gives_up() {
+        // A new state every 25 bytes, each of thousands of NFA states.
+        let p = Pattern::new("Q(?:x*[QR]){5000}Z", 1 << 20).unwrap();
+        let mut hay = Vec::with_capacity(1 << 20);
+        let mut seed = 7u32;
+        while hay.len() < 1 << 20 {
+            seed = seed.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            hay.push(if seed >> 16 & 1 == 0 { b'Q' } else { b'R' });
+            hay.extend_from_slice(&[b'x'; 24]);
+        }
+        let e = p.find(&hay).unwrap_err();
+        assert!(e.to_string().contains("too costly"), "{e}");
     }
 
     #[test]

@@ -269,8 +269,36 @@ impl JsonRule {
             ));
         }
         let (mut depth, mut deepest) = (0usize, 0usize);
-        for c in self.path.chars() {
+        let mut quote = None;
+        let mut word = String::new();
+        let mut chars = self.path.chars().peekable();
+        while let Some(c) = chars.next() {
+            if let Some(q) = quote {
+                match c {
+                    '\\' => {
+                        chars.next();
+                    }
+                    c if c == q => quote = None,
+                    _ => {}
+                }
+                continue;
+            }
+            if c.is_ascii_alphanumeric() || c == '_' {
+                word.push(c);
+                continue;
+            }
+            // serde_json_path compiles the pattern of `match()`/`search()`
+            // afresh for every value it tests, at a cost no bound can see
+            // (a pattern's size says little of its compile time).
+            if c == '(' && matches!(word.as_str(), "match" | "search") {
+                return Some(format!(
+                    "`{word}()` is not supported in a filter (its pattern is compiled for \
+                     every value tested); select the values and use `matches` instead"
+                ));
+            }
+            word.clear();
             match c {
+                '\'' | '"' => quote = Some(c),
                 '(' | '[' => {
                     depth += 1;
                     deepest = deepest.max(depth);

@@ -76,16 +76,20 @@ fn what_could_grow_without_bound_is_refused_before_it_runs() {
             r#"{% if (1, '%}') %}{% for x in y %}{% endfor %}{% endif %}"#,
             "`for`",
         ),
+        // Found by review: a raw block's text imitating its end tag.
+        (
+            r#"{% raw %}endraw{{ '{% endraw %}{{ summary * 9 }}' }}"#,
+            "`raw`",
+        ),
     ] {
         let e = render(t, &event("s", "d"), true).unwrap_err();
         assert!(e.contains(why), "{t}: {e}");
     }
-    // What looks like an operator inside a string, a comment, raw text or
+    // What looks like an operator inside a string, a comment, plain text or
     // whitespace control is not one.
     for t in [
         r#"{"s": "{{ "*~+" }}{{ summary }}"}"#,
         r#"{# {% set x = 1 %} #}{"a": 1}"#,
-        r#"{% raw %}{% set x %}{% endraw %}"#,
         "{%+ if summary -%} x {%- endif +%}{{- summary -}}",
         "* plain text ~ + *",
     ] {
