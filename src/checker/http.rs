@@ -29,7 +29,7 @@ use super::verdict::{self, Judging};
 use super::{dns_query, handshake, tcp};
 use crate::config::CheckerSettings;
 use crate::model::{
-    CheckKind, CheckOptions, CheckOutcome, CheckRequest, ErrorKind, Origin, Outcome, Secrets,
+    CheckKind, CheckOptions, CheckOutcome, CheckRequest, ErrorKind, LazySecrets, Origin, Outcome,
 };
 use crate::net;
 
@@ -115,14 +115,21 @@ impl HttpChecker {
     /// request's timeout (plus scheduling noise). Everything the outcome
     /// says has passed the site's secret filter.
     pub async fn check(&self, req: &CheckRequest) -> CheckOutcome {
-        // Built when a text needs it: an outcome that passed has none.
-        let secrets = std::sync::OnceLock::new();
-        let secrets = || secrets.get_or_init(|| Secrets::of(req, &self.cross_origin));
+        // Compiled when a text needs it: an outcome that passed has none.
+        let secrets = Arc::new(LazySecrets::of(req, &self.cross_origin));
         let mut out = match CheckKind::of_url(&req.url) {
             Some(CheckKind::Tcp) => {
                 let cap = self.max_body_bytes as usize;
                 let compile = |p: Option<&str>| p.map(|p| self.regex(p, req.origin)).transpose();
-                tcp::check(&self.connector, req, &self.instance, cap, &compile).await
+                tcp::check(
+                    &self.connector,
+                    req,
+                    &self.instance,
+                    cap,
+                    &compile,
+                    &secrets,
+                )
+                .await
             }
             Some(CheckKind::Tls) => {
                 let tls = self.connector.tls();
@@ -131,7 +138,7 @@ impl HttpChecker {
             Some(CheckKind::Dns) => {
                 dns_query::check(self.connector.resolver(), req, &self.instance).await
             }
-            _ => self.check_http(req, secrets).await,
+            _ => self.check_http(req, &secrets).await,
         };
         // `CheckOutcome::of` already showed the URL without credentials.
         let texts = out.error_message.is_some()
@@ -139,16 +146,12 @@ impl HttpChecker {
             || out.evidence.is_some()
             || !out.answers.is_empty();
         if texts {
-            secrets().scrub(&mut out);
+            secrets.get().scrub(&mut out);
         }
         out
     }
 
-    async fn check_http<'a>(
-        &self,
-        req: &CheckRequest,
-        secrets: impl FnOnce() -> &'a Secrets,
-    ) -> CheckOutcome {
+    async fn check_http(&self, req: &CheckRequest, secrets: &Arc<LazySecrets>) -> CheckOutcome {
         let started_at = Utc::now();
         let mut out = CheckOutcome {
             started_at: Some(started_at),
@@ -195,7 +198,7 @@ impl HttpChecker {
                     cap: prepared.read_cap,
                     keep: self.evidence_bytes,
                 };
-                out = verdict::judged(out, resp, &judging, deadline, secrets).await;
+                out = verdict::judged(out, resp, &judging, deadline, secrets.clone()).await;
             }
         }
         out

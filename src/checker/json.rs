@@ -10,7 +10,7 @@ use serde_json_path::JsonPath;
 
 use super::json_budget::{Shape, Stats};
 use super::pattern::{Pattern, TooCostly};
-use crate::model::{Failure, JsonExpect, JsonRule};
+use crate::model::{Failure, JsonExpect, JsonRule, LazySecrets};
 
 /// Characters of a value shown in a failure.
 const SHOWN: usize = 120;
@@ -58,7 +58,12 @@ pub fn compile(
 
 /// Every failed check of `checks` on `body`. `truncated`: the body was cut
 /// at `checker.max_body_bytes`, which the message of a parse error names.
-pub fn evaluate(checks: &[JsonCheck], body: &[u8], truncated: bool) -> Vec<Failure> {
+pub fn evaluate(
+    checks: &[JsonCheck],
+    body: &[u8],
+    truncated: bool,
+    secrets: &LazySecrets,
+) -> Vec<Failure> {
     let doc: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
@@ -75,11 +80,15 @@ pub fn evaluate(checks: &[JsonCheck], body: &[u8], truncated: bool) -> Vec<Failu
         }
     };
     let stats = Stats::of(&doc);
-    checks.iter().filter_map(|c| c.run(&doc, &stats)).collect()
+    checks
+        .iter()
+        .filter_map(|c| c.run(&doc, &stats, secrets))
+        .collect()
 }
 
 impl JsonCheck {
-    fn run(&self, doc: &Value, stats: &Stats) -> Option<Failure> {
+    fn run(&self, doc: &Value, stats: &Stats, secrets: &LazySecrets) -> Option<Failure> {
+        let shown = |v: &Value| shown(v, secrets);
         let fail = |observed: String| {
             Some(Failure {
                 assertion: format!("json {}", self.text),
@@ -195,13 +204,15 @@ fn length(v: &Value) -> Option<usize> {
     }
 }
 
-/// A value as JSON text, cut for messages.
-fn shown(v: &Value) -> String {
+/// A value as JSON text, cut for messages (the site's secrets hidden as
+/// seen around the cut).
+fn shown(v: &Value, secrets: &LazySecrets) -> String {
     let text = v.to_string();
-    match text.char_indices().nth(SHOWN) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text,
-    }
+    let cut = text
+        .char_indices()
+        .nth(SHOWN)
+        .map_or(text.len(), |(i, _)| i);
+    secrets.excerpt(text.as_bytes(), 0, cut)
 }
 
 #[cfg(test)]
@@ -244,7 +255,7 @@ mod tests {
             rule("$.items[?@.n > 1]", Present(true)),
             rule("$.error", Absent(true)),
         ];
-        assert!(evaluate(&passing, BODY, false).is_empty());
+        assert!(evaluate(&passing, BODY, false, &LazySecrets::none()).is_empty());
         let failing = [
             rule("$.status", Equals("down".into())),
             rule("$.items.length()", AtLeast(3.0)),
@@ -254,7 +265,7 @@ mod tests {
             rule("$.status", Absent(true)),
             rule("$.load.length()", Equals(1.into())),
         ];
-        let f = evaluate(&failing, BODY, false);
+        let f = evaluate(&failing, BODY, false, &LazySecrets::none());
         assert_eq!(f.len(), failing.len(), "{f:?}");
         assert_eq!(f[0].assertion, "json $.status");
         assert_eq!(f[0].expected, "== \"down\"");
@@ -268,11 +279,11 @@ mod tests {
     #[test]
     fn a_body_that_is_not_json_is_one_clear_failure() {
         let checks = [rule("$.status", JsonExpect::Equals("ok".into()))];
-        let f = evaluate(&checks, b"<html>down</html>", false);
+        let f = evaluate(&checks, b"<html>down</html>", false, &LazySecrets::none());
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].assertion, "json");
         assert!(f[0].observed.starts_with("not JSON"), "{:?}", f[0]);
-        let f = evaluate(&checks, br#"{"status": "o"#, true);
+        let f = evaluate(&checks, br#"{"status": "o"#, true, &LazySecrets::none());
         assert!(f[0].observed.contains("cut at 13 bytes"), "{:?}", f[0]);
     }
 

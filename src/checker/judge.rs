@@ -9,7 +9,7 @@ use http::HeaderMap;
 use super::json::{self, JsonCheck};
 use super::pattern::Pattern;
 use crate::config::StatusSet;
-use crate::model::{CheckOutcome, ErrorKind, Failure, Outcome};
+use crate::model::{CheckOutcome, ErrorKind, Failure, LazySecrets, Outcome};
 
 /// A site's assertions, compiled.
 pub struct Rules {
@@ -53,7 +53,7 @@ pub struct Response {
 
 /// Fills `out`'s outcome, failures and reason from `r`. `out.tls` and
 /// `out.response_time_ms` must already be set.
-pub fn judge(out: &mut CheckOutcome, r: &Response, rules: &Rules) {
+pub fn judge(out: &mut CheckOutcome, r: &Response, rules: &Rules, secrets: &LazySecrets) {
     out.status_code = Some(r.status);
     out.body_bytes = Some(r.body.len() as u64);
     let mut failures: Vec<(ErrorKind, Failure)> = Vec::new();
@@ -111,7 +111,11 @@ pub fn judge(out: &mut CheckOutcome, r: &Response, rules: &Rules) {
                 ErrorKind::ForbiddenMatch,
                 "forbidden_regex",
                 expected,
-                format!("{:?} at byte {}", excerpt(&r.body[m.clone()]), m.start),
+                format!(
+                    "{:?} at byte {}",
+                    secrets.excerpt(&r.body[..m.end], m.start, EXCERPT),
+                    m.start
+                ),
             ),
             Err(costly) => fail(
                 ErrorKind::ForbiddenMatch,
@@ -131,7 +135,7 @@ pub fn judge(out: &mut CheckOutcome, r: &Response, rules: &Rules) {
         let shown = || {
             values
                 .iter()
-                .map(|v| format!("{:?}", excerpt(v)))
+                .map(|v| format!("{:?}", secrets.excerpt(v, 0, EXCERPT)))
                 .collect::<Vec<_>>()
                 .join(", ")
         };
@@ -168,7 +172,7 @@ pub fn judge(out: &mut CheckOutcome, r: &Response, rules: &Rules) {
         }
     }
     if !rules.json.is_empty() {
-        for f in json::evaluate(&rules.json, &r.body, r.truncated) {
+        for f in json::evaluate(&rules.json, &r.body, r.truncated, secrets) {
             fail(
                 ErrorKind::JsonMismatch,
                 &f.assertion,
@@ -247,15 +251,8 @@ pub fn judge(out: &mut CheckOutcome, r: &Response, rules: &Rules) {
     out.fail_with(kind, failures.into_iter().map(|(_, f)| f).collect());
 }
 
-/// At most 80 bytes of `bytes` as text, for messages.
-fn excerpt(bytes: &[u8]) -> String {
-    let cut = &bytes[..bytes.len().min(80)];
-    let mut text = String::from_utf8_lossy(cut).into_owned();
-    if bytes.len() > cut.len() {
-        text.push('…');
-    }
-    text
-}
+/// Bytes of a body or header shown in a failure.
+const EXCERPT: usize = 80;
 
 #[cfg(test)]
 mod tests {
@@ -291,6 +288,10 @@ mod tests {
             evidence: None,
             answers: Vec::new(),
         }
+    }
+
+    fn none() -> LazySecrets {
+        LazySecrets::none()
     }
 
     fn rules() -> Rules {
@@ -359,6 +360,7 @@ mod tests {
                 &[("content-type", "application/json"), ("x-debug", "on")],
             ),
             &r,
+            &none(),
         );
         assert_eq!(out.outcome, Outcome::Down);
         assert_eq!(out.error_kind, Some(ErrorKind::UnexpectedStatus));
@@ -391,17 +393,17 @@ mod tests {
         let mut r = rules();
         r.degraded_after_ms = Some(100);
         let mut slow = outcome(250.0);
-        judge(&mut slow, &response(200, "ok", &[]), &r);
+        judge(&mut slow, &response(200, "ok", &[]), &r, &none());
         assert_eq!(slow.outcome, Outcome::Degraded);
         assert_eq!(slow.error_kind, Some(ErrorKind::Slow));
         assert_eq!(slow.failures[0].observed, "250 ms");
         let mut fast = outcome(20.0);
-        judge(&mut fast, &response(200, "ok", &[]), &r);
+        judge(&mut fast, &response(200, "ok", &[]), &r, &none());
         assert_eq!(fast.outcome, Outcome::Up);
         assert!(fast.failures.is_empty() && fast.error_kind.is_none());
         // A wrong answer is down however fast.
         let mut wrong = outcome(250.0);
-        judge(&mut wrong, &response(500, "ok", &[]), &r);
+        judge(&mut wrong, &response(500, "ok", &[]), &r, &none());
         assert_eq!(wrong.outcome, Outcome::Down);
     }
 
@@ -410,10 +412,10 @@ mod tests {
         let mut r = rules();
         r.body_max = Some(3);
         let mut out = outcome(1.0);
-        judge(&mut out, &response(200, "four", &[]), &r);
+        judge(&mut out, &response(200, "four", &[]), &r, &none());
         assert_eq!(out.error_kind, Some(ErrorKind::BodySize));
         let mut out = outcome(1.0);
-        judge(&mut out, &response(200, "ok", &[]), &r);
+        judge(&mut out, &response(200, "ok", &[]), &r, &none());
         assert_eq!(out.outcome, Outcome::Up);
     }
 }

@@ -12,7 +12,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use super::connect::{Connector, Fail, Phase, Route, Trace};
 use super::pattern::Pattern;
-use crate::model::{CheckOptions, CheckOutcome, CheckRequest, ErrorKind, Failure, Outcome};
+use crate::model::{
+    CheckOptions, CheckOutcome, CheckRequest, ErrorKind, Failure, LazySecrets, Outcome,
+};
 
 /// Compiles an `expect` pattern (the HTTP checker's regex cache).
 pub type Compile<'a> = dyn Fn(Option<&str>) -> Result<Option<Arc<Pattern>>, String> + Sync + 'a;
@@ -25,6 +27,7 @@ pub async fn check(
     instance: &str,
     cap: usize,
     compile: &Compile<'_>,
+    secrets: &LazySecrets,
 ) -> CheckOutcome {
     let mut out = CheckOutcome {
         started_at: Some(Utc::now()),
@@ -83,7 +86,7 @@ pub async fn check(
                         "connected, but nothing matching {:?} came within {timeout:?}; got {} \
                          ({} bytes)",
                         re.as_str(),
-                        excerpt(&data),
+                        excerpt(&data, secrets),
                         data.len()
                     )
                 }
@@ -97,7 +100,7 @@ pub async fn check(
         Ok(Ok(seen)) => {
             out.response_time_ms = Some(took);
             out.body_bytes = Some(data.len() as u64);
-            judge(&mut out, &o, expect.as_deref(), &seen, &data);
+            judge(&mut out, &o, expect.as_deref(), &seen, &data, secrets);
             return out;
         }
     };
@@ -232,6 +235,7 @@ fn judge(
     expect: Option<&Pattern>,
     seen: &Seen,
     data: &[u8],
+    secrets: &LazySecrets,
 ) {
     if let (false, Some(re)) = (seen.matched, expect) {
         let ended = if seen.closed {
@@ -245,7 +249,7 @@ fn judge(
             observed: if data.is_empty() {
                 "the connection closed with nothing sent".into()
             } else {
-                format!("{} ({} bytes, {ended})", excerpt(data), data.len())
+                format!("{} ({} bytes, {ended})", excerpt(data, secrets), data.len())
             },
         };
         out.fail_with(ErrorKind::RegexMismatch, vec![f]);
@@ -273,7 +277,9 @@ fn judge(
     }
 }
 
-/// At most 80 bytes of what came, quoted, for messages.
-fn excerpt(data: &[u8]) -> String {
-    format!("{:?}", String::from_utf8_lossy(&data[..data.len().min(80)]))
+/// At most 80 bytes of what came, quoted, for messages (the site's
+/// secrets hidden as seen around the cut: a server may echo `send`).
+fn excerpt(data: &[u8], secrets: &LazySecrets) -> String {
+    let shown = secrets.excerpt(data, 0, 80);
+    format!("{:?}", shown.trim_end_matches('…'))
 }

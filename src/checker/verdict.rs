@@ -17,7 +17,7 @@ use http::HeaderValue;
 
 use super::evidence;
 use super::judge::{self, Response, Rules};
-use crate::model::{CheckOutcome, ErrorKind, Outcome, Secrets};
+use crate::model::{CheckOutcome, ErrorKind, LazySecrets, Outcome};
 
 /// Bodies up to this size, plain and judged without any pattern, are
 /// judged in place: handing them to another thread would cost more.
@@ -39,18 +39,18 @@ pub struct Judging {
 /// is as it came on the wire (decoded here by its `Content-Encoding`).
 /// A `down` outcome keeps its evidence, with `secrets` hidden (built only
 /// then: most checks pass and need no filter).
-pub async fn judged<'a>(
+pub async fn judged(
     out: CheckOutcome,
     r: Response,
     j: &Judging,
     deadline: Instant,
-    secrets: impl FnOnce() -> &'a Secrets,
+    secrets: Arc<LazySecrets>,
 ) -> CheckOutcome {
     let started = Instant::now();
     let coding = r.headers.get(http::header::CONTENT_ENCODING).cloned();
     let cheap = coding.is_none() && r.body.len() <= INLINE_BYTES && j.rules.without_patterns();
-    let (rules, cap) = (j.rules.clone(), j.cap);
-    let work = move |out| judge_now(out, r, coding.as_ref(), &rules, cap);
+    let (rules, cap, shared) = (j.rules.clone(), j.cap, secrets.clone());
+    let work = move |out| judge_now(out, r, coding.as_ref(), &rules, cap, &shared);
     let (mut out, judged) = if cheap {
         work(out)
     } else {
@@ -84,7 +84,7 @@ pub async fn judged<'a>(
     if let (Outcome::Down, Some(r)) = (out.outcome, &judged) {
         // A few KiB of the body: cheap enough for an async worker.
         let version = out.http_version.as_deref().unwrap_or("HTTP/1.1");
-        out.evidence = Some(evidence::of(version, r, j.keep, secrets()));
+        out.evidence = Some(evidence::of(version, r, j.keep, secrets.get()));
     }
     if let Some(t) = &mut out.timing {
         t.judge_ms = Some(started.elapsed().as_secs_f64() * 1e3);
@@ -100,6 +100,7 @@ fn judge_now(
     coding: Option<&HeaderValue>,
     rules: &Rules,
     cap: usize,
+    secrets: &LazySecrets,
 ) -> (CheckOutcome, Option<Response>) {
     if let Some(coding) = coding {
         match super::codings::decode(coding.as_bytes(), &r.body, cap) {
@@ -110,7 +111,7 @@ fn judge_now(
             Err(f) => return (failed(out, f.kind, f.message), None),
         }
     }
-    judge::judge(&mut out, &r, rules);
+    judge::judge(&mut out, &r, rules, secrets);
     evidence::hide_credential_headers(&mut out);
     (out, Some(r))
 }

@@ -25,7 +25,7 @@ pub use outcome::{CheckOutcome, ErrorKind, Evidence, Failure, Outcome, Timing, T
 pub use request::{
     CheckKind, CheckOptions, CheckRequest, HeaderRule, IpFamily, JsonExpect, JsonRule, LATE_AFTER,
 };
-pub use secrets::{redacted_url, Secrets, REDACTED};
+pub use secrets::{redacted_url, LazySecrets, Secrets, REDACTED};
 /// The message schema version of HTTP checks, which every build reads.
 pub const SCHEMA_VERSION: u32 = 1;
 /// The version of the messages of the other check kinds: a build that

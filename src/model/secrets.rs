@@ -62,22 +62,7 @@ impl Secrets {
     /// credentials, and the request body or TCP payload with its form and
     /// JSON values.
     pub fn of<S: AsRef<str>>(req: &CheckRequest, safe: &[S]) -> Secrets {
-        let mut values = Vec::new();
-        for (name, value) in &req.headers {
-            if safe.iter().any(|s| s.as_ref().eq_ignore_ascii_case(name)) {
-                continue;
-            }
-            header_secrets(name, value, &mut values);
-        }
-        if let Ok(url) = url::Url::parse(&req.url) {
-            url_secrets(&url, &mut values);
-        }
-        if let Some(o) = &req.options {
-            for payload in [&o.body, &o.send].into_iter().flatten() {
-                payload_secrets(payload, &mut values);
-            }
-        }
-        Secrets::from_values(values)
+        Secrets::from_values(values_of(req, safe))
     }
 
     /// A filter for `values` and every encoded form of each.
@@ -114,8 +99,45 @@ impl Secrets {
     /// (`views`), so a server that escapes only some of its characters
     /// does not show it either.
     pub fn redact<'a>(&self, text: &'a str) -> Cow<'a, str> {
-        let Some(m) = &self.matcher else {
+        let spans = self.spans(text);
+        if spans.is_empty() {
             return text.into();
+        }
+        let mut out = String::with_capacity(text.len());
+        let mut at = 0;
+        for (start, end) in spans {
+            out.push_str(&text[at..start]);
+            out.push_str(REDACTED);
+            at = end;
+        }
+        out.push_str(&text[at..]);
+        out.into()
+    }
+
+    /// `context[from..to]` (a part cut from a longer text for a message)
+    /// with every secret found in the whole `context` redacted where it
+    /// overlaps the part: a secret across the cut shows no prefix.
+    pub fn window(&self, context: &str, from: usize, to: usize) -> String {
+        let (from, to) = (floor_char(context, from), ceil_char(context, to));
+        let mut out = String::new();
+        let mut at = from;
+        for (start, end) in self.spans(context) {
+            if end <= at || start >= to {
+                continue;
+            }
+            out.push_str(&context[at..start.max(at)]);
+            out.push_str(REDACTED);
+            at = end.min(to);
+        }
+        out.push_str(&context[at..to]);
+        out
+    }
+
+    /// Where secrets are in `text`: sorted, merged byte ranges on
+    /// character boundaries.
+    fn spans(&self, text: &str) -> Vec<(usize, usize)> {
+        let Some(m) = &self.matcher else {
+            return Vec::new();
         };
         let mut spans: Vec<(usize, usize)> =
             m.find_iter(text).map(|x| (x.start(), x.end())).collect();
@@ -137,26 +159,16 @@ impl Secrets {
                 }
             }
         }
-        if spans.is_empty() {
-            return text.into();
-        }
         spans.sort_unstable();
-        let mut out = String::with_capacity(text.len());
-        let mut at = 0;
+        let mut merged: Vec<(usize, usize)> = Vec::with_capacity(spans.len());
         for (start, end) in spans {
-            let start = floor_char(text, start.max(at));
-            let end = ceil_char(text, end);
-            if end <= at {
-                continue;
+            let (start, end) = (floor_char(text, start), ceil_char(text, end));
+            match merged.last_mut() {
+                Some(last) if start <= last.1 => last.1 = last.1.max(end),
+                _ => merged.push((start, end)),
             }
-            out.push_str(&text[at..start]);
-            if !out.ends_with(REDACTED) || start > at {
-                out.push_str(REDACTED);
-            }
-            at = end;
         }
-        out.push_str(&text[at..]);
-        out.into()
+        merged
     }
 
     fn redact_in_place(&self, text: &mut String) {
@@ -184,6 +196,81 @@ impl Secrets {
         for t in texts {
             self.redact_in_place(t);
         }
+    }
+}
+
+/// The secret values of `req` (see [`Secrets::of`]), before any is
+/// compiled.
+pub fn values_of<S: AsRef<str>>(req: &CheckRequest, safe: &[S]) -> Vec<String> {
+    let mut values = Vec::new();
+    for (name, value) in &req.headers {
+        if safe.iter().any(|s| s.as_ref().eq_ignore_ascii_case(name)) {
+            continue;
+        }
+        header_secrets(name, value, &mut values);
+    }
+    if let Ok(url) = url::Url::parse(&req.url) {
+        url_secrets(&url, &mut values);
+    }
+    if let Some(o) = &req.options {
+        for payload in [&o.body, &o.send].into_iter().flatten() {
+            payload_secrets(payload, &mut values);
+        }
+    }
+    values
+}
+
+/// A check's secrets, compiled when first needed (most checks pass and
+/// need no filter); shared by the threads that judge and report it.
+pub struct LazySecrets {
+    values: Vec<String>,
+    built: std::sync::OnceLock<Secrets>,
+}
+
+impl LazySecrets {
+    pub fn of<S: AsRef<str>>(req: &CheckRequest, safe: &[S]) -> LazySecrets {
+        LazySecrets {
+            values: values_of(req, safe),
+            built: std::sync::OnceLock::new(),
+        }
+    }
+
+    /// No secrets at all.
+    pub fn none() -> LazySecrets {
+        LazySecrets {
+            values: Vec::new(),
+            built: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub fn get(&self) -> &Secrets {
+        self.built
+            .get_or_init(|| Secrets::from_values(self.values.iter().cloned()))
+    }
+
+    /// At most `max` bytes of `bytes` from `start`, as text, with the
+    /// secrets redacted as seen in the text around it (so a secret that
+    /// crosses either end of the excerpt shows no part); `…` when cut.
+    pub fn excerpt(&self, bytes: &[u8], start: usize, max: usize) -> String {
+        let start = start.min(bytes.len());
+        let end = (start + max).min(bytes.len());
+        let mut out = if self.values.is_empty() {
+            String::from_utf8_lossy(&bytes[start..end]).into_owned()
+        } else {
+            let margin = self.get().longest();
+            let lo = start.saturating_sub(margin);
+            let hi = (end + margin).min(bytes.len());
+            let before = String::from_utf8_lossy(&bytes[lo..start]);
+            let part = String::from_utf8_lossy(&bytes[start..end]);
+            let after = String::from_utf8_lossy(&bytes[end..hi]);
+            let context = format!("{before}{part}{after}");
+            self.get()
+                .window(&context, before.len(), before.len() + part.len())
+        };
+        if end < bytes.len() {
+            out.push('…');
+        }
+        out
     }
 }
 

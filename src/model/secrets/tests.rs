@@ -345,3 +345,29 @@ fn partial_escapes_of_real_servers_are_caught() {
         assert!(out.starts_with("echo: ") && out.ends_with(" end"), "{out}");
     }
 }
+
+/// Found by review: failure messages cut what they quote (80 or 120
+/// bytes); a secret across the cut must show no part on either side.
+#[test]
+fn an_excerpt_never_shows_part_of_a_secret() {
+    let req = request(
+        "https://s.example/",
+        &[("authorization", "Bearer eyJhbGciOiJIUzI1NiJ9SECRETSECRETSECRET")],
+        None,
+    );
+    let secrets = LazySecrets::of(&req, &[] as &[&str]);
+    let token = "eyJhbGciOiJIUzI1NiJ9SECRETSECRETSECRET";
+    for pad in [0, 30, 60, 79] {
+        let body = format!("{}{token} tail", "p".repeat(pad));
+        let shown = secrets.excerpt(body.as_bytes(), 0, 80);
+        assert!(!shown.contains("eyJ") && !shown.contains("SECRET"), "{pad}: {shown}");
+        assert!(shown.contains(REDACTED) || pad >= 80, "{pad}: {shown}");
+        // Starting inside the secret (a pattern that matched its tail).
+        let inside = pad + 20;
+        let shown = secrets.excerpt(body.as_bytes(), inside, 80);
+        assert!(!shown.contains("SECRET"), "{pad}: {shown}");
+    }
+    // No secrets: the bytes as they are, cut.
+    let plain = LazySecrets::none().excerpt(b"abcdef", 2, 3);
+    assert_eq!(plain, "cde…");
+}
