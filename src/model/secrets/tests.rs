@@ -352,7 +352,10 @@ fn partial_escapes_of_real_servers_are_caught() {
 fn an_excerpt_never_shows_part_of_a_secret() {
     let req = request(
         "https://s.example/",
-        &[("authorization", "Bearer eyJhbGciOiJIUzI1NiJ9SECRETSECRETSECRET")],
+        &[(
+            "authorization",
+            "Bearer eyJhbGciOiJIUzI1NiJ9SECRETSECRETSECRET",
+        )],
         None,
     );
     let secrets = LazySecrets::of(&req, &[] as &[&str]);
@@ -360,7 +363,10 @@ fn an_excerpt_never_shows_part_of_a_secret() {
     for pad in [0, 30, 60, 79] {
         let body = format!("{}{token} tail", "p".repeat(pad));
         let shown = secrets.excerpt(body.as_bytes(), 0, 80);
-        assert!(!shown.contains("eyJ") && !shown.contains("SECRET"), "{pad}: {shown}");
+        assert!(
+            !shown.contains("eyJ") && !shown.contains("SECRET"),
+            "{pad}: {shown}"
+        );
         assert!(shown.contains(REDACTED) || pad >= 80, "{pad}: {shown}");
         // Starting inside the secret (a pattern that matched its tail).
         let inside = pad + 20;
