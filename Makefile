@@ -5,7 +5,7 @@ SHELL := /bin/bash
 CONFIG ?= config/sitewatch.example.toml
 CARGO ?= cargo
 
-.PHONY: all install-deps up down run smoke test lint fmt clean-data install uninstall bench bench-probe soak faults bench-status model
+.PHONY: all install-deps up down run smoke test lint fmt clean-data install uninstall bench bench-probe soak faults bench-status model model-alerts
 
 all: test
 
@@ -42,6 +42,13 @@ faults: up
 MODEL_CASES ?= 20000
 model:
 	SITEWATCH_MODEL_CASES=$(MODEL_CASES) $(CARGO) test --lib scheduler::tests::model -- --nocapture
+
+# The alert pairing's model test, long form: random histories of results,
+# maintenance windows, route changes and evaluator restarts driving the
+# real evaluator against the real Postgres (`make test` runs 24).
+ALERT_MODEL_CASES ?= 1000
+model-alerts: up
+	source scripts/env.sh && SITEWATCH_MODEL_CASES=$(ALERT_MODEL_CASES) $(CARGO) test --test it pairing -- --nocapture
 
 # Benchmarks (BENCHMARKS.md): figures are printed, never asserted.
 bench-probe:

@@ -279,14 +279,11 @@ impl Evaluator {
                     st.open_incident = Some(id);
                     st.down = true;
                     pass.opened += 1;
+                    // Inside a maintenance window the opening is held
+                    // back; `send_held_openings` sends it when the window
+                    // ends and the incident is still open.
                     if alerts && !maintenance {
-                        notify(
-                            &tx,
-                            id,
-                            "opened",
-                            self.settings.alerts.route(rules.copied()),
-                        )
-                        .await?;
+                        open_to(&tx, id, self.settings.alerts.route(rules.copied())).await?;
                     }
                 }
             } else {
@@ -309,15 +306,10 @@ impl Evaluator {
                         st.open_incident = None;
                         st.down = false;
                         pass.resolved += 1;
-                        if alerts && !maintenance {
-                            notify(
-                                &tx,
-                                id,
-                                "resolved",
-                                self.settings.alerts.route(rules.copied()),
-                            )
-                            .await?;
-                        }
+                        // Whatever happened since (a window began, the
+                        // routes changed): every channel told of the opening
+                        // is told of the end, and no other.
+                        pair(&tx, id, "resolved").await?;
                     }
                 }
             }
@@ -326,8 +318,10 @@ impl Evaluator {
         ongoing.sort_unstable_by_key(|f| f.0);
         add_failures(&tx, &ongoing).await?;
         save_states(&tx, &states).await?;
-        pass.resolved +=
-            close_orphaned(&tx, alerts.then_some(&self.settings.alerts), &by_name).await?;
+        pass.resolved += close_orphaned(&tx).await?;
+        if alerts {
+            send_held_openings(&tx, &by_name, &self.settings.alerts).await?;
+        }
         if !in_window.0.is_empty() {
             tx.execute(
                 "UPDATE check_results SET in_maintenance = true
@@ -338,7 +332,7 @@ impl Evaluator {
         }
         if alerts {
             if let Some(every) = self.settings.alerts.remind_every {
-                remind(&tx, every, &by_name, &self.settings.alerts).await?;
+                remind(&tx, every, &by_name).await?;
             }
         }
         tx.execute("UPDATE incident_watermark SET evaluated_until = $1", &[&to])
@@ -348,25 +342,84 @@ impl Evaluator {
     }
 }
 
-/// Queues `event` of incident `id` once for each of `channels`, and, for a
-/// reminder or a resolution, for each channel its opening went to (so a
-/// pager that was paged is also told the incident closed, even when the
-/// site's routing changed or the site left the config).
-async fn notify(
+/// The pairing rule, whole: an incident's `opened` goes to the channels
+/// routed when it is sent ([`open_to`]), once each; its reminders and its
+/// `resolved` go to exactly the channels its `opened` went to ([`pair`]),
+/// once each for `resolved`, whatever changed in between (maintenance,
+/// routes, channels, the site leaving the config, another evaluator).
+///
+/// Queues `opened` of incident `id` for each of `channels` that has none.
+async fn open_to(
     tx: &tokio_postgres::Transaction<'_>,
     id: i64,
-    event: &str,
     channels: &[String],
 ) -> Result<(), StoreError> {
     tx.execute(
         "INSERT INTO alert_outbox (incident_id, event, channel)
-         SELECT $1::int8, $2::text, c FROM unnest($3::text[]) AS c
-         UNION
-         SELECT $1::int8, $2::text, channel FROM alert_outbox
-         WHERE incident_id = $1::int8 AND event = 'opened' AND $2::text <> 'opened'",
-        &[&id, &event, &channels],
+         SELECT $1::int8, 'opened', c FROM unnest($2::text[]) AS c
+         WHERE NOT EXISTS (SELECT 1 FROM alert_outbox o
+                           WHERE o.incident_id = $1::int8 AND o.event = 'opened'
+                             AND o.channel = c)",
+        &[&id, &channels],
     )
     .await?;
+    Ok(())
+}
+
+/// Queues `event` (`resolved`) of incident `id` for each channel its
+/// `opened` went to, once.
+async fn pair(
+    tx: &tokio_postgres::Transaction<'_>,
+    id: i64,
+    event: &str,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "INSERT INTO alert_outbox (incident_id, event, channel)
+         SELECT o.incident_id, $2::text, o.channel FROM alert_outbox o
+         WHERE o.incident_id = $1::int8 AND o.event = 'opened'
+           AND NOT EXISTS (SELECT 1 FROM alert_outbox r
+                           WHERE r.incident_id = $1::int8 AND r.event = $2::text
+                             AND r.channel = o.channel)",
+        &[&id, &event],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Sends the opening held back by a maintenance window (or by a route with
+/// no channel then) of each incident still open once its site is out of
+/// every window: the site is still down, so it is news.
+async fn send_held_openings(
+    tx: &tokio_postgres::Transaction<'_>,
+    sites: &HashMap<&str, &crate::config::Site>,
+    alerts: &crate::config::AlertSettings,
+) -> Result<(), StoreError> {
+    let held = tx
+        .query(
+            "SELECT i.id, i.site FROM incidents i
+             WHERE i.resolved_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM alert_outbox o
+                               WHERE o.incident_id = i.id AND o.event = 'opened')",
+            &[],
+        )
+        .await?;
+    let now = Utc::now();
+    for r in &held {
+        let (id, site): (i64, &str) = (r.get(0), r.get(1));
+        let rules = sites.get(site).copied();
+        if rules.is_some_and(|s| s.maintenance.iter().any(|w| w.contains(now))) {
+            continue;
+        }
+        let channels = alerts.route(rules);
+        if !channels.is_empty() {
+            open_to(tx, id, channels).await?;
+            tx.execute(
+                "UPDATE incidents SET last_notified_at = now() WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+        }
+    }
     Ok(())
 }
 
@@ -377,29 +430,22 @@ async fn notify(
 /// `resolution`, and a `resolved` notification so that a pager closes its
 /// incident too. The site's state is forgotten: if it comes back, it starts
 /// afresh. Returns how many were resolved.
-async fn close_orphaned(
-    tx: &tokio_postgres::Transaction<'_>,
-    alerts: Option<&crate::config::AlertSettings>,
-    sites: &HashMap<&str, &crate::config::Site>,
-) -> Result<usize, StoreError> {
+async fn close_orphaned(tx: &tokio_postgres::Transaction<'_>) -> Result<usize, StoreError> {
     let closed = tx
         .query(
             "UPDATE incidents i SET resolved_at = now(),
                     resolution = CASE WHEN s.in_config THEN 'site disabled' ELSE 'site removed' END
              FROM sites s
              WHERE s.name = i.site AND i.resolved_at IS NULL AND NOT s.enabled
-             RETURNING i.id, i.site, i.in_maintenance",
+             RETURNING i.id, i.site",
             &[],
         )
         .await?;
     let mut gone = Vec::with_capacity(closed.len());
     for r in &closed {
-        let (id, site, maintenance): (i64, String, bool) = (r.get(0), r.get(1), r.get(2));
+        let (id, site): (i64, String) = (r.get(0), r.get(1));
         tracing::info!(incident = id, %site, "incident resolved: the site is no longer checked");
-        if let Some(alerts) = alerts.filter(|_| !maintenance) {
-            let channels = alerts.route(sites.get(site.as_str()).copied());
-            notify(tx, id, "resolved", channels).await?;
-        }
+        pair(tx, id, "resolved").await?;
         gone.push(site);
     }
     if !gone.is_empty() {
@@ -490,7 +536,6 @@ async fn remind(
     tx: &tokio_postgres::Transaction<'_>,
     every: Duration,
     sites: &HashMap<&str, &crate::config::Site>,
-    alerts: &crate::config::AlertSettings,
 ) -> Result<(), StoreError> {
     let due = tx
         .query(
@@ -512,7 +557,6 @@ async fn remind(
         &[&ids],
     )
     .await?;
-    let (mut to, mut channels): (Vec<i64>, Vec<&str>) = (Vec::new(), Vec::new());
     let mut reminded = Vec::with_capacity(due.len());
     for r in &due {
         let (id, site): (i64, &str) = (r.get(0), r.get(1));
@@ -521,23 +565,16 @@ async fn remind(
             continue;
         }
         reminded.push(id);
-        for c in alerts.route(rules) {
-            to.push(id);
-            channels.push(c.as_str());
-        }
     }
     if reminded.is_empty() {
         return Ok(());
     }
-    // As `notify`, for many incidents: each one's channels, and the
-    // channels its opening went to.
+    // As `pair`, for many incidents: the channels each one's opening went to.
     tx.execute(
         "INSERT INTO alert_outbox (incident_id, event, channel)
-         SELECT id, 'reminder', c FROM unnest($1::int8[], $2::text[]) AS x(id, c)
-         UNION
          SELECT incident_id, 'reminder', channel FROM alert_outbox
-         WHERE incident_id = ANY($3) AND event = 'opened'",
-        &[&to, &channels, &reminded],
+         WHERE incident_id = ANY($1) AND event = 'opened'",
+        &[&reminded],
     )
     .await?;
     Ok(())

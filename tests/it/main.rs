@@ -22,6 +22,7 @@ mod kinds;
 mod leaks;
 mod limits;
 mod ops;
+mod pairing;
 mod pipeline;
 mod receivers;
 mod recovery;
