@@ -45,8 +45,9 @@ model:
 
 # The alert pairing's model test, long form: random histories of results,
 # maintenance windows, route changes and evaluator restarts driving the
-# real evaluator against the real Postgres (`make test` runs 24).
-ALERT_MODEL_CASES ?= 1000
+# real evaluator against the real Postgres (`make test` runs 24; 300 take
+# about 10 minutes).
+ALERT_MODEL_CASES ?= 300
 model-alerts: up
 	source scripts/env.sh && SITEWATCH_MODEL_CASES=$(ALERT_MODEL_CASES) $(CARGO) test --test it pairing -- --nocapture
 
