@@ -276,10 +276,13 @@ pub async fn run(
             .router();
         }
         if settings.status_page.enabled {
+            // Not rendered ahead at start: a render made before the first
+            // results of this run came in was served (stale, up to three
+            // refreshes old) to the first reader, every site "Unknown"
+            // beside a /status.json that had the data. The first reader
+            // waits for one render instead.
             let pages =
                 StatusPages::new(settings.status_page.clone(), pool.clone(), sites_rx.clone());
-            let warm = pages.clone();
-            tokio::spawn(async move { warm.warm().await });
             app = app.merge(pages.router());
         }
         let t = stop.clone();

@@ -460,3 +460,64 @@ async fn a_postgres_that_never_answers_gets_a_503_in_bounded_time() {
         "cross-origin"
     );
 }
+
+/// Issue 40: after a restart, the first `/status` shows the data in
+/// Postgres, not a render made at start before this run's first results
+/// (every site "Unknown", served as fresh for a refresh and stale after).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_first_status_after_a_restart_shows_the_data() {
+    let target = Target::start().await;
+    let db = TestDb::create().await;
+    let api = free_addr();
+    let cfg = TestConfig::new(
+        &db,
+        &format!(
+            "[api]\nlisten = \"{api}\"\n[status_page]\nenabled = true\nrefresh = \"30s\"\n\
+             sites = [\"a\"]\n[[sites]]\nname = \"a\"\nurl = \"{}\"\ninterval = \"1s\"\n\
+             timeout = \"900ms\"\n",
+            target.url("/ok?restart")
+        ),
+    );
+    // The last run's results ended ten minutes ago: stale by now.
+    let client = db.client().await;
+    sitewatch::store::migrate(&mut db.client().await)
+        .await
+        .unwrap();
+    let old = Utc::now() - chrono::Duration::minutes(10);
+    client
+        .execute(
+            "INSERT INTO check_results (check_id, site, url, origin, scheduled_at, outcome)
+             VALUES ($1, 'a', 'https://a/', 'scheduled', $2, 'up')",
+            &[
+                &sitewatch::model::CheckIds::TIME_LEADING.scheduled("a", old),
+                &old,
+            ],
+        )
+        .await
+        .unwrap();
+    let started = Utc::now();
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(daemon::run(cfg.load(), &[], stop.clone(), no_reloads()));
+    wait_for("a result of this run", Duration::from_secs(60), || async {
+        client
+            .query_one(
+                "SELECT count(*) FROM check_results WHERE site = 'a' AND scheduled_at > $1",
+                &[&started],
+            )
+            .await
+            .is_ok_and(|r| r.get::<_, i64>(0) > 0)
+    })
+    .await;
+    let page = reqwest::get(format!("http://{api}/status"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    stop.cancel();
+    run.await.unwrap().unwrap();
+    assert!(
+        page.contains("Up") && !page.contains("Unknown"),
+        "the first page after the restart: {page}"
+    );
+}

@@ -133,13 +133,6 @@ impl StatusPages {
             .with_state(self)
     }
 
-    /// Renders the overview once, so the first reader does not wait.
-    pub async fn warm(&self) {
-        if let Err(e) = self.overview().await {
-            tracing::warn!(error = %e, "status page not rendered at start; the first request will try again");
-        }
-    }
-
     fn max_age(&self) -> u64 {
         self.inner.page.refresh.as_secs()
     }
