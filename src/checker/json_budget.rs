@@ -239,26 +239,20 @@ impl Scan<'_> {
         loop {
             let before = self.i;
             self.blanks();
-            if self.at("..") {
+            let descendant = self.at("..");
+            if descendant {
                 self.i += 2;
-                let selectors = self.member_or_bracket();
-                segments.push(Segment {
-                    descendant: true,
-                    selectors,
-                });
-            } else if self.at(".") || self.at("[") {
-                if self.at(".") {
-                    self.i += 1;
-                }
-                let selectors = self.member_or_bracket();
-                segments.push(Segment {
-                    descendant: false,
-                    selectors,
-                });
-            } else {
+            } else if self.at(".") {
+                self.i += 1;
+            } else if !self.at("[") {
                 self.i = before;
                 break;
             }
+            let selectors = self.member_or_bracket();
+            segments.push(Segment {
+                descendant,
+                selectors,
+            });
         }
         Shape { absolute, segments }
     }

@@ -93,12 +93,14 @@ async fn run(db: &TestDb, site: &str, steps: &[Step]) -> Result<(), String> {
         )
     };
     let mut evaluator = start(&cfg);
+    let mut last_slot = None;
     for (n, step) in steps.iter().enumerate() {
         match step {
             Step::Result(up) => {
                 // A scheduled check's id leads with its slot's time, as the
                 // evaluator reads them (migration V17).
                 let slot = chrono::Utc::now();
+                last_slot = Some(slot);
                 let id = sitewatch::model::CheckIds::TIME_LEADING.scheduled(site, slot);
                 client
                     .execute(
@@ -121,8 +123,14 @@ async fn run(db: &TestDb, site: &str, steps: &[Step]) -> Result<(), String> {
             }
             Step::Restart => evaluator = start(&cfg),
         }
-        // Results are taken once `settle` has passed.
-        tokio::time::sleep(std::time::Duration::from_millis(3)).await;
+        // A result is evaluated once `settle` (1 ms) has passed since its
+        // slot: wait for exactly that, then pass.
+        if let Some(slot) = last_slot {
+            let left = (slot + chrono::Duration::milliseconds(2) - chrono::Utc::now())
+                .to_std()
+                .unwrap_or_default();
+            tokio::time::sleep_until(tokio::time::Instant::now() + left).await;
+        }
         evaluator.pass().await.map_err(|e| e.to_string())?;
         judge(&client, site, maintenance, &route)
             .await

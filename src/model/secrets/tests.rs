@@ -37,6 +37,16 @@ enum Echo {
     JsonThenPercent,
 }
 
+/// `text` with each listed character written as its entity.
+fn escaped(text: &str, entities: &[(char, &str)]) -> String {
+    text.chars()
+        .map(|c| match entities.iter().find(|(from, _)| *from == c) {
+            Some((_, to)) => (*to).to_owned(),
+            None => c.to_string(),
+        })
+        .collect()
+}
+
 fn echo(secret: &str, how: Echo) -> String {
     match how {
         Echo::AsSent => secret.to_owned(),
@@ -76,17 +86,16 @@ fn echo(secret: &str, how: Echo) -> String {
             let j = serde_json::to_string(secret).unwrap();
             j[1..j.len() - 1].replace('/', "\\/")
         }
-        Echo::Html => secret
-            .chars()
-            .map(|c| match c {
-                '&' => "&amp;".to_owned(),
-                '<' => "&lt;".to_owned(),
-                '>' => "&gt;".to_owned(),
-                '"' => "&quot;".to_owned(),
-                '\'' => "&#39;".to_owned(),
-                c => c.to_string(),
-            })
-            .collect(),
+        Echo::Html => escaped(
+            secret,
+            &[
+                ('&', "&amp;"),
+                ('<', "&lt;"),
+                ('>', "&gt;"),
+                ('"', "&quot;"),
+                ('\'', "&#39;"),
+            ],
+        ),
         Echo::Base64 => STANDARD.encode(secret),
         Echo::PythonQuote | Echo::PythonQuotePlus => {
             const KEEP: &percent_encoding::AsciiSet = &NON_ALPHANUMERIC
@@ -102,31 +111,29 @@ fn echo(secret: &str, how: Echo) -> String {
                 quoted
             }
         }
-        Echo::GoHtml => secret
-            .chars()
-            .map(|c| match c {
-                '&' => "&amp;".to_owned(),
-                '<' => "&lt;".to_owned(),
-                '>' => "&gt;".to_owned(),
-                '"' => "&#34;".to_owned(),
-                '\'' => "&#39;".to_owned(),
-                '+' => "&#43;".to_owned(),
-                c => c.to_string(),
-            })
-            .collect(),
-        Echo::Handlebars => secret
-            .chars()
-            .map(|c| match c {
-                '&' => "&amp;".to_owned(),
-                '<' => "&lt;".to_owned(),
-                '>' => "&gt;".to_owned(),
-                '"' => "&quot;".to_owned(),
-                '\'' => "&#x27;".to_owned(),
-                '`' => "&#x60;".to_owned(),
-                '=' => "&#x3D;".to_owned(),
-                c => c.to_string(),
-            })
-            .collect(),
+        Echo::GoHtml => escaped(
+            secret,
+            &[
+                ('&', "&amp;"),
+                ('<', "&lt;"),
+                ('>', "&gt;"),
+                ('"', "&#34;"),
+                ('\'', "&#39;"),
+                ('+', "&#43;"),
+            ],
+        ),
+        Echo::Handlebars => escaped(
+            secret,
+            &[
+                ('&', "&amp;"),
+                ('<', "&lt;"),
+                ('>', "&gt;"),
+                ('"', "&quot;"),
+                ('\'', "&#x27;"),
+                ('`', "&#x60;"),
+                ('=', "&#x3D;"),
+            ],
+        ),
         Echo::GoJson => {
             let j = serde_json::to_string(secret).unwrap();
             j[1..j.len() - 1]
