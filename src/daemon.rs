@@ -145,6 +145,10 @@ pub async fn run(
 
     let (sites_tx, sites_rx) = watch::channel::<SiteList>(sites);
     let sites_for_incidents = sites_rx.clone();
+    // The sections that follow reloads (`[alerts]`, `[incidents]`,
+    // `[status_page]`), sent whole, sites taken out.
+    let (live_tx, live_rx) = watch::channel(settings.clone());
+    let (page_tx, page_rx) = watch::channel(Arc::new(settings.status_page.clone()));
     if has(Role::Scheduler) {
         let shards = settings.scheduler.shards as usize;
         let ownership = match settings.scheduler.coordination {
@@ -213,7 +217,7 @@ pub async fn run(
             stages.spawn(async move { (name, p.run(t).await.map_err(|e| e.to_string())) });
         }
         let evaluator = crate::incidents::Evaluator::new(
-            settings.clone(),
+            live_rx.clone(),
             pool.clone(),
             sites_for_incidents,
             health.stage("incidents"),
@@ -223,20 +227,19 @@ pub async fn run(
             evaluator.run(t).await;
             ("incidents", Ok(()))
         });
-        if !settings.alerts.channels.is_empty() {
-            let sender = crate::alerts::AlertSender::new(
-                settings.clone(),
-                pool.clone(),
-                &instance_name(),
-                health.stage("alerts"),
-            )
-            .map_err(|e| DaemonError::Stage("alerts", e))?;
-            let t = stop.clone();
-            stages.spawn(async move {
-                sender.run(t).await;
-                ("alerts", Ok(()))
-            });
-        }
+        // Even with no channel: a reload may add one.
+        let sender = crate::alerts::AlertSender::new(
+            live_rx.clone(),
+            pool.clone(),
+            &instance_name(),
+            health.stage("alerts"),
+        )
+        .map_err(|e| DaemonError::Stage("alerts", e))?;
+        let t = stop.clone();
+        stages.spawn(async move {
+            sender.run(t).await;
+            ("alerts", Ok(()))
+        });
         let (s, db, beat, t) = (
             settings.clone(),
             pool.clone(),
@@ -281,8 +284,7 @@ pub async fn run(
             // refreshes old) to the first reader, every site "Unknown"
             // beside a /status.json that had the data. The first reader
             // waits for one render instead.
-            let pages =
-                StatusPages::new(settings.status_page.clone(), pool.clone(), sites_rx.clone());
+            let pages = StatusPages::new(page_rx, pool.clone(), sites_rx.clone());
             app = app.merge(pages.router());
         }
         let t = stop.clone();
@@ -314,7 +316,11 @@ pub async fn run(
                 systemd::reloading();
                 if let Some((next, sites)) = reload(&current, needs_db, &shutdown).await {
                     sites_tx.send_replace(sites);
+                    if current.status_page != next.status_page {
+                        page_tx.send_replace(Arc::new(next.status_page.clone()));
+                    }
                     current = Arc::new(next);
+                    live_tx.send_replace(current.clone());
                 }
                 systemd::ready("running");
             }
@@ -328,8 +334,10 @@ pub async fn run(
 /// Re-reads the config file. An invalid file is refused with the same
 /// messages as `sitewatch validate` and the running config stays. A valid
 /// one replaces the sites (the scheduler applies them from each site's next
-/// slot) and the `sites` table follows; other sections need a restart, and
-/// changes to them are logged as such.
+/// slot) and the `sites` table follows; `[alerts]`, `[incidents]` and
+/// `[status_page]` apply at once; changes to the other sections (and to
+/// `status_page.enabled`, which decides what the listener serves) are
+/// logged as needing a restart.
 async fn reload(
     current: &Settings,
     needs_db: bool,
@@ -344,22 +352,28 @@ async fn reload(
             return None;
         }
     };
-    let differs =
-        |a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug| format!("{a:?}") != format!("{b:?}");
     for (section, changed) in [
-        ("postgres", differs(&current.postgres, &next.postgres)),
-        ("kafka", differs(&current.kafka, &next.kafka)),
+        (
+            "postgres",
+            differs(&current.postgres, &next.postgres)
+                || current.postgres_password != next.postgres_password,
+        ),
+        (
+            "kafka",
+            differs(&current.kafka, &next.kafka)
+                || current.kafka_sasl_password != next.kafka_sasl_password
+                || current.kafka_tls_key_password != next.kafka_tls_key_password,
+        ),
         ("scheduler", differs(&current.scheduler, &next.scheduler)),
         ("checker", differs(&current.checker, &next.checker)),
         ("persister", differs(&current.persister, &next.persister)),
         ("retention", differs(&current.retention, &next.retention)),
-        ("incidents", differs(&current.incidents, &next.incidents)),
-        ("alerts", differs(&current.alerts, &next.alerts)),
         ("admin", differs(&current.admin, &next.admin)),
         ("api", differs(&current.api, &next.api)),
+        ("api.tokens", current.api_tokens != next.api_tokens),
         (
-            "status_page",
-            differs(&current.status_page, &next.status_page),
+            "status_page.enabled",
+            current.status_page.enabled != next.status_page.enabled,
         ),
         ("log", differs(&current.log, &next.log)),
     ] {
@@ -368,6 +382,15 @@ async fn reload(
                 section,
                 "changed in the config file; takes effect at restart"
             );
+        }
+    }
+    for (section, changed) in [
+        ("alerts", current.alerts != next.alerts),
+        ("incidents", differs(&current.incidents, &next.incidents)),
+        ("status_page", current.status_page != next.status_page),
+    ] {
+        if changed {
+            tracing::info!(section, "changed in the config file; applied");
         }
     }
     if needs_db {
@@ -389,6 +412,12 @@ async fn reload(
     tracing::info!(sites = next.sites.len(), "config reloaded");
     let sites = site_list(std::mem::take(&mut next.sites));
     Some((next, sites))
+}
+
+/// Whether two settings differ, by their debug forms (most sections have
+/// no `PartialEq`). Secrets print redacted: they are compared apart.
+fn differs(a: &dyn std::fmt::Debug, b: &dyn std::fmt::Debug) -> bool {
+    format!("{a:?}") != format!("{b:?}")
 }
 
 /// The sites as the stages share them: each once, behind an `Arc`.

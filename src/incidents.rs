@@ -82,7 +82,9 @@ ORDER BY w.site, r.scheduled_at"
 );
 
 pub struct Evaluator {
-    settings: Arc<Settings>,
+    /// Follows reloads: `[incidents]` and `[alerts]` apply from the next
+    /// pass.
+    settings: watch::Receiver<Arc<Settings>>,
     pool: Pool,
     sites: watch::Receiver<SiteList>,
     beat: Beat,
@@ -110,7 +112,7 @@ pub struct Pass {
 
 impl Evaluator {
     pub fn new(
-        settings: Arc<Settings>,
+        settings: watch::Receiver<Arc<Settings>>,
         pool: Pool,
         sites: watch::Receiver<SiteList>,
         beat: Beat,
@@ -156,7 +158,8 @@ impl Evaluator {
             .filter(|s| !s.maintenance.is_empty())
             .map(|s| s.name.as_str())
             .collect();
-        let alerts = !self.settings.alerts.channels.is_empty();
+        let settings = self.settings.borrow().clone();
+        let alerts = !settings.alerts.channels.is_empty();
 
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
@@ -170,7 +173,7 @@ impl Evaluator {
         if !locked {
             return Ok(Pass::default());
         }
-        let settle = self.settings.incidents.settle.as_secs_f64();
+        let settle = settings.incidents.settle.as_secs_f64();
         let w = tx
             .query_one(
                 "INSERT INTO incident_watermark VALUES (1, now() - make_interval(secs => $1))
@@ -283,7 +286,7 @@ impl Evaluator {
                     // back; `send_held_openings` sends it when the window
                     // ends and the incident is still open.
                     if alerts && !maintenance {
-                        open_to(&tx, id, self.settings.alerts.route(rules.copied())).await?;
+                        open_to(&tx, id, settings.alerts.route(rules.copied())).await?;
                     }
                 }
             } else {
@@ -320,7 +323,7 @@ impl Evaluator {
         save_states(&tx, &states).await?;
         pass.resolved += close_orphaned(&tx).await?;
         if alerts {
-            send_held_openings(&tx, &by_name, &self.settings.alerts).await?;
+            send_held_openings(&tx, &by_name, &settings.alerts).await?;
         }
         if !in_window.0.is_empty() {
             tx.execute(
@@ -331,7 +334,7 @@ impl Evaluator {
             .await?;
         }
         if alerts {
-            if let Some(every) = self.settings.alerts.remind_every {
+            if let Some(every) = settings.alerts.remind_every {
                 remind(&tx, every, &by_name).await?;
             }
         }

@@ -17,10 +17,12 @@ mod template;
 mod vendors;
 pub mod webhook;
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
 use deadpool_postgres::Pool;
+use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Channel, Settings};
@@ -55,58 +57,161 @@ const CLAIM: i64 = 5;
 
 /// The alerts stage: sends what the evaluator queued, through every
 /// configured channel (built by [`AlertSender::new`], run until shutdown by
-/// [`AlertSender::run`]).
+/// [`AlertSender::run`]). `[alerts]` follows reloads: a channel added gets
+/// its loop, a removed one loses it (its unsent rows wait in the outbox,
+/// and go if it is configured again), and a changed one is sent through
+/// with its new settings from its next round.
 pub struct AlertSender {
-    settings: Arc<Settings>,
+    live: watch::Receiver<Arc<Settings>>,
+    current: RwLock<Arc<Current>>,
     pool: Pool,
-    deliverer: Deliverer,
     instance: String,
     beat: Beat,
+}
+
+/// The settings in force and the clients built from them.
+struct Current {
+    settings: Arc<Settings>,
+    deliverer: Deliverer,
 }
 
 impl AlertSender {
     /// `Err` when a channel's settings cannot be used (an unreadable CA
     /// file), naming the channel.
     pub fn new(
-        settings: Arc<Settings>,
+        live: watch::Receiver<Arc<Settings>>,
         pool: Pool,
         instance: &str,
         beat: Beat,
     ) -> Result<AlertSender, String> {
+        let settings = live.borrow().clone();
         let deliverer = Deliverer::new(&settings.alerts, &settings.checker.user_agent)?;
         Ok(AlertSender {
-            settings,
+            live,
+            current: RwLock::new(Arc::new(Current {
+                settings,
+                deliverer,
+            })),
             pool,
-            deliverer,
             instance: instance.to_owned(),
             beat,
         })
     }
 
-    /// One loop per channel until `shutdown`.
-    pub async fn run(self, shutdown: CancellationToken) {
-        self.beat.running();
-        let this = Arc::new(self);
-        let loops = this.settings.alerts.channels.iter().map(|c| {
-            let this = Arc::clone(&this);
-            let shutdown = shutdown.clone();
-            let name = c.name.clone();
-            async move { this.channel_loop(&name, shutdown).await }
-        });
-        futures::future::join_all(loops).await;
+    fn current(&self) -> Arc<Current> {
+        self.current.read().expect("alerts lock").clone()
     }
 
-    async fn channel_loop(&self, channel: &str, shutdown: CancellationToken) {
+    /// One loop per channel until `shutdown`, the set following reloads.
+    pub async fn run(self, shutdown: CancellationToken) {
+        self.beat.running();
+        let mut live = self.live.clone();
+        live.mark_unchanged();
+        let this = Arc::new(self);
+        let mut loops: HashMap<String, CancellationToken> = HashMap::new();
+        let mut tasks = tokio::task::JoinSet::new();
+        loop {
+            let wanted: Vec<String> = this
+                .current()
+                .settings
+                .alerts
+                .channels
+                .iter()
+                .map(|c| c.name.clone())
+                .collect();
+            loops.retain(|name, stop| {
+                let keep = wanted.contains(name);
+                if !keep {
+                    stop.cancel();
+                }
+                keep
+            });
+            for name in wanted {
+                if let std::collections::hash_map::Entry::Vacant(v) = loops.entry(name) {
+                    let stop = shutdown.child_token();
+                    let (this, name, s) = (Arc::clone(&this), v.key().clone(), stop.clone());
+                    tasks.spawn(async move { this.channel_loop(&name, s).await });
+                    v.insert(stop);
+                }
+            }
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                changed = live.changed() => {
+                    if changed.is_err() {
+                        break;
+                    }
+                    let settings = live.borrow_and_update().clone();
+                    this.apply(settings).await;
+                }
+                Some(_) = tasks.join_next() => {}
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+    }
+
+    /// Takes reloaded settings. Clients that cannot be built (an
+    /// unreadable CA file) keep the old settings, said in the log.
+    async fn apply(&self, settings: Arc<Settings>) {
+        let old = self.current();
+        if old.settings.alerts == settings.alerts {
+            return;
+        }
+        match Deliverer::new(&settings.alerts, &settings.checker.user_agent) {
+            Ok(deliverer) => {
+                for gone in old
+                    .settings
+                    .alerts
+                    .channels
+                    .iter()
+                    .filter(|c| settings.alerts.channel(&c.name).is_none())
+                {
+                    let unsent = self.unsent(&gone.name).await;
+                    tracing::warn!(channel = %gone.name, unsent,
+                        "alerts channel removed; its unsent notifications wait, and go if it is configured again");
+                }
+                *self.current.write().expect("alerts lock") = Arc::new(Current {
+                    settings,
+                    deliverer,
+                });
+                tracing::info!("alerts settings reloaded");
+            }
+            Err(e) => tracing::error!(error = %e,
+                "alerts settings not reloaded; the channels keep their old settings"),
+        }
+    }
+
+    /// Notifications of `channel` not yet delivered nor given up (0 when
+    /// Postgres cannot say).
+    async fn unsent(&self, channel: &str) -> i64 {
+        let q = async {
+            let row = self
+                .pool
+                .get()
+                .await?
+                .query_one(
+                    "SELECT count(*) FROM alert_outbox
+                     WHERE channel = $1 AND delivered_at IS NULL AND gave_up_at IS NULL",
+                    &[&channel],
+                )
+                .await?;
+            Ok::<i64, StoreError>(row.get(0))
+        };
+        q.await.unwrap_or(0)
+    }
+
+    /// Sends `channel`'s due notifications every second until `stop` (a
+    /// shutdown, or the channel removed by a reload).
+    async fn channel_loop(&self, channel: &str, stop: CancellationToken) {
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         loop {
             tokio::select! {
-                _ = shutdown.cancelled() => return,
+                _ = stop.cancelled() => return,
                 _ = tick.tick() => {}
             }
             self.beat.beat();
             // Drain what is due, a few at a time.
             loop {
-                match self.round(channel, &shutdown).await {
+                match self.round(channel, &stop).await {
                     Ok(0) => break,
                     Ok(_) => self.beat.beat(),
                     Err(e) => {
@@ -114,7 +219,7 @@ impl AlertSender {
                         break;
                     }
                 }
-                if shutdown.is_cancelled() {
+                if stop.is_cancelled() {
                     return;
                 }
             }
@@ -135,10 +240,11 @@ impl AlertSender {
         channel: &str,
         shutdown: &CancellationToken,
     ) -> Result<usize, StoreError> {
-        let Some(ch) = self.settings.alerts.channel(channel) else {
+        let cur = self.current();
+        let Some(ch) = cur.settings.alerts.channel(channel) else {
             return Ok(0);
         };
-        let lease = self.deliverer.attempt_limit() * CLAIM as u32 + Duration::from_secs(30);
+        let lease = cur.deliverer.attempt_limit() * CLAIM as u32 + Duration::from_secs(30);
         let due: Vec<(Notice, i32)> = self
             .pool
             .get()
@@ -200,12 +306,13 @@ impl AlertSender {
                 continue;
             }
             let started = Instant::now();
-            let a = self.deliverer.deliver(ch, n).await;
+            let a = cur.deliverer.deliver(ch, n).await;
             let took = started.elapsed().as_secs_f64() * 1e3;
             if a.error.is_some() {
                 failed.push(n.incident);
             }
-            self.record(ch, n, attempts + 1, &a, took).await?;
+            self.record(&cur.settings.alerts, ch, n, attempts + 1, &a, took)
+                .await?;
         }
         if !unsent.is_empty() {
             self.pool
@@ -224,13 +331,13 @@ impl AlertSender {
     /// after a backoff, or given up), in one statement.
     async fn record(
         &self,
+        alerts: &crate::config::AlertSettings,
         ch: &Channel,
         n: &Notice,
         attempts: i32,
         a: &Answer,
         took_ms: f64,
     ) -> Result<(), StoreError> {
-        let alerts = &self.settings.alerts;
         let (channel, kind, site, event) = (&ch.name, ch.kind(), &n.site, n.event.as_str());
         let backoff = 2f64
             .powi(attempts - 1)
@@ -238,11 +345,11 @@ impl AlertSender {
         let result = if a.error.is_none() {
             "delivered"
         } else if attempts as u32 >= alerts.max_attempts {
-            tracing::error!(channel, kind, %site, event, error = ?a.error, answer = %a.text,
+            tracing::error!(channel, kind, %site, event, error = a.error.as_deref().unwrap_or_default(), answer = %a.text,
                             attempts, "alert not delivered; giving up");
             "gave_up"
         } else {
-            tracing::warn!(channel, kind, %site, event, error = ?a.error, answer = %a.text,
+            tracing::warn!(channel, kind, %site, event, error = a.error.as_deref().unwrap_or_default(), answer = %a.text,
                            attempts, retry_in_s = backoff, "alert not delivered; retrying");
             "failed"
         };

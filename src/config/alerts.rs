@@ -82,7 +82,7 @@ pub enum AlertFormat {
 }
 
 /// Where incident notifications go, and how hard to try.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct AlertSettings {
     /// While an incident is open, a reminder this often (none when unset).
     pub remind_every: Option<Duration>,

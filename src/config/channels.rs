@@ -13,7 +13,7 @@ use super::problem::Problem;
 use super::secret::Secret;
 
 /// One named destination.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Channel {
     /// Unique among channels; stored in `alert_outbox.channel`.
     pub name: String,
@@ -21,7 +21,7 @@ pub struct Channel {
 }
 
 /// A destination and the settings of its kind.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Target {
     Email(Email),
     /// Slack incoming webhook.
@@ -71,7 +71,7 @@ pub enum Target {
 }
 
 /// An SMTP destination.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Email {
     pub smtp_host: String,
     pub smtp_port: u16,

@@ -26,6 +26,7 @@ mod pairing;
 mod pipeline;
 mod receivers;
 mod recovery;
+mod reload;
 mod rollups;
 mod stack;
 mod status_badges;

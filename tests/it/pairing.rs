@@ -74,23 +74,46 @@ fn config(site: &str, route: &[usize], maintenance: bool) -> String {
     text
 }
 
+type Live = tokio::sync::watch::Sender<Arc<sitewatch::config::Settings>>;
+type Sites = tokio::sync::watch::Sender<SiteList>;
+
+/// The settings (sites taken out) and the sites, as the daemon shares them.
+fn loaded(cfg: &TestConfig) -> (Arc<sitewatch::config::Settings>, SiteList) {
+    let mut settings = cfg.load();
+    let sites: SiteList = Arc::new(
+        std::mem::take(&mut settings.sites)
+            .into_iter()
+            .map(Arc::new)
+            .collect(),
+    );
+    (Arc::new(settings), sites)
+}
+
 /// One history against `db`, with its own site; panics naming the broken
 /// invariant.
 async fn run(db: &TestDb, site: &str, steps: &[Step]) -> Result<(), String> {
     let client = db.client().await;
     let (mut route, mut maintenance) = (vec![0usize, 1], false);
     let cfg = TestConfig::new(db, &config(site, &route, maintenance));
+    // The evaluator and the senders of its settings and sites: a reload
+    // sends on them, as the daemon does; a restart builds all three anew.
     let start = |cfg: &TestConfig| {
-        let settings = Arc::new(cfg.load());
-        let sites: SiteList = Arc::new(settings.sites.iter().cloned().map(Arc::new).collect());
-        let (_tx, rx) = tokio::sync::watch::channel(sites);
+        let (settings, sites) = loaded(cfg);
         let pool = store::pool(&settings).expect("pool");
-        Evaluator::new(
-            settings,
+        let (settings_tx, settings_rx) = tokio::sync::watch::channel(settings);
+        let (sites_tx, sites_rx) = tokio::sync::watch::channel(sites);
+        let evaluator = Evaluator::new(
+            settings_rx,
             pool,
-            rx,
+            sites_rx,
             sitewatch::liveness::Beat::detached("evaluator"),
-        )
+        );
+        (evaluator, settings_tx, sites_tx)
+    };
+    let reload = |cfg: &TestConfig, live: &(Evaluator, Live, Sites)| {
+        let (settings, sites) = loaded(cfg);
+        live.1.send_replace(settings);
+        live.2.send_replace(sites);
     };
     let mut evaluator = start(&cfg);
     let mut last_slot = None;
@@ -114,12 +137,12 @@ async fn run(db: &TestDb, site: &str, steps: &[Step]) -> Result<(), String> {
             Step::Maintenance(on) => {
                 maintenance = *on;
                 cfg.set_sites(&config(site, &route, maintenance));
-                evaluator = start(&cfg);
+                reload(&cfg, &evaluator);
             }
             Step::Route(r) => {
                 route = r.clone();
                 cfg.set_sites(&config(site, &route, maintenance));
-                evaluator = start(&cfg);
+                reload(&cfg, &evaluator);
             }
             Step::Restart => evaluator = start(&cfg),
         }
@@ -131,7 +154,7 @@ async fn run(db: &TestDb, site: &str, steps: &[Step]) -> Result<(), String> {
                 .unwrap_or_default();
             tokio::time::sleep_until(tokio::time::Instant::now() + left).await;
         }
-        evaluator.pass().await.map_err(|e| e.to_string())?;
+        evaluator.0.pass().await.map_err(|e| e.to_string())?;
         judge(&client, site, maintenance, &route)
             .await
             .map_err(|e| format!("after step {n}: {e}"))?;

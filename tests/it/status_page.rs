@@ -442,8 +442,9 @@ async fn a_postgres_that_never_answers_gets_a_503_in_bounded_time() {
             .collect(),
     );
     let (_tx, rx) = tokio::sync::watch::channel(sites);
-    let app =
-        sitewatch::api::status::StatusPages::new(settings.status_page.clone(), pool, rx).router();
+    let (_page_tx, page) =
+        tokio::sync::watch::channel(std::sync::Arc::new(settings.status_page.clone()));
+    let app = sitewatch::api::status::StatusPages::new(page, pool, rx).router();
     let addr = crate::incidents::serve(app).await;
     // The render gives up after 20 s; a hang would run into the client's
     // 60 s and fail the `expect`.

@@ -21,7 +21,7 @@ use tokio::time::Instant;
 const STALE_FOR: u32 = 3;
 
 pub struct Cache<V> {
-    ttl: Duration,
+    ttl: Mutex<Duration>,
     entries: Mutex<HashMap<String, Arc<Entry<V>>>>,
 }
 
@@ -46,9 +46,27 @@ impl<V> Default for Entry<V> {
 impl<V: Send + Sync + 'static> Cache<V> {
     pub fn new(ttl: Duration) -> Self {
         Cache {
-            ttl,
+            ttl: Mutex::new(ttl),
             entries: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Forgets every answer and keeps new ones for `ttl`: the page's
+    /// settings changed (a reload), so no answer made under the old ones
+    /// may be served. A render under way keeps its detached entry.
+    pub fn reset(&self, ttl: Duration) {
+        *self.ttl.lock().expect("cache lock") = ttl;
+        self.entries.lock().expect("cache lock").clear();
+    }
+
+    /// Keeps `v` under `key`, made now by someone else (a page that read
+    /// what this key holds as part of its own render).
+    pub fn put(&self, key: &str, v: V) -> Arc<V> {
+        let entry = {
+            let mut map = self.entries.lock().expect("cache lock");
+            map.entry(key.to_owned()).or_default().clone()
+        };
+        store(&entry, v)
     }
 
     /// The answer under `key`, rendered by `make` when missing or stale.
@@ -58,6 +76,7 @@ impl<V: Send + Sync + 'static> Cache<V> {
         Fut: Future<Output = Result<V, E>> + Send + 'static,
         E: std::fmt::Display + Send + 'static,
     {
+        let ttl = *self.ttl.lock().expect("cache lock");
         let entry = {
             let mut map = self.entries.lock().expect("cache lock");
             map.entry(key.to_owned()).or_default().clone()
@@ -65,10 +84,10 @@ impl<V: Send + Sync + 'static> Cache<V> {
         let kept = entry.value.read().expect("cache lock").clone();
         if let Some((at, v)) = kept {
             let age = at.elapsed();
-            if age < self.ttl {
+            if age < ttl {
                 return Ok(v);
             }
-            if age < self.ttl * STALE_FOR {
+            if age < ttl * STALE_FOR {
                 if !entry.refreshing.swap(true, Ordering::AcqRel) {
                     let (e, fut, key) = (entry.clone(), make(), key.to_owned());
                     tokio::spawn(async move {
@@ -86,7 +105,7 @@ impl<V: Send + Sync + 'static> Cache<V> {
         let _one = entry.first.lock().await;
         let kept = entry.value.read().expect("cache lock").clone();
         if let Some((at, v)) = kept {
-            if at.elapsed() < self.ttl {
+            if at.elapsed() < ttl {
                 return Ok(v);
             }
         }

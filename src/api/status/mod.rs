@@ -86,7 +86,11 @@ pub struct StatusPages {
 }
 
 struct Inner {
-    page: StatusPage,
+    /// `[status_page]` as the daemon last loaded it (reloads included).
+    page: watch::Receiver<Arc<StatusPage>>,
+    /// The settings the caches were made under: when `page` moves on, the
+    /// caches are emptied before anything is served.
+    seen: std::sync::Mutex<Arc<StatusPage>>,
     pool: Pool,
     sites: watch::Receiver<SiteList>,
     templates: page::Templates,
@@ -98,13 +102,20 @@ struct Inner {
 }
 
 impl StatusPages {
-    /// `page` as loaded; `sites` follows config reloads.
-    pub fn new(page: StatusPage, pool: Pool, sites: watch::Receiver<SiteList>) -> Self {
-        let cache = cache::Cache::new(page.refresh);
-        let windows = cache::Cache::new(page.refresh);
+    /// `page` and `sites` follow config reloads: a changed title, group
+    /// or listed site is served from the next request on.
+    pub fn new(
+        page: watch::Receiver<Arc<StatusPage>>,
+        pool: Pool,
+        sites: watch::Receiver<SiteList>,
+    ) -> Self {
+        let seen = page.borrow().clone();
+        let cache = cache::Cache::new(seen.refresh);
+        let windows = cache::Cache::new(seen.refresh);
         StatusPages {
             inner: Arc::new(Inner {
                 page,
+                seen: std::sync::Mutex::new(seen),
                 pool,
                 sites,
                 templates: page::Templates::default(),
@@ -133,13 +144,26 @@ impl StatusPages {
             .with_state(self)
     }
 
+    /// The page's settings now; answers cached under older ones are
+    /// dropped first.
+    fn page(&self) -> Arc<StatusPage> {
+        let now = self.inner.page.borrow().clone();
+        let mut seen = self.inner.seen.lock().expect("status page lock");
+        if !Arc::ptr_eq(&seen, &now) {
+            self.inner.cache.reset(now.refresh);
+            self.inner.windows.reset(now.refresh);
+            *seen = now.clone();
+        }
+        now
+    }
+
     fn max_age(&self) -> u64 {
-        self.inner.page.refresh.as_secs()
+        self.page().refresh.as_secs()
     }
 
     /// The listed site called `name` and its config, if both exist.
     fn listed(&self, name: &str) -> Option<(Listed, Arc<Site>)> {
-        let listed = self.inner.page.listed().find(|l| l.site == name)?.clone();
+        let listed = self.page().listed().find(|l| l.site == name)?.clone();
         let site = self
             .inner
             .sites
@@ -151,6 +175,7 @@ impl StatusPages {
     }
 
     async fn overview(&self) -> Result<Arc<Pair>, StatusError> {
+        self.page();
         let me = self.clone();
         self.inner
             .cache
@@ -162,7 +187,8 @@ impl StatusPages {
                 let db = within(me.inner.pool.get()).await?;
                 let history = Some(&me.inner.history);
                 let now = Utc::now();
-                let o = within(data::overview(&db, &me.inner.page, &by_name, now, history)).await?;
+                let page = me.page();
+                let o = within(data::overview(&db, &page, &by_name, now, history)).await?;
                 let html = me.inner.templates.overview(&o, me.max_age())?;
                 let pair = Pair::new(Body::new(html.into_bytes()), Body::json(&o));
                 tracing::debug!(
@@ -181,8 +207,12 @@ impl StatusPages {
             .cache
             .get(&format!("site/{}", site.name), move || async move {
                 let db = within(me.inner.pool.get()).await?;
-                let page = &me.inner.page;
-                let windows = me.windows(&site.name).await?;
+                let page = &me.page();
+                // Read afresh with the rest, not from the badges' cache: a
+                // window kept from an earlier render sat beside newer
+                // totals (`checks` 6 on a day of 5).
+                let windows = within(detail::windows(&db, &site.name)).await?;
+                let windows = me.inner.windows.put(&site.name, windows);
                 let now = Utc::now();
                 let d = within(detail::detail(&db, page, &listed, &site, &windows, now)).await?;
                 let html = me.inner.templates.site(&d, me.max_age())?;
@@ -218,7 +248,8 @@ impl StatusPages {
                     badges::Kind::Status => {
                         let db = within(me.inner.pool.get()).await?;
                         let now = Utc::now();
-                        let s = detail::status_now(&db, &me.inner.page, &listed, &site, now);
+                        let page = me.page();
+                        let s = detail::status_now(&db, &page, &listed, &site, now);
                         badges::status(within(s).await?)
                     }
                     badges::Kind::Uptime(span) | badges::Kind::ResponseTime(span) => {
