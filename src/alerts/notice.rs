@@ -12,6 +12,12 @@ pub enum Event {
     /// The incident is still open (`alerts.remind_every`).
     Reminder,
     Resolved,
+    /// The site keeps changing between up and down: nothing more is sent
+    /// until it settles (`[incidents] flap_changes`). It opens the
+    /// incident on a channel when the incident opened while flapping.
+    Flapping,
+    /// The site stopped flapping and is down; the incident goes on.
+    Settled,
     /// `sitewatch alert test`: no incident behind it.
     Test,
 }
@@ -23,6 +29,8 @@ impl Event {
             "opened" => Event::Opened,
             "reminder" => Event::Reminder,
             "resolved" => Event::Resolved,
+            "flapping" => Event::Flapping,
+            "settled" => Event::Settled,
             _ => Event::Test,
         }
     }
@@ -32,6 +40,8 @@ impl Event {
             Event::Opened => "opened",
             Event::Reminder => "reminder",
             Event::Resolved => "resolved",
+            Event::Flapping => "flapping",
+            Event::Settled => "settled",
             Event::Test => "test",
         }
     }
@@ -88,24 +98,31 @@ impl Notice {
                      <b>&amp;</b> {{ not a template }} \u{2028} é €";
         let cause = format!("{nasty} {}", "x".repeat(10 * 1024));
         let now = Utc::now();
-        [Event::Opened, Event::Reminder, Event::Resolved, Event::Test]
-            .into_iter()
-            .map(|event| Notice {
-                outbox: 1,
-                event,
-                incident: 1,
-                site: format!("site {nasty}"),
-                url: Some(format!("https://example.com/{nasty}")),
-                opened_at: now - chrono::Duration::minutes(5),
-                resolved_at: (event == Event::Resolved).then_some(now),
-                resolution: (event == Event::Resolved).then(|| "recovered".to_owned()),
-                cause: cause.clone(),
-                failures: 3,
-                first_failing_check: Uuid::nil(),
-                last_failing_check: Uuid::nil(),
-                sent_by: "validate".into(),
-            })
-            .collect()
+        [
+            Event::Opened,
+            Event::Reminder,
+            Event::Resolved,
+            Event::Flapping,
+            Event::Settled,
+            Event::Test,
+        ]
+        .into_iter()
+        .map(|event| Notice {
+            outbox: 1,
+            event,
+            incident: 1,
+            site: format!("site {nasty}"),
+            url: Some(format!("https://example.com/{nasty}")),
+            opened_at: now - chrono::Duration::minutes(5),
+            resolved_at: (event == Event::Resolved).then_some(now),
+            resolution: (event == Event::Resolved).then(|| "recovered".to_owned()),
+            cause: cause.clone(),
+            failures: 3,
+            first_failing_check: Uuid::nil(),
+            last_failing_check: Uuid::nil(),
+            sent_by: "validate".into(),
+        })
+        .collect()
     }
 
     /// The key that ties every notification of one incident together in a
@@ -129,6 +146,8 @@ impl Notice {
         match self.event {
             Event::Opened => format!("{site} is down"),
             Event::Reminder => format!("{site} is still down"),
+            Event::Flapping => format!("{site} is flapping"),
+            Event::Settled => format!("{site} stopped flapping and is down"),
             Event::Resolved if self.resolution.as_deref() == Some("recovered") => {
                 format!("{site} is up again")
             }
@@ -145,6 +164,12 @@ impl Notice {
         let since = self.opened_at.format("%Y-%m-%d %H:%M:%S UTC");
         match (self.event, self.resolved_at) {
             (Event::Test, _) => format!("Channel test from {}: {}.", self.sent_by, self.cause),
+            (Event::Flapping, _) => format!(
+                "It keeps changing between up and down (incident open since {since}; {} \
+                 failed checks, first cause: {}). Nothing more is sent until it holds one \
+                 state; then one message says which.",
+                self.failures, self.cause
+            ),
             (Event::Resolved, Some(at)) => format!(
                 "Down from {since} for {} ({} failed checks); first cause: {}",
                 minutes(at - self.opened_at),

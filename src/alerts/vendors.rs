@@ -75,6 +75,14 @@ pub fn slack(webhook_url: &str, n: &Notice) -> Call {
             )
         }
         (Event::Test, _) => format!(":large_blue_circle: {}", n.detail()),
+        (Event::Flapping, _) => format!(
+            ":large_orange_circle: {site} is flapping ({url}): it keeps changing between up and \
+             down; nothing more is sent until it holds one state"
+        ),
+        (Event::Settled, _) => format!(
+            ":red_circle: {site} stopped flapping and is down ({url}) since {since}: {}",
+            n.cause
+        ),
         _ => format!(
             ":red_circle: {site} is down ({url}) since {since}: {}",
             n.cause
@@ -199,7 +207,8 @@ pub fn pagerduty(url: &Url, routing_key: &str, severity: &str, n: &Notice) -> Ve
         )
     };
     match n.event {
-        Event::Opened | Event::Reminder => vec![trigger()],
+        // A trigger on an open dedup key adds to its incident.
+        Event::Opened | Event::Reminder | Event::Flapping | Event::Settled => vec![trigger()],
         Event::Resolved => vec![resolve()],
         Event::Test => vec![trigger(), resolve()],
     }
@@ -235,8 +244,13 @@ pub fn opsgenie(base: &Url, api_key: &str, priority: &str, n: &Notice) -> Vec<Ca
     .header("Authorization", auth.clone());
     let close = Call::json(by_alias("close"), &note).header("Authorization", auth.clone());
     match n.event {
-        Event::Opened => vec![create],
-        Event::Reminder => vec![Call::json(by_alias("notes"), &note).header("Authorization", auth)],
+        // Opsgenie dedups a create on an open alias: a flapping incident
+        // that opened as such gets its alert, one that was open gets a
+        // count.
+        Event::Opened | Event::Flapping => vec![create],
+        Event::Reminder | Event::Settled => {
+            vec![Call::json(by_alias("notes"), &note).header("Authorization", auth)]
+        }
         Event::Resolved => vec![close],
         Event::Test => vec![create, close],
     }

@@ -292,16 +292,32 @@ pub struct IncidentSettings {
     /// the incident state.
     #[serde(default = "default_settle", deserialize_with = "duration::de")]
     pub settle: Duration,
+    /// Flap damping: a site whose state (up or down, after the thresholds)
+    /// changes this many times within `flap_window` is flapping: one
+    /// notification says so, none follow until it has held one state for
+    /// `flap_window`, then one says it settled. 0 turns damping off.
+    #[serde(default = "default_flap_changes")]
+    pub flap_changes: u32,
+    #[serde(default = "default_flap_window", deserialize_with = "duration::de")]
+    pub flap_window: Duration,
 }
 
 fn default_settle() -> Duration {
     Duration::from_secs(10)
+}
+fn default_flap_changes() -> u32 {
+    3
+}
+fn default_flap_window() -> Duration {
+    Duration::from_secs(600)
 }
 
 impl Default for IncidentSettings {
     fn default() -> Self {
         IncidentSettings {
             settle: default_settle(),
+            flap_changes: default_flap_changes(),
+            flap_window: default_flap_window(),
         }
     }
 }

@@ -71,6 +71,22 @@ impl RawSettings {
                 ),
             );
         }
+        // Two changes are one incident opened and resolved: counting them as
+        // flapping would hold back every recovery inside the window.
+        if self.incidents.flap_changes != 0 && !(3..=100).contains(&self.incidents.flap_changes) {
+            bad(
+                "incidents.flap_changes",
+                "must be 0 (no flap damping) or between 3 and 100".into(),
+            );
+        }
+        if self.incidents.flap_window < Duration::from_secs(1)
+            || self.incidents.flap_window > Duration::from_secs(86_400)
+        {
+            bad(
+                "incidents.flap_window",
+                "must be between 1s and 1 day".into(),
+            );
+        }
         if self.scheduler.failover_timeout < Duration::from_secs(1) {
             bad(
                 "scheduler.failover_timeout",

@@ -15,6 +15,7 @@ mod dns;
 mod evidence;
 mod failover;
 mod faults;
+mod flapping;
 mod grafana;
 mod hostile;
 mod incidents;

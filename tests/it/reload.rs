@@ -3,7 +3,8 @@
 //! made to fail and recover, maintenance windows and routes changed by
 //! reload while incidents are open. Every `opened` a channel received gets
 //! exactly one `resolved` on that channel, and no channel hears of an
-//! incident it was not told of.
+//! incident it was not told of. (Flap damping is off here: this site
+//! fails and recovers on purpose; `flapping.rs` tests the damping.)
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -59,7 +60,7 @@ impl Scene {
         let route: Vec<String> = self.route.iter().map(|s| format!("\"{s}\"")).collect();
         let (hooks, target) = (self.hooks, self.target);
         let mut text = format!(
-            "[incidents]\nsettle = \"1s\"\n[api]\nlisten = \"{}\"\n\
+            "[incidents]\nsettle = \"1s\"\nflap_changes = 0\n[api]\nlisten = \"{}\"\n\
              [status_page]\nenabled = true\ntitle = \"{}\"\nrefresh = \"1s\"\nsites = [{}]\n",
             self.api,
             self.title,

@@ -171,6 +171,19 @@ level = "warn"
         config::load_with_env(&self.path, HashMap::new())
             .unwrap_or_else(|e| panic!("test config invalid: {e}"))
     }
+
+    /// The settings (sites taken out) and the sites, as the daemon shares
+    /// them with its stages.
+    pub fn load_shared(&self) -> (std::sync::Arc<Settings>, sitewatch::config::SiteList) {
+        let mut settings = self.load();
+        let sites: sitewatch::config::SiteList = std::sync::Arc::new(
+            std::mem::take(&mut settings.sites)
+                .into_iter()
+                .map(std::sync::Arc::new)
+                .collect(),
+        );
+        (std::sync::Arc::new(settings), sites)
+    }
 }
 
 /// A scheduled slot of `site` at `slot`, as `skipped` and as `up` (200):

@@ -92,6 +92,7 @@ pub fn status(s: Status) -> Face {
         Status::Up => ("up", "brightgreen"),
         Status::Degraded => ("degraded", "yellow"),
         Status::Down => ("down", "red"),
+        Status::Flapping => ("flapping", "orange"),
         Status::Maintenance => ("maintenance", "blue"),
         Status::Unknown => ("unknown", "lightgrey"),
     };

@@ -33,6 +33,9 @@ pub enum Status {
     Up,
     Degraded,
     Down,
+    /// Its open incident flaps: it keeps changing between up and down
+    /// (`[incidents] flap_changes`).
+    Flapping,
     /// In one of its maintenance windows (whatever the checks say).
     Maintenance,
     /// No check result recent enough to say: none yet, the site is
@@ -48,6 +51,7 @@ impl Status {
             Status::Up => "Up",
             Status::Degraded => "Degraded",
             Status::Down => "Down",
+            Status::Flapping => "Flapping",
             Status::Maintenance => "In maintenance",
             Status::Unknown => "Unknown",
         }
@@ -105,6 +109,10 @@ pub struct IncidentView {
     pub resolved_at: Option<DateTime<Utc>>,
     pub cause: &'static str,
     pub in_maintenance: bool,
+    /// Its site flaps now.
+    pub flapping: bool,
+    /// Its site flapped while it was open.
+    pub flapped: bool,
 }
 
 /// Upcoming maintenance: one window and the sites it covers.
@@ -149,9 +157,9 @@ pub async fn overview(
         .iter()
         .map(|(l, _)| (l.site.as_str(), l.display_name.as_str()))
         .collect();
-    let open: HashMap<&str, i64> = (incidents.iter())
+    let open: HashMap<&str, (i64, bool)> = (incidents.iter())
         .filter(|i| i.resolved_at.is_none())
-        .map(|i| (i.site.as_str(), i.id))
+        .map(|i| (i.site.as_str(), (i.id, i.flapping)))
         .collect();
     let mut groups = Vec::new();
     for g in &page.groups {
@@ -169,9 +177,17 @@ pub async fn overview(
                 url: page
                     .show_urls
                     .then(|| crate::model::redacted_url(site.url.as_str())),
-                status: current(site, status, checked_at, now),
+                status: match (
+                    current(site, status, checked_at, now),
+                    open.get(l.site.as_str()),
+                ) {
+                    (Status::Up | Status::Degraded | Status::Down, Some((_, true))) => {
+                        Status::Flapping
+                    }
+                    (s, _) => s,
+                },
                 checked_at,
-                incident: open.get(l.site.as_str()).copied(),
+                incident: open.get(l.site.as_str()).map(|o| o.0),
                 uptime_pct,
                 checks,
                 days: bars(days.get(l.site.as_str()), now),
@@ -213,6 +229,7 @@ pub async fn overview(
 pub fn overall(all: &[Status]) -> Status {
     for s in [
         Status::Down,
+        Status::Flapping,
         Status::Degraded,
         Status::Maintenance,
         Status::Unknown,
@@ -438,7 +455,8 @@ pub async fn incidents(
 ) -> Result<Vec<IncidentView>, tokio_postgres::Error> {
     let rows = db
         .query(
-            "SELECT id, site, opened_at, resolved_at, split_part(cause, ':', 1), in_maintenance
+            "SELECT id, site, opened_at, resolved_at, split_part(cause, ':', 1), in_maintenance,
+                    flapping_since IS NOT NULL, flapped
              FROM incidents
              WHERE site = ANY($1) AND (resolved_at IS NULL OR resolved_at > $2)
              ORDER BY opened_at DESC LIMIT $3",
@@ -455,6 +473,8 @@ pub async fn incidents(
             resolved_at: r.get(3),
             cause: cause(r.get(4)),
             in_maintenance: r.get(5),
+            flapping: r.get(6),
+            flapped: r.get(7),
         })
         .collect())
 }

@@ -169,6 +169,7 @@ fn headline(o: &Overview) -> &'static str {
         Status::Up => "All systems operational",
         Status::Down if sites.clone().all(|s| s.status == Status::Down) => "Major outage",
         Status::Down => "Partial outage",
+        Status::Flapping => "Unstable: some systems keep going up and down",
         Status::Degraded => "Degraded performance",
         Status::Maintenance => "Maintenance in progress",
         Status::Unknown => "Status unknown for some systems",

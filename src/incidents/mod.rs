@@ -22,6 +22,9 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+mod flapping;
+mod notify;
+
 use crate::config::Settings;
 use crate::config::SiteList;
 use crate::liveness::Beat;
@@ -100,6 +103,10 @@ struct State {
     streak_first_at: Option<DateTime<Utc>>,
     streak_cause: Option<String>,
     open_incident: Option<i64>,
+    /// The latest state changes' slot times (see [`flapping::Rule`]).
+    changes: Vec<DateTime<Utc>>,
+    /// The open incident's site flaps: its changes are held.
+    flapping: bool,
 }
 
 /// What a pass did, for logs and tests.
@@ -206,9 +213,11 @@ impl Evaluator {
         };
         let mut states: HashMap<String, State> = tx
             .query(
-                "SELECT site, state = 'down', fails, oks, streak_first_check, streak_first_at,
-                        streak_cause, open_incident
-                 FROM site_state WHERE site = ANY($1)",
+                "SELECT s.site, s.state = 'down', s.fails, s.oks, s.streak_first_check,
+                        s.streak_first_at, s.streak_cause, s.open_incident, s.changes,
+                        i.flapping_since IS NOT NULL
+                 FROM site_state s LEFT JOIN incidents i ON i.id = s.open_incident
+                 WHERE s.site = ANY($1)",
                 &[&names],
             )
             .await?
@@ -224,11 +233,14 @@ impl Evaluator {
                         streak_first_at: r.get(5),
                         streak_cause: r.get(6),
                         open_incident: r.get(7),
+                        changes: r.get(8),
+                        flapping: r.get::<_, Option<bool>>(9).unwrap_or(false),
                     },
                 )
             })
             .collect();
 
+        let flaps = flapping::Rule::of(&settings.incidents);
         let mut pass = Pass {
             results: rows.len(),
             ..Pass::default()
@@ -260,13 +272,23 @@ impl Evaluator {
                 if let Some(id) = st.open_incident {
                     let e = ongoing.entry(id).or_insert((check, 0));
                     *e = (check, e.1 + 1);
+                    // Down again while flapping: a change, held.
+                    if st.flapping && !st.down && st.fails >= i32::from(fail_after) {
+                        st.down = true;
+                        flaps.record(&mut st.changes, at);
+                    }
                 } else if st.fails >= i32::from(fail_after) {
+                    // Down again soon after a recovery: the change that
+                    // makes it flap opens the incident as flapping.
+                    let flapping = flaps.record(&mut st.changes, at);
                     let id: i64 = tx
                         .query_one(
                             "INSERT INTO incidents (site, opened_at, cause, first_failing_check,
                                                     last_failing_check, failures, in_maintenance,
-                                                    last_notified_at)
-                             VALUES ($1, $2, $3, $4, $5, $6, $7, now()) RETURNING id",
+                                                    last_notified_at, flapping_since, flapped)
+                             VALUES ($1, $2, $3, $4, $5, $6, $7, now(),
+                                     CASE WHEN $8 THEN $2::timestamptz END, $8)
+                             RETURNING id",
                             &[
                                 &site,
                                 &st.streak_first_at.unwrap_or(at),
@@ -275,18 +297,21 @@ impl Evaluator {
                                 &check,
                                 &st.fails,
                                 &maintenance,
+                                &flapping,
                             ],
                         )
                         .await?
                         .get(0);
                     st.open_incident = Some(id);
                     st.down = true;
+                    st.flapping = flapping;
                     pass.opened += 1;
                     // Inside a maintenance window the opening is held
                     // back; `send_held_openings` sends it when the window
                     // ends and the incident is still open.
                     if alerts && !maintenance {
-                        open_to(&tx, id, settings.alerts.route(rules.copied())).await?;
+                        let to = settings.alerts.route(rules.copied());
+                        notify::open_to(&tx, id, to, flapping).await?;
                     }
                 }
             } else {
@@ -295,8 +320,23 @@ impl Evaluator {
                 st.streak_first_check = None;
                 st.streak_first_at = None;
                 st.streak_cause = None;
-                if let Some(id) = st.open_incident {
-                    if st.oks >= i32::from(ok_after) {
+                if let Some(id) = st.open_incident.filter(|_| st.down) {
+                    if st.oks >= i32::from(ok_after) && st.flapping {
+                        // Up again while flapping: a change, held.
+                        st.down = false;
+                        flaps.record(&mut st.changes, at);
+                    } else if st.oks >= i32::from(ok_after) && flaps.record(&mut st.changes, at) {
+                        // The recovery that makes it flap: the incident
+                        // stays open, and its channels are told it flaps.
+                        tx.execute(
+                            "UPDATE incidents SET flapping_since = $2, flapped = true WHERE id = $1",
+                            &[&id, &at],
+                        )
+                        .await?;
+                        st.down = false;
+                        st.flapping = true;
+                        notify::tell(&tx, id, "flapping").await?;
+                    } else if st.oks >= i32::from(ok_after) {
                         if let Some(failures) = ongoing.remove(&id) {
                             add_failures(&tx, &[(id, failures)]).await?;
                         }
@@ -312,7 +352,7 @@ impl Evaluator {
                         // Whatever happened since (a window began, the
                         // routes changed): every channel told of the opening
                         // is told of the end, and no other.
-                        pair(&tx, id, "resolved").await?;
+                        notify::pair(&tx, id).await?;
                     }
                 }
             }
@@ -322,8 +362,9 @@ impl Evaluator {
         add_failures(&tx, &ongoing).await?;
         save_states(&tx, &states).await?;
         pass.resolved += close_orphaned(&tx).await?;
+        pass.resolved += end_flapping(&tx, flaps, to).await?;
         if alerts {
-            send_held_openings(&tx, &by_name, &settings.alerts).await?;
+            notify::send_held_openings(&tx, &by_name, &settings.alerts).await?;
         }
         if !in_window.0.is_empty() {
             tx.execute(
@@ -335,7 +376,7 @@ impl Evaluator {
         }
         if alerts {
             if let Some(every) = settings.alerts.remind_every {
-                remind(&tx, every, &by_name).await?;
+                notify::remind(&tx, every, &by_name).await?;
             }
         }
         tx.execute("UPDATE incident_watermark SET evaluated_until = $1", &[&to])
@@ -343,87 +384,6 @@ impl Evaluator {
         tx.commit().await?;
         Ok(pass)
     }
-}
-
-/// The pairing rule, whole: an incident's `opened` goes to the channels
-/// routed when it is sent ([`open_to`]), once each; its reminders and its
-/// `resolved` go to exactly the channels its `opened` went to ([`pair`]),
-/// once each for `resolved`, whatever changed in between (maintenance,
-/// routes, channels, the site leaving the config, another evaluator).
-///
-/// Queues `opened` of incident `id` for each of `channels` that has none.
-async fn open_to(
-    tx: &tokio_postgres::Transaction<'_>,
-    id: i64,
-    channels: &[String],
-) -> Result<(), StoreError> {
-    tx.execute(
-        "INSERT INTO alert_outbox (incident_id, event, channel)
-         SELECT $1::int8, 'opened', c FROM unnest($2::text[]) AS c
-         WHERE NOT EXISTS (SELECT 1 FROM alert_outbox o
-                           WHERE o.incident_id = $1::int8 AND o.event = 'opened'
-                             AND o.channel = c)",
-        &[&id, &channels],
-    )
-    .await?;
-    Ok(())
-}
-
-/// Queues `event` (`resolved`) of incident `id` for each channel its
-/// `opened` went to, once.
-async fn pair(
-    tx: &tokio_postgres::Transaction<'_>,
-    id: i64,
-    event: &str,
-) -> Result<(), StoreError> {
-    tx.execute(
-        "INSERT INTO alert_outbox (incident_id, event, channel)
-         SELECT o.incident_id, $2::text, o.channel FROM alert_outbox o
-         WHERE o.incident_id = $1::int8 AND o.event = 'opened'
-           AND NOT EXISTS (SELECT 1 FROM alert_outbox r
-                           WHERE r.incident_id = $1::int8 AND r.event = $2::text
-                             AND r.channel = o.channel)",
-        &[&id, &event],
-    )
-    .await?;
-    Ok(())
-}
-
-/// Sends the opening held back by a maintenance window (or by a route with
-/// no channel then) of each incident still open once its site is out of
-/// every window: the site is still down, so it is news.
-async fn send_held_openings(
-    tx: &tokio_postgres::Transaction<'_>,
-    sites: &HashMap<&str, &crate::config::Site>,
-    alerts: &crate::config::AlertSettings,
-) -> Result<(), StoreError> {
-    let held = tx
-        .query(
-            "SELECT i.id, i.site FROM incidents i
-             WHERE i.resolved_at IS NULL
-               AND NOT EXISTS (SELECT 1 FROM alert_outbox o
-                               WHERE o.incident_id = i.id AND o.event = 'opened')",
-            &[],
-        )
-        .await?;
-    let now = Utc::now();
-    for r in &held {
-        let (id, site): (i64, &str) = (r.get(0), r.get(1));
-        let rules = sites.get(site).copied();
-        if rules.is_some_and(|s| s.maintenance.iter().any(|w| w.contains(now))) {
-            continue;
-        }
-        let channels = alerts.route(rules);
-        if !channels.is_empty() {
-            open_to(tx, id, channels).await?;
-            tx.execute(
-                "UPDATE incidents SET last_notified_at = now() WHERE id = $1",
-                &[&id],
-            )
-            .await?;
-        }
-    }
-    Ok(())
 }
 
 /// Resolves the open incidents of sites that left the config or were
@@ -436,7 +396,7 @@ async fn send_held_openings(
 async fn close_orphaned(tx: &tokio_postgres::Transaction<'_>) -> Result<usize, StoreError> {
     let closed = tx
         .query(
-            "UPDATE incidents i SET resolved_at = now(),
+            "UPDATE incidents i SET resolved_at = now(), flapping_since = NULL,
                     resolution = CASE WHEN s.in_config THEN 'site disabled' ELSE 'site removed' END
              FROM sites s
              WHERE s.name = i.site AND i.resolved_at IS NULL AND NOT s.enabled
@@ -448,7 +408,7 @@ async fn close_orphaned(tx: &tokio_postgres::Transaction<'_>) -> Result<usize, S
     for r in &closed {
         let (id, site): (i64, String) = (r.get(0), r.get(1));
         tracing::info!(incident = id, %site, "incident resolved: the site is no longer checked");
-        pair(tx, id, "resolved").await?;
+        notify::pair(tx, id).await?;
         gone.push(site);
     }
     if !gone.is_empty() {
@@ -456,6 +416,60 @@ async fn close_orphaned(tx: &tokio_postgres::Transaction<'_>) -> Result<usize, S
             .await?;
     }
     Ok(closed.len())
+}
+
+/// Ends the flapping of the sites that held one state for a whole
+/// `flap_window` by slot time `now`: one settled up is resolved (the time
+/// it went up is its end) and its channels told `resolved`; one settled
+/// down is told `settled`, and its incident goes on as any other. Returns
+/// how many were resolved.
+async fn end_flapping(
+    tx: &tokio_postgres::Transaction<'_>,
+    flaps: flapping::Rule,
+    now: DateTime<Utc>,
+) -> Result<usize, StoreError> {
+    let flapping = tx
+        .query(
+            "SELECT i.id, i.site, s.state = 'down', s.changes
+             FROM incidents i JOIN site_state s ON s.open_incident = i.id
+             WHERE i.flapping_since IS NOT NULL AND i.resolved_at IS NULL",
+            &[],
+        )
+        .await?;
+    let mut resolved = 0;
+    for r in &flapping {
+        let (id, site, down, changes): (i64, &str, bool, Vec<DateTime<Utc>>) =
+            (r.get(0), r.get(1), r.get(2), r.get(3));
+        if !flaps.settled(&changes, now) {
+            continue;
+        }
+        if down {
+            tx.execute(
+                "UPDATE incidents SET flapping_since = NULL WHERE id = $1",
+                &[&id],
+            )
+            .await?;
+            notify::tell(tx, id, "settled").await?;
+        } else {
+            let up_at = changes.last().copied().unwrap_or(now);
+            tx.execute(
+                "UPDATE incidents SET flapping_since = NULL, resolved_at = $2,
+                        resolution = 'recovered'
+                 WHERE id = $1",
+                &[&id, &up_at],
+            )
+            .await?;
+            tx.execute(
+                "UPDATE site_state SET open_incident = NULL WHERE site = $1",
+                &[&site],
+            )
+            .await?;
+            notify::pair(tx, id).await?;
+            resolved += 1;
+        }
+        tracing::info!(incident = id, site, down, "the site stopped flapping");
+    }
+    Ok(resolved)
 }
 
 /// Adds failures to open incidents, `(incident, (last failing check, how
@@ -499,6 +513,9 @@ async fn save_states(
     let mut first_at: Vec<Option<DateTime<Utc>>> = Vec::with_capacity(n);
     let mut cause: Vec<Option<&str>> = Vec::with_capacity(n);
     let mut open: Vec<Option<i64>> = Vec::with_capacity(n);
+    // Postgres has no arrays of arrays of differing lengths: each site's
+    // changes go as one text of ISO times, split back in SQL.
+    let mut changes: Vec<String> = Vec::with_capacity(n);
     for (site, s) in states {
         sites.push(site.as_str());
         state.push(if s.down { "down" } else { "up" });
@@ -508,16 +525,27 @@ async fn save_states(
         first_at.push(s.streak_first_at);
         cause.push(s.streak_cause.as_deref());
         open.push(s.open_incident);
+        changes.push(
+            s.changes
+                .iter()
+                .map(|t| t.to_rfc3339())
+                .collect::<Vec<_>>()
+                .join(","),
+        );
     }
     tx.execute(
         "INSERT INTO site_state (site, state, fails, oks, streak_first_check, streak_first_at,
-                                 streak_cause, open_incident, updated_at)
-         SELECT *, now() FROM unnest($1::text[], $2::text[], $3::int4[], $4::int4[], $5::uuid[],
-                                     $6::timestamptz[], $7::text[], $8::int8[])
+                                 streak_cause, open_incident, changes, updated_at)
+         SELECT x.site, x.state, x.fails, x.oks, x.first_check, x.first_at, x.cause, x.open,
+                string_to_array(x.changes, ',')::timestamptz[], now()
+         FROM unnest($1::text[], $2::text[], $3::int4[], $4::int4[], $5::uuid[],
+                     $6::timestamptz[], $7::text[], $8::int8[], $9::text[])
+              AS x(site, state, fails, oks, first_check, first_at, cause, open, changes)
          ON CONFLICT (site) DO UPDATE SET state = excluded.state, fails = excluded.fails,
              oks = excluded.oks, streak_first_check = excluded.streak_first_check,
              streak_first_at = excluded.streak_first_at, streak_cause = excluded.streak_cause,
-             open_incident = excluded.open_incident, updated_at = now()",
+             open_incident = excluded.open_incident, changes = excluded.changes,
+             updated_at = now()",
         &[
             &sites,
             &state,
@@ -527,57 +555,8 @@ async fn save_states(
             &first_at,
             &cause,
             &open,
+            &changes,
         ],
-    )
-    .await?;
-    Ok(())
-}
-
-/// A reminder for each open incident not notified for `every`, unless its
-/// site is in a maintenance window now.
-async fn remind(
-    tx: &tokio_postgres::Transaction<'_>,
-    every: Duration,
-    sites: &HashMap<&str, &crate::config::Site>,
-) -> Result<(), StoreError> {
-    let due = tx
-        .query(
-            "SELECT id, site FROM incidents
-             WHERE resolved_at IS NULL
-               AND coalesce(last_notified_at, opened_at) < now() - make_interval(secs => $1)",
-            &[&every.as_secs_f64()],
-        )
-        .await?;
-    if due.is_empty() {
-        return Ok(());
-    }
-    // One statement each for all due incidents: with every site failing,
-    // they all fall due in the same pass.
-    let now = Utc::now();
-    let ids: Vec<i64> = due.iter().map(|r| r.get(0)).collect();
-    tx.execute(
-        "UPDATE incidents SET last_notified_at = now() WHERE id = ANY($1)",
-        &[&ids],
-    )
-    .await?;
-    let mut reminded = Vec::with_capacity(due.len());
-    for r in &due {
-        let (id, site): (i64, &str) = (r.get(0), r.get(1));
-        let rules = sites.get(site).copied();
-        if rules.is_some_and(|s| s.maintenance.iter().any(|w| w.contains(now))) {
-            continue;
-        }
-        reminded.push(id);
-    }
-    if reminded.is_empty() {
-        return Ok(());
-    }
-    // As `pair`, for many incidents: the channels each one's opening went to.
-    tx.execute(
-        "INSERT INTO alert_outbox (incident_id, event, channel)
-         SELECT incident_id, 'reminder', channel FROM alert_outbox
-         WHERE incident_id = ANY($1) AND event = 'opened'",
-        &[&reminded],
     )
     .await?;
     Ok(())
