@@ -34,6 +34,7 @@ async fn migrations_apply_once_and_create_partitions() {
             "V18__hour_rollups_at_close",
             "V19__progress_never_ahead",
             "V20__judge_time",
+            "V21__flapping",
         ]
     );
     // Yesterday through PARTITION_DAYS_AHEAD days ahead.
@@ -86,6 +87,11 @@ async fn time_leading_check_ids_start_an_hour_after_an_upgrade_with_results() {
              DROP FUNCTION sitewatch_close_hours, sitewatch_sum_hour, sitewatch_resum_hours;
              ALTER TABLE rollup_hour_closed RENAME TO rollup_hour;
              ALTER TABLE check_results DROP COLUMN judge_ms;
+             ALTER TABLE site_state DROP COLUMN changes;
+             ALTER TABLE incidents DROP COLUMN flapping_since, DROP COLUMN flapped;
+             ALTER TABLE alert_outbox DROP CONSTRAINT alert_outbox_event_check;
+             ALTER TABLE alert_outbox ADD CONSTRAINT alert_outbox_event_check
+                 CHECK (event IN ('opened', 'resolved', 'reminder'));
              DELETE FROM refinery_schema_history WHERE version >= 17;
              INSERT INTO check_results (check_id, site, url, origin, scheduled_at, outcome)
              VALUES (gen_random_uuid(), 's', 'https://s/', 'scheduled', now(), 'up');",
@@ -100,7 +106,8 @@ async fn time_leading_check_ids_start_an_hour_after_an_upgrade_with_results() {
             "V17__time_leading_check_ids",
             "V18__hour_rollups_at_close",
             "V19__progress_never_ahead",
-            "V20__judge_time"
+            "V20__judge_time",
+            "V21__flapping"
         ]
     );
     let cut = store::check_ids(&client).await.unwrap().time_leading_from;
