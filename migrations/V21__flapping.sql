@@ -21,3 +21,8 @@ ALTER TABLE alert_outbox ADD CONSTRAINT alert_outbox_event_check
 -- The evaluator looks for flapping incidents every pass.
 CREATE INDEX incidents_flapping ON incidents (id)
     WHERE flapping_since IS NOT NULL AND resolved_at IS NULL;
+
+-- Who an incident's opening went to is read at every resolve, reminder and
+-- flap, and every pass looks for open incidents with no opening yet: by
+-- incident, not by a scan of the whole outbox.
+CREATE INDEX alert_outbox_incident ON alert_outbox (incident_id, event, channel);

@@ -352,6 +352,22 @@ async fn reload(
             return None;
         }
     };
+    // What `validate` and the start refuse, a reload refuses whole: the
+    // channels' templates, and clients that cannot be built (a CA file
+    // gone). Half applied, the evaluator queued openings for a channel the
+    // sender never took on.
+    let mut problems = crate::alerts::check(&next.alerts);
+    if problems.is_empty() {
+        if let Err(e) = crate::alerts::Deliverer::new(&next.alerts, &next.checker.user_agent) {
+            problems.push(e);
+        }
+    }
+    if !problems.is_empty() {
+        metrics::counter!(m::RELOADS, "result" => "rejected").increment(1);
+        tracing::error!(file = %current.file.display(), problems = problems.len(),
+            "reload refused; the running config stays:\n  {}", problems.join("\n  "));
+        return None;
+    }
     for (section, changed) in [
         (
             "postgres",
@@ -379,7 +395,7 @@ async fn reload(
     ] {
         if changed {
             tracing::warn!(
-                section,
+                section = %section,
                 "changed in the config file; takes effect at restart"
             );
         }
@@ -390,7 +406,7 @@ async fn reload(
         ("status_page", current.status_page != next.status_page),
     ] {
         if changed {
-            tracing::info!(section, "changed in the config file; applied");
+            tracing::info!(section = %section, "changed in the config file; applied");
         }
     }
     if needs_db {

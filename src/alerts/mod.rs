@@ -106,8 +106,10 @@ impl AlertSender {
     pub async fn run(self, shutdown: CancellationToken) {
         self.beat.running();
         let mut live = self.live.clone();
-        live.mark_unchanged();
+        // A reload that came between `new` and here is taken now.
+        let now = live.borrow_and_update().clone();
         let this = Arc::new(self);
+        this.apply(now).await;
         let mut loops: HashMap<String, CancellationToken> = HashMap::new();
         let mut tasks = tokio::task::JoinSet::new();
         loop {
@@ -165,9 +167,11 @@ impl AlertSender {
                     .iter()
                     .filter(|c| settings.alerts.channel(&c.name).is_none())
                 {
-                    let unsent = self.unsent(&gone.name).await;
-                    tracing::warn!(channel = %gone.name, unsent,
-                        "alerts channel removed; its unsent notifications wait, and go if it is configured again");
+                    let (unsent, open) = self.left_on(&gone.name).await;
+                    tracing::warn!(channel = %gone.name, unsent, open_incidents = open,
+                        "alerts channel removed: its unsent notifications, and the end of the \
+                         open incidents it was told of, wait and go if a channel of that name \
+                         is configured again (a renamed channel is a removed one and a new one)");
                 }
                 *self.current.write().expect("alerts lock") = Arc::new(Current {
                     settings,
@@ -180,23 +184,28 @@ impl AlertSender {
         }
     }
 
-    /// Notifications of `channel` not yet delivered nor given up (0 when
-    /// Postgres cannot say).
-    async fn unsent(&self, channel: &str) -> i64 {
+    /// What a removed `channel` leaves behind: its notifications not yet
+    /// delivered nor given up, and the open incidents it was told of (0, 0
+    /// when Postgres cannot say).
+    async fn left_on(&self, channel: &str) -> (i64, i64) {
         let q = async {
             let row = self
                 .pool
                 .get()
                 .await?
                 .query_one(
-                    "SELECT count(*) FROM alert_outbox
-                     WHERE channel = $1 AND delivered_at IS NULL AND gave_up_at IS NULL",
+                    "SELECT (SELECT count(*) FROM alert_outbox
+                             WHERE channel = $1 AND delivered_at IS NULL AND gave_up_at IS NULL),
+                            (SELECT count(DISTINCT o.incident_id) FROM alert_outbox o
+                             JOIN incidents i ON i.id = o.incident_id
+                             WHERE o.channel = $1 AND o.event IN ('opened', 'flapping')
+                               AND i.resolved_at IS NULL)",
                     &[&channel],
                 )
                 .await?;
-            Ok::<i64, StoreError>(row.get(0))
+            Ok::<_, StoreError>((row.get(0), row.get(1)))
         };
-        q.await.unwrap_or(0)
+        q.await.unwrap_or((0, 0))
     }
 
     /// Sends `channel`'s due notifications every second until `stop` (a

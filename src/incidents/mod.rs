@@ -33,15 +33,21 @@ use crate::store::StoreError;
 const EVERY: Duration = Duration::from_secs(1);
 
 /// The sites to watch in a pass: a failure in the window ($1, $2], a streak
-/// or incident going on, or a maintenance window to mark ($3). A macro, so
-/// that `concat!` can build both queries from it at compile time.
+/// or incident going on, or a maintenance window to mark ($3); none that
+/// the shared `sites` table says is disabled or removed (their incidents
+/// are closed by [`close_orphaned`], and their last results, still
+/// waiting out `settle`, opened new ones on the default channels). A
+/// macro, so that `concat!` can build both queries from it at compile
+/// time.
 macro_rules! watch {
     () => {
         "WITH watch AS (
-    SELECT DISTINCT site FROM check_results
-    WHERE scheduled_at > $1 AND scheduled_at <= $2 AND outcome <> 'up'
-    UNION SELECT site FROM site_state WHERE state = 'down' OR fails > 0
-    UNION SELECT unnest($3::text[]))"
+    SELECT site FROM (
+        SELECT DISTINCT site FROM check_results
+        WHERE scheduled_at > $1 AND scheduled_at <= $2 AND outcome <> 'up'
+        UNION SELECT site FROM site_state WHERE state = 'down' OR fails > 0
+        UNION SELECT unnest($3::text[])) w
+    WHERE NOT EXISTS (SELECT 1 FROM sites s WHERE s.name = w.site AND NOT s.enabled))"
     };
 }
 
@@ -246,6 +252,7 @@ impl Evaluator {
             ..Pass::default()
         };
         let mut in_window: (Vec<Uuid>, Vec<DateTime<Utc>>) = (Vec::new(), Vec::new());
+        let mut ended: Vec<i64> = Vec::new();
         // Per open incident: (last failing check, failures added).
         let mut ongoing: HashMap<i64, (Uuid, i32)> = HashMap::new();
         for r in &rows {
@@ -329,7 +336,9 @@ impl Evaluator {
                         // The recovery that makes it flap: the incident
                         // stays open, and its channels are told it flaps.
                         tx.execute(
-                            "UPDATE incidents SET flapping_since = $2, flapped = true WHERE id = $1",
+                            "UPDATE incidents SET flapping_since = $2, flapped = true,
+                                    last_notified_at = now()
+                             WHERE id = $1",
                             &[&id, &at],
                         )
                         .await?;
@@ -340,23 +349,27 @@ impl Evaluator {
                         if let Some(failures) = ongoing.remove(&id) {
                             add_failures(&tx, &[(id, failures)]).await?;
                         }
+                        // At once: the site may open its next incident in
+                        // this pass (one open incident per site).
                         tx.execute(
                             "UPDATE incidents SET resolved_at = $2, resolution = 'recovered'
                              WHERE id = $1",
                             &[&id, &at],
                         )
                         .await?;
+                        ended.push(id);
                         st.open_incident = None;
                         st.down = false;
                         pass.resolved += 1;
-                        // Whatever happened since (a window began, the
-                        // routes changed): every channel told of the opening
-                        // is told of the end, and no other.
-                        notify::pair(&tx, id).await?;
                     }
                 }
             }
         }
+        // One statement for every incident ended in the pass (a mass
+        // recovery ends thousands). Whatever happened since it opened (a
+        // window began, the routes changed): every channel told of the
+        // opening is told of the end, and no other.
+        notify::pair(&tx, &ended).await?;
         let mut ongoing: Vec<_> = ongoing.into_iter().collect();
         ongoing.sort_unstable_by_key(|f| f.0);
         add_failures(&tx, &ongoing).await?;
@@ -376,7 +389,7 @@ impl Evaluator {
         }
         if alerts {
             if let Some(every) = settings.alerts.remind_every {
-                notify::remind(&tx, every, &by_name).await?;
+                notify::remind(&tx, every, &by_name, &settings.alerts).await?;
             }
         }
         tx.execute("UPDATE incident_watermark SET evaluated_until = $1", &[&to])
@@ -405,12 +418,14 @@ async fn close_orphaned(tx: &tokio_postgres::Transaction<'_>) -> Result<usize, S
         )
         .await?;
     let mut gone = Vec::with_capacity(closed.len());
+    let mut ids = Vec::with_capacity(closed.len());
     for r in &closed {
         let (id, site): (i64, String) = (r.get(0), r.get(1));
         tracing::info!(incident = id, %site, "incident resolved: the site is no longer checked");
-        notify::pair(tx, id).await?;
+        ids.push(id);
         gone.push(site);
     }
+    notify::pair(tx, &ids).await?;
     if !gone.is_empty() {
         tx.execute("DELETE FROM site_state WHERE site = ANY($1)", &[&gone])
             .await?;
@@ -444,8 +459,10 @@ async fn end_flapping(
             continue;
         }
         if down {
+            // Reminders start again from here, not from the flapping.
             tx.execute(
-                "UPDATE incidents SET flapping_since = NULL WHERE id = $1",
+                "UPDATE incidents SET flapping_since = NULL, last_notified_at = now()
+                 WHERE id = $1",
                 &[&id],
             )
             .await?;
@@ -464,10 +481,10 @@ async fn end_flapping(
                 &[&site],
             )
             .await?;
-            notify::pair(tx, id).await?;
+            notify::pair(tx, &[id]).await?;
             resolved += 1;
         }
-        tracing::info!(incident = id, site, down, "the site stopped flapping");
+        tracing::info!(incident = id, site = %site, down, "the site stopped flapping");
     }
     Ok(resolved)
 }

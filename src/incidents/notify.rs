@@ -40,19 +40,26 @@ pub(super) async fn open_to(
     Ok(())
 }
 
-/// Queues `resolved` of incident `id` for each channel its opening went
-/// to, once.
-pub(super) async fn pair(tx: &tokio_postgres::Transaction<'_>, id: i64) -> Result<(), StoreError> {
+/// Queues `resolved` of each incident of `ids` for each channel its
+/// opening went to, once.
+pub(super) async fn pair(
+    tx: &tokio_postgres::Transaction<'_>,
+    ids: &[i64],
+) -> Result<(), StoreError> {
+    if ids.is_empty() {
+        return Ok(());
+    }
     tx.execute(
         &format!(
             "INSERT INTO alert_outbox (incident_id, event, channel)
              SELECT DISTINCT o.incident_id, 'resolved', o.channel FROM alert_outbox o
-             WHERE o.incident_id = $1::int8 AND o.event IN {OPENINGS}
+             WHERE o.incident_id = ANY($1) AND o.event IN {OPENINGS}
                AND NOT EXISTS (SELECT 1 FROM alert_outbox r
-                               WHERE r.incident_id = $1::int8 AND r.event = 'resolved'
-                                 AND r.channel = o.channel)"
+                               WHERE r.incident_id = o.incident_id AND r.event = 'resolved'
+                                 AND r.channel = o.channel)
+             ORDER BY 1, 3"
         ),
-        &[&id],
+        &[&ids],
     )
     .await?;
     Ok(())
@@ -125,6 +132,7 @@ pub(super) async fn remind(
     tx: &tokio_postgres::Transaction<'_>,
     every: Duration,
     sites: &HashMap<&str, &crate::config::Site>,
+    alerts: &crate::config::AlertSettings,
 ) -> Result<(), StoreError> {
     let due = tx
         .query(
@@ -158,14 +166,17 @@ pub(super) async fn remind(
     if reminded.is_empty() {
         return Ok(());
     }
-    // As `tell`, for many incidents: the channels each one's opening went to.
+    // As `tell`, for many incidents: the channels each one's opening went
+    // to, those still configured (a removed channel's reminders would pile
+    // up, and all go at once if it came back).
+    let configured: Vec<&str> = alerts.channels.iter().map(|c| c.name.as_str()).collect();
     tx.execute(
         &format!(
             "INSERT INTO alert_outbox (incident_id, event, channel)
              SELECT DISTINCT incident_id, 'reminder', channel FROM alert_outbox
-             WHERE incident_id = ANY($1) AND event IN {OPENINGS}"
+             WHERE incident_id = ANY($1) AND event IN {OPENINGS} AND channel = ANY($2)"
         ),
-        &[&reminded],
+        &[&reminded, &configured],
     )
     .await?;
     Ok(())

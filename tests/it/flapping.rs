@@ -10,7 +10,6 @@
 //! evaluated) is moved by reload to stop the evaluation at a chosen point.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
 use sitewatch::config::{Settings, SiteList};
@@ -57,11 +56,7 @@ async fn sent(client: &tokio_postgres::Client) -> BTreeMap<String, Vec<String>> 
 
 /// The site's status on `/status.json`, rendered now.
 async fn status(settings: &Settings, sites: SiteList) -> String {
-    let pool = store::pool(settings).unwrap();
-    let (_s, sites) = tokio::sync::watch::channel(sites);
-    let (_p, page) = tokio::sync::watch::channel(Arc::new(settings.status_page.clone()));
-    let app = sitewatch::api::status::StatusPages::new(page, pool, sites).router();
-    let addr = crate::incidents::serve(app).await;
+    let addr = crate::status_badges::serve_pages(settings, sites).await;
     let body = reqwest::get(format!("http://{addr}/status.json"))
         .await
         .unwrap()

@@ -1,17 +1,20 @@
 //! The pairing promise, as a property of generated histories: every
-//! `opened` an incident sends to a channel gets exactly one `resolved` on
-//! that channel once the incident ends, and nothing but an `opened` channel
-//! hears of it, whatever happens while it is open: maintenance windows
-//! that start or end, reloads that change the site's channels, the
-//! evaluator restarting. The real evaluator runs against the real Postgres;
-//! each history is a random sequence of those events, and a failure
-//! shrinks to a short one. `SITEWATCH_MODEL_CASES` sets how many (CI: 24;
-//! `make model`: more).
+//! opening an incident sends to a channel gets exactly one `resolved` on
+//! that channel once the incident ends, nothing but a channel told of the
+//! opening hears of it, and nothing but its end follows `flapping`,
+//! whatever happens while it is open: maintenance windows that start or
+//! end, reloads of the site's channels, thresholds and damping, the site
+//! disabled, removed and back, the evaluator restarting, and a second
+//! evaluator (another instance, with its own `[incidents]`) taking passes.
+//! The real evaluators run against the real Postgres; each history is a
+//! random sequence of those events, and a failure shrinks to a short one.
+//! `SITEWATCH_MODEL_CASES` sets how many (CI: 24; `make model-alerts`:
+//! 300).
 
 use std::sync::Arc;
 
 use proptest::prelude::*;
-use sitewatch::config::SiteList;
+use sitewatch::config::{Settings, SiteList};
 use sitewatch::incidents::Evaluator;
 use sitewatch::store;
 
@@ -27,64 +30,136 @@ enum Step {
     Maintenance(bool),
     /// The site's `alert_channels` become this subset (by reload).
     Route(Vec<usize>),
-    /// The evaluator is started afresh (a restart, or another instance).
-    Restart,
+    /// The site's failure and success thresholds (by reload).
+    Thresholds(u16, u16),
+    /// The site is enabled, disabled or removed (by reload, the `sites`
+    /// table following).
+    Presence(Presence),
     /// A reload sets `incidents.flap_changes` (0: no damping).
     Damping(u32),
-    /// Nothing happens for a whole `flap_window` (1 s): a flapping site
-    /// settles.
+    /// The second evaluator's `flap_changes` and `flap_window` (ms).
+    OtherDamping(u32, u64),
+    /// The next pass is the second evaluator's.
+    OtherPass,
+    /// The evaluator is started afresh (a restart).
+    Restart,
+    /// Nothing happens for a whole `flap_window` (the longest, 1.5 s): a
+    /// flapping site settles.
     Calm,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Presence {
+    Enabled,
+    Disabled,
+    Removed,
 }
 
 fn any_step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        6 => any::<bool>().prop_map(Step::Result),
+        10 => any::<bool>().prop_map(Step::Result),
         2 => any::<bool>().prop_map(Step::Maintenance),
         1 => proptest::sample::subsequence(vec![0usize, 1, 2], 0..=3).prop_map(Step::Route),
-        1 => Just(Step::Restart),
+        1 => (1u16..=3, 1u16..=3).prop_map(|(f, o)| Step::Thresholds(f, o)),
+        1 => proptest::sample::select(vec![Presence::Enabled, Presence::Disabled, Presence::Removed])
+            .prop_map(Step::Presence),
         1 => proptest::sample::select(vec![0u32, 3, 4]).prop_map(Step::Damping),
-        1 => Just(Step::Calm),
+        1 => (proptest::sample::select(vec![0u32, 3, 4]), proptest::sample::select(vec![1000u64, 1500]))
+            .prop_map(|(d, w)| Step::OtherDamping(d, w)),
+        2 => Just(Step::OtherPass),
+        1 => Just(Step::Restart),
+        2 => Just(Step::Calm),
     ]
 }
 
 /// The config of one history: three webhook channels (never delivered
-/// here: the outbox is what is judged), one site.
-fn config(site: &str, route: &[usize], maintenance: bool, damping: u32) -> String {
-    let mut text = format!(
-        "[incidents]\nsettle = \"1ms\"\nflap_window = \"1s\"\nflap_changes = {damping}\n\
-         [alerts]\nremind_every = \"1ms\"\n"
-    );
-    for c in CHANNELS {
-        text.push_str(&format!(
-            "[[alerts.channels]]\nname = \"{c}\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/{c}\"\n"
-        ));
-    }
-    let route: Vec<String> = route
-        .iter()
-        .map(|&i| format!("\"{}\"", CHANNELS[i]))
-        .collect();
-    text.push_str(&format!(
-        "[[sites]]\nname = \"{site}\"\nurl = \"https://{site}.example/\"\nfailure_threshold = 1\n\
-         success_threshold = 1\nalert_channels = [{}]\n",
-        route.join(", ")
-    ));
-    if maintenance {
-        let now = chrono::Utc::now();
-        let (from, to) = (
-            now - chrono::Duration::hours(1),
-            now + chrono::Duration::hours(1),
-        );
-        text.push_str(&format!(
-            "maintenance = [{{ from = \"{}\", to = \"{}\" }}]\n",
-            from.format("%Y-%m-%dT%H:%M:%SZ"),
-            to.format("%Y-%m-%dT%H:%M:%SZ")
-        ));
-    }
-    text
+/// here: the outbox is what is judged) and its site.
+#[derive(Debug, Clone)]
+struct Conf {
+    site: String,
+    route: Vec<usize>,
+    maintenance: bool,
+    thresholds: (u16, u16),
+    presence: Presence,
+    damping: u32,
+    flap_window_ms: u64,
 }
 
-type Live = tokio::sync::watch::Sender<Arc<sitewatch::config::Settings>>;
-type Sites = tokio::sync::watch::Sender<SiteList>;
+impl Conf {
+    fn text(&self) -> String {
+        let mut text = format!(
+            "[incidents]\nsettle = \"1ms\"\nflap_window = \"{}ms\"\nflap_changes = {}\n\
+             [alerts]\nremind_every = \"1ms\"\n",
+            self.flap_window_ms, self.damping
+        );
+        for c in CHANNELS {
+            text.push_str(&format!(
+                "[[alerts.channels]]\nname = \"{c}\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/{c}\"\n"
+            ));
+        }
+        // Another site keeps the config valid when this one is removed.
+        text.push_str("[[sites]]\nname = \"bystander\"\nurl = \"https://bystander.example/\"\n");
+        if self.presence == Presence::Removed {
+            return text;
+        }
+        let route: Vec<String> = (self.route.iter())
+            .map(|&i| format!("\"{}\"", CHANNELS[i]))
+            .collect();
+        text.push_str(&format!(
+            "[[sites]]\nname = \"{s}\"\nurl = \"https://{s}.example/\"\nfailure_threshold = {}\n\
+             success_threshold = {}\nenabled = {}\nalert_channels = [{}]\n",
+            self.thresholds.0,
+            self.thresholds.1,
+            self.presence == Presence::Enabled,
+            route.join(", "),
+            s = self.site,
+        ));
+        if self.maintenance {
+            let now = chrono::Utc::now();
+            text.push_str(&format!(
+                "maintenance = [{{ from = \"{}\", to = \"{}\" }}]\n",
+                (now - chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M:%SZ"),
+                (now + chrono::Duration::hours(1)).format("%Y-%m-%dT%H:%M:%SZ")
+            ));
+        }
+        text
+    }
+}
+
+/// An evaluator and the senders of its settings and sites: a reload sends
+/// on them, as the daemon does; a restart builds all three anew.
+struct Live {
+    evaluator: Evaluator,
+    settings: tokio::sync::watch::Sender<Arc<Settings>>,
+    sites: tokio::sync::watch::Sender<SiteList>,
+}
+
+impl Live {
+    fn start(cfg: &TestConfig) -> Live {
+        let (settings, sites) = cfg.load_shared();
+        let pool = store::pool(&settings).expect("pool");
+        let (settings_tx, settings_rx) = tokio::sync::watch::channel(settings);
+        let (sites_tx, sites_rx) = tokio::sync::watch::channel(sites);
+        let evaluator = Evaluator::new(
+            settings_rx,
+            pool,
+            sites_rx,
+            sitewatch::liveness::Beat::detached("evaluator"),
+        );
+        Live {
+            evaluator,
+            settings: settings_tx,
+            sites: sites_tx,
+        }
+    }
+
+    fn reload(&self, cfg: &TestConfig, conf: &Conf) {
+        cfg.set_sites(&conf.text());
+        let (settings, sites) = cfg.load_shared();
+        self.settings.send_replace(settings);
+        self.sites.send_replace(sites);
+    }
+}
 
 /// Stores a scheduled result of `site` now; returns its slot.
 async fn put(
@@ -107,59 +182,55 @@ async fn put(
     Ok(slot)
 }
 
-/// One history against `db`, with its own site; panics naming the broken
-/// invariant.
+/// One history against `db`, with its own site; `Err` names the broken
+/// invariant and the steps so far.
 async fn run(db: &TestDb, site: &str, steps: &[Step]) -> Result<(), String> {
     let client = db.client().await;
-    let (mut route, mut maintenance, mut damping) = (vec![0usize, 1], false, 3);
-    let cfg = TestConfig::new(db, &config(site, &route, maintenance, damping));
-    // The evaluator and the senders of its settings and sites: a reload
-    // sends on them, as the daemon does; a restart builds all three anew.
-    let start = |cfg: &TestConfig| {
-        let (settings, sites) = cfg.load_shared();
-        let pool = store::pool(&settings).expect("pool");
-        let (settings_tx, settings_rx) = tokio::sync::watch::channel(settings);
-        let (sites_tx, sites_rx) = tokio::sync::watch::channel(sites);
-        let evaluator = Evaluator::new(
-            settings_rx,
-            pool,
-            sites_rx,
-            sitewatch::liveness::Beat::detached("evaluator"),
-        );
-        (evaluator, settings_tx, sites_tx)
+    let mut conf = Conf {
+        site: site.to_owned(),
+        route: vec![0, 1],
+        maintenance: false,
+        thresholds: (1, 1),
+        presence: Presence::Enabled,
+        damping: 3,
+        flap_window_ms: 1000,
     };
-    let reload = |cfg: &TestConfig, live: &(Evaluator, Live, Sites)| {
-        let (settings, sites) = cfg.load_shared();
-        live.1.send_replace(settings);
-        live.2.send_replace(sites);
+    // The second evaluator shares the sites, with its own `[incidents]`.
+    let mut other = conf.clone();
+    let (cfg, cfg2) = (
+        TestConfig::new(db, &conf.text()),
+        TestConfig::new(db, &other.text()),
+    );
+    let sync = |cfg: &TestConfig| {
+        let settings = cfg.load();
+        async move {
+            let mut c = store::connect(&settings).await.map_err(|e| e.to_string())?;
+            store::sync_sites(&mut c, &settings.sites)
+                .await
+                .map_err(|e| e.to_string())
+        }
     };
-    let mut evaluator = start(&cfg);
+    sync(&cfg).await?;
+    let (mut first, second) = (Live::start(&cfg), Live::start(&cfg2));
     let (mut last_slot, mut last_up) = (None, true);
     for (n, step) in steps.iter().enumerate() {
+        let mut by_second = false;
         match step {
             Step::Result(up) => {
                 last_up = *up;
                 last_slot = Some(put(&client, site, *up).await?);
             }
-            Step::Maintenance(on) => {
-                maintenance = *on;
-                cfg.set_sites(&config(site, &route, maintenance, damping));
-                reload(&cfg, &evaluator);
-            }
-            Step::Route(r) => {
-                route = r.clone();
-                cfg.set_sites(&config(site, &route, maintenance, damping));
-                reload(&cfg, &evaluator);
-            }
-            Step::Restart => evaluator = start(&cfg),
-            Step::Damping(n) => {
-                damping = *n;
-                cfg.set_sites(&config(site, &route, maintenance, damping));
-                reload(&cfg, &evaluator);
-            }
+            Step::Maintenance(on) => conf.maintenance = *on,
+            Step::Route(r) => conf.route = r.clone(),
+            Step::Thresholds(f, o) => conf.thresholds = (*f, *o),
+            Step::Presence(p) => conf.presence = *p,
+            Step::Damping(d) => conf.damping = *d,
+            Step::OtherDamping(d, w) => (other.damping, other.flap_window_ms) = (*d, *w),
+            Step::OtherPass => by_second = true,
+            Step::Restart => first = Live::start(&cfg),
             Step::Calm => {
                 if let Some(slot) = last_slot {
-                    let until = slot + chrono::Duration::milliseconds(1001);
+                    let until = slot + chrono::Duration::milliseconds(1501);
                     let left = (until - chrono::Utc::now()).to_std().unwrap_or_default();
                     tokio::time::sleep(left).await;
                 }
@@ -168,6 +239,16 @@ async fn run(db: &TestDb, site: &str, steps: &[Step]) -> Result<(), String> {
                 last_slot = Some(put(&client, site, last_up).await?);
             }
         }
+        first.reload(&cfg, &conf);
+        sync(&cfg).await?;
+        second.reload(
+            &cfg2,
+            &Conf {
+                damping: other.damping,
+                flap_window_ms: other.flap_window_ms,
+                ..conf.clone()
+            },
+        );
         // A result is evaluated once `settle` (1 ms) has passed since its
         // slot: wait for exactly that, then pass.
         if let Some(slot) = last_slot {
@@ -176,10 +257,12 @@ async fn run(db: &TestDb, site: &str, steps: &[Step]) -> Result<(), String> {
                 .unwrap_or_default();
             tokio::time::sleep_until(tokio::time::Instant::now() + left).await;
         }
-        evaluator.0.pass().await.map_err(|e| e.to_string())?;
-        judge(&client, site, maintenance, &route)
+        let by = if by_second { &second } else { &first };
+        by.evaluator.pass().await.map_err(|e| e.to_string())?;
+        let quiet = conf.maintenance || conf.presence != Presence::Enabled;
+        judge(&client, site, quiet, &conf.route)
             .await
-            .map_err(|e| format!("after step {n}: {e}"))?;
+            .map_err(|e| format!("after step {n} ({step:?}): {e}"))?;
     }
     Ok(())
 }
@@ -197,12 +280,13 @@ async fn run(db: &TestDb, site: &str, steps: &[Step]) -> Result<(), String> {
 ///
 /// So `resolved` comes once, only where an opening went, nothing but
 /// `settled` or `resolved` follows `flapping` (the damping), and a resolved
-/// incident has told every channel it opened on. An open incident outside
-/// maintenance, with a route, has opened somewhere.
+/// incident has told every channel it opened on. An open incident of an
+/// enabled site outside maintenance (not `quiet`), with a route, has opened
+/// somewhere.
 async fn judge(
     client: &tokio_postgres::Client,
     site: &str,
-    maintenance: bool,
+    quiet: bool,
     route: &[usize],
 ) -> Result<(), String> {
     let rows = client
@@ -248,9 +332,9 @@ async fn judge(
             ));
         }
     }
-    // An open incident outside maintenance with somewhere to go has said so.
+    // An open incident, not quiet, with somewhere to go has said so.
     for (id, (resolved, opened)) in &incidents {
-        if !resolved && !maintenance && !route.is_empty() && !opened {
+        if !resolved && !quiet && !route.is_empty() && !opened {
             return Err(format!(
                 "incident {id} is open outside maintenance and was never sent"
             ));

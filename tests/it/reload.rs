@@ -238,3 +238,132 @@ async fn reloads_apply_at_once_and_every_opened_is_resolved_once_on_its_channel(
         );
     }
 }
+
+/// A reload whose `[alerts]` the sender could not take (a template that
+/// `validate` refuses) is refused whole: channel `a` keeps its URL, the
+/// evaluator never routes to `b`, and nothing is queued that nobody sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_the_alert_sender_cannot_take_is_refused_whole() {
+    let got: Got = Arc::default();
+    let healthy = Arc::new(AtomicBool::new(true));
+    let scene = Scene {
+        hooks: receivers(got.clone()).await,
+        target: flipping_target(healthy.clone()).await,
+        api: free_addr(),
+        title: "Before",
+        listed: vec!["flip"],
+        a_path: "a",
+        route: vec!["a"],
+        maintenance: false,
+    };
+    let db = TestDb::create().await;
+    let cfg = TestConfig::new(&db, &scene.config());
+    let (tx, reloads) = tokio::sync::mpsc::channel(1);
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(daemon::run(cfg.load(), &[], stop.clone(), reloads));
+    let client = db.client().await;
+    wait_for("the first result", Duration::from_secs(60), || async {
+        crate::support::count(
+            &client,
+            "SELECT count(*) FROM check_results WHERE site = 'flip'",
+        )
+        .await
+            > 0
+    })
+    .await;
+
+    // Channel a moves, channel b renders a body that is not JSON, and the
+    // site is routed to both.
+    let bad = Scene {
+        a_path: "a2",
+        route: vec!["a", "b"],
+        ..scene.clone()
+    }
+    .config()
+    .replace(
+        &format!("url = \"http://{}/b\"\n", scene.hooks),
+        &format!(
+            "url = \"http://{}/b\"\ntemplate = \"{{{{ site }}}}\"\n",
+            scene.hooks
+        ),
+    );
+    assert!(bad.contains("template"), "{bad}");
+    cfg.set_sites(&bad);
+    // The daemon takes one reload at a time from a channel of one: the
+    // third send returns once the second was taken, so once the first was
+    // handled (the later two read the same file).
+    for _ in 0..3 {
+        tx.send(()).await.unwrap();
+    }
+    healthy.store(false, Ordering::SeqCst);
+    told(&got, &db, "opened", &["a"]).await;
+    stop.cancel();
+    run.await.unwrap().unwrap();
+    let channels: Vec<String> = client
+        .query("SELECT DISTINCT channel FROM alert_outbox", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(channels, ["a"], "only the running config's route");
+    let paths: Vec<String> = got.lock().unwrap().iter().map(|g| g.0.clone()).collect();
+    assert!(
+        paths.iter().all(|p| p == "a"),
+        "the old URL kept: {paths:?}"
+    );
+}
+
+/// A reload that lands between the alert sender's start and its first
+/// poll is taken (it was once marked seen and dropped): channel `b`, added
+/// by it, sends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_before_the_alert_sender_runs_is_taken() {
+    let got: Got = Arc::default();
+    let hooks = receivers(got.clone()).await;
+    let db = TestDb::create().await;
+    sitewatch::store::migrate(&mut db.client().await)
+        .await
+        .unwrap();
+    let text = |b: bool| {
+        let mut t = format!(
+            "[[alerts.channels]]\nname = \"a\"\nkind = \"webhook\"\nurl = \"http://{hooks}/a\"\n"
+        );
+        if b {
+            t.push_str(&format!(
+                "[[alerts.channels]]\nname = \"b\"\nkind = \"webhook\"\nurl = \"http://{hooks}/b\"\n"
+            ));
+        }
+        t + "[[sites]]\nname = \"s\"\nurl = \"https://s.example/\"\n"
+    };
+    let cfg = TestConfig::new(&db, &text(false));
+    let (settings, _) = cfg.load_shared();
+    let (tx, rx) = tokio::sync::watch::channel(settings.clone());
+    let sender = sitewatch::alerts::AlertSender::new(
+        rx,
+        sitewatch::store::pool(&settings).unwrap(),
+        "test",
+        sitewatch::liveness::Beat::detached("alerts"),
+    )
+    .unwrap();
+    cfg.set_sites(&text(true));
+    tx.send_replace(cfg.load_shared().0);
+    db.client()
+        .await
+        .batch_execute(
+            "INSERT INTO incidents (id, site, opened_at, cause, failures, first_failing_check,
+                                    last_failing_check)
+             VALUES (1, 's', now(), 'connect: refused', 1, gen_random_uuid(), gen_random_uuid());
+             INSERT INTO alert_outbox (incident_id, event, channel) VALUES (1, 'opened', 'b');",
+        )
+        .await
+        .unwrap();
+    let stop = CancellationToken::new();
+    let run = tokio::spawn(sender.run(stop.clone()));
+    wait_for("channel b's post", Duration::from_secs(30), || async {
+        got.lock().unwrap().iter().any(|(p, _)| p == "b")
+    })
+    .await;
+    stop.cancel();
+    run.await.unwrap();
+}

@@ -167,3 +167,67 @@ pub async fn check(base: &str, client: &tokio_postgres::Client) {
         again.status()
     );
 }
+
+/// The status page of `settings` alone (no daemon), served on a local
+/// port.
+pub async fn serve_pages(
+    settings: &sitewatch::config::Settings,
+    sites: sitewatch::config::SiteList,
+) -> std::net::SocketAddr {
+    let pool = sitewatch::store::pool(settings).unwrap();
+    let (_s, sites) = tokio::sync::watch::channel(sites);
+    let (_p, page) = tokio::sync::watch::channel(std::sync::Arc::new(settings.status_page.clone()));
+    let app = sitewatch::api::status::StatusPages::new(page, pool, sites).router();
+    crate::incidents::serve(app).await
+}
+
+async fn json(url: String) -> serde_json::Value {
+    let body = reqwest::get(url).await.unwrap().text().await.unwrap();
+    serde_json::from_str(&body).unwrap()
+}
+
+/// A site page read after a badge cached the site's windows, with a check
+/// in between: its windows are read with the rest, so `site.checks` and
+/// the one-day window count the same checks (they once said 6 and 5).
+#[tokio::test]
+async fn a_site_page_after_a_badge_counts_the_same_checks_everywhere() {
+    let db = crate::support::TestDb::create().await;
+    let client = db.client().await;
+    sitewatch::store::migrate(&mut db.client().await)
+        .await
+        .unwrap();
+    let cfg = crate::support::TestConfig::new(
+        &db,
+        "[status_page]\nenabled = true\nrefresh = \"1h\"\nsites = [\"a\"]\n\
+         [[sites]]\nname = \"a\"\nurl = \"http://127.0.0.1:9/\"\n",
+    );
+    let (settings, sites) = cfg.load_shared();
+    sitewatch::store::sync_sites(&mut db.client().await, &sites)
+        .await
+        .unwrap();
+    let put = |minutes: i64| {
+        let slot = chrono::Utc::now() - chrono::Duration::minutes(minutes);
+        crate::support::slot_outcomes("a", slot, "http://127.0.0.1:9/").1
+    };
+    let five: Vec<_> = (1..=5).map(|m| put(m + 1)).collect();
+    sitewatch::store::insert_results(&client, &five)
+        .await
+        .unwrap();
+    let addr = serve_pages(&settings, sites).await;
+    let badge = json(format!("http://{addr}/badges/a/uptime/24h.json")).await;
+    assert_eq!(badge["message"], "100%");
+
+    sitewatch::store::insert_results(&client, &[put(0)])
+        .await
+        .unwrap();
+    let page = json(format!("http://{addr}/status/sites/a.json")).await;
+    let day = page["windows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|w| w["window"] == "1 day")
+        .cloned()
+        .unwrap();
+    assert_eq!(day["checks"], 6, "{page}");
+    assert_eq!(page["site"]["checks"], 6, "{page}");
+}

@@ -14,6 +14,7 @@ use std::time::Duration;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
+use tokio_postgres::GenericClient;
 
 use crate::config::{Listed, Site, StatusPage};
 
@@ -139,7 +140,7 @@ pub struct Overview {
 /// ones (a listed site missing from them is left out); `history` keeps the
 /// closed days between calls.
 pub async fn overview(
-    db: &tokio_postgres::Client,
+    db: &impl GenericClient,
     page: &StatusPage,
     sites: &HashMap<&str, &Site>,
     now: DateTime<Utc>,
@@ -157,9 +158,17 @@ pub async fn overview(
         .iter()
         .map(|(l, _)| (l.site.as_str(), l.display_name.as_str()))
         .collect();
-    let open: HashMap<&str, (i64, bool)> = (incidents.iter())
-        .filter(|i| i.resolved_at.is_none())
-        .map(|i| (i.site.as_str(), (i.id, i.flapping)))
+    // Each listed site's open incident, whatever the list below shows (it
+    // keeps the newest few).
+    let open: HashMap<String, (i64, bool)> = db
+        .query(
+            "SELECT site, id, flapping_since IS NOT NULL FROM incidents
+             WHERE site = ANY($1) AND resolved_at IS NULL",
+            &[&names],
+        )
+        .await?
+        .iter()
+        .map(|r| (r.get(0), (r.get(1), r.get(2))))
         .collect();
     let mut groups = Vec::new();
     for g in &page.groups {
@@ -272,7 +281,7 @@ fn stale_after(site: &Site) -> Duration {
 
 /// Latest non-skipped result per site: (status, slot).
 async fn latest(
-    db: &tokio_postgres::Client,
+    db: &impl GenericClient,
     listed: &[(&Listed, &Site)],
     now: DateTime<Utc>,
 ) -> Result<HashMap<String, (Option<Status>, Option<DateTime<Utc>>)>, tokio_postgres::Error> {
@@ -327,7 +336,7 @@ const HISTORY_FOR: Duration = Duration::from_secs(3600);
 impl History {
     async fn closed(
         &self,
-        db: &tokio_postgres::Client,
+        db: &impl GenericClient,
         names: &[&str],
         now: DateTime<Utc>,
     ) -> Result<Days, tokio_postgres::Error> {
@@ -347,7 +356,7 @@ impl History {
 /// `site_uptime_daily` for the last [`DAYS`] days, per site (the closed
 /// days from `history` when given), and the totals over them.
 async fn daily(
-    db: &tokio_postgres::Client,
+    db: &impl GenericClient,
     names: &[&str],
     now: DateTime<Utc>,
     history: Option<&History>,
@@ -388,7 +397,7 @@ pub fn uptime_pct(up: i64, checks: i64) -> Option<f64> {
 
 /// The view's rows of days `from` (inclusive) to `to` (exclusive).
 async fn days_between(
-    db: &tokio_postgres::Client,
+    db: &impl GenericClient,
     names: &[&str],
     from: NaiveDate,
     to: NaiveDate,
@@ -449,7 +458,7 @@ fn bars(have: Option<&Vec<Day>>, now: DateTime<Utc>) -> Vec<Day> {
 
 /// Open incidents and those resolved after `since`, newest first.
 pub async fn incidents(
-    db: &tokio_postgres::Client,
+    db: &impl GenericClient,
     names: &[&str],
     since: DateTime<Utc>,
 ) -> Result<Vec<IncidentView>, tokio_postgres::Error> {

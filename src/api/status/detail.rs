@@ -8,6 +8,7 @@ use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use tokio_postgres::GenericClient;
 
 use super::data::{self, IncidentView, SiteView, DAYS};
 use crate::config::{Listed, Site, StatusGroup as Group, StatusPage};
@@ -51,7 +52,7 @@ pub struct Detail {
 
 /// The overview of one listed site alone.
 async fn one(
-    db: &tokio_postgres::Client,
+    db: &impl GenericClient,
     page: &StatusPage,
     listed: &Listed,
     site: &Site,
@@ -71,7 +72,7 @@ async fn one(
 
 /// Reads one site's page; `windows` are its [`windows`].
 pub async fn detail(
-    db: &tokio_postgres::Client,
+    db: &impl GenericClient,
     page: &StatusPage,
     listed: &Listed,
     site: &Site,
@@ -128,7 +129,7 @@ pub async fn detail(
 /// The site's rows of `site_uptime` (`1 day`, `7 days`) and
 /// `site_uptime_long` (`30 days`, `90 days`, `365 days`), in that order.
 pub async fn windows(
-    db: &tokio_postgres::Client,
+    db: &impl GenericClient,
     site: &str,
 ) -> Result<Vec<Window>, tokio_postgres::Error> {
     let rows = db
@@ -158,7 +159,7 @@ pub async fn windows(
 
 /// What a badge says: the status now, or one view row.
 pub async fn status_now(
-    db: &tokio_postgres::Client,
+    db: &impl GenericClient,
     page: &StatusPage,
     listed: &Listed,
     site: &Site,

@@ -88,9 +88,10 @@ pub struct StatusPages {
 struct Inner {
     /// `[status_page]` as the daemon last loaded it (reloads included).
     page: watch::Receiver<Arc<StatusPage>>,
-    /// The settings the caches were made under: when `page` moves on, the
-    /// caches are emptied before anything is served.
-    seen: std::sync::Mutex<Arc<StatusPage>>,
+    /// The settings and sites the caches were made under: when either
+    /// moves on (a reload), the caches are emptied before anything is
+    /// served (a site's new maintenance window shows at once).
+    seen: std::sync::Mutex<(Arc<StatusPage>, SiteList)>,
     pool: Pool,
     sites: watch::Receiver<SiteList>,
     templates: page::Templates,
@@ -109,9 +110,9 @@ impl StatusPages {
         pool: Pool,
         sites: watch::Receiver<SiteList>,
     ) -> Self {
-        let seen = page.borrow().clone();
-        let cache = cache::Cache::new(seen.refresh);
-        let windows = cache::Cache::new(seen.refresh);
+        let seen = (page.borrow().clone(), sites.borrow().clone());
+        let cache = cache::Cache::new(seen.0.refresh);
+        let windows = cache::Cache::new(seen.0.refresh);
         StatusPages {
             inner: Arc::new(Inner {
                 page,
@@ -144,15 +145,16 @@ impl StatusPages {
             .with_state(self)
     }
 
-    /// The page's settings now; answers cached under older ones are
-    /// dropped first.
+    /// The page's settings now; answers cached under older ones, or under
+    /// an older site list, are dropped first.
     fn page(&self) -> Arc<StatusPage> {
         let now = self.inner.page.borrow().clone();
+        let sites = self.inner.sites.borrow().clone();
         let mut seen = self.inner.seen.lock().expect("status page lock");
-        if !Arc::ptr_eq(&seen, &now) {
+        if !Arc::ptr_eq(&seen.0, &now) || !Arc::ptr_eq(&seen.1, &sites) {
             self.inner.cache.reset(now.refresh);
             self.inner.windows.reset(now.refresh);
-            *seen = now.clone();
+            *seen = (now.clone(), sites);
         }
         now
     }
@@ -184,11 +186,13 @@ impl StatusPages {
                 let list = me.inner.sites.borrow().clone();
                 let by_name: HashMap<&str, &Site> =
                     list.iter().map(|s| (s.name.as_str(), s.as_ref())).collect();
-                let db = within(me.inner.pool.get()).await?;
+                let mut db = within(me.inner.pool.get()).await?;
+                let tx = within(snapshot(&mut db)).await?;
+                let db: &tokio_postgres::Transaction = &tx;
                 let history = Some(&me.inner.history);
                 let now = Utc::now();
                 let page = me.page();
-                let o = within(data::overview(&db, &page, &by_name, now, history)).await?;
+                let o = within(data::overview(db, &page, &by_name, now, history)).await?;
                 let html = me.inner.templates.overview(&o, me.max_age())?;
                 let pair = Pair::new(Body::new(html.into_bytes()), Body::json(&o));
                 tracing::debug!(
@@ -206,15 +210,17 @@ impl StatusPages {
         self.inner
             .cache
             .get(&format!("site/{}", site.name), move || async move {
-                let db = within(me.inner.pool.get()).await?;
+                let mut db = within(me.inner.pool.get()).await?;
+                let tx = within(snapshot(&mut db)).await?;
+                let db: &tokio_postgres::Transaction = &tx;
                 let page = &me.page();
                 // Read afresh with the rest, not from the badges' cache: a
                 // window kept from an earlier render sat beside newer
                 // totals (`checks` 6 on a day of 5).
-                let windows = within(detail::windows(&db, &site.name)).await?;
+                let windows = within(detail::windows(db, &site.name)).await?;
                 let windows = me.inner.windows.put(&site.name, windows);
                 let now = Utc::now();
-                let d = within(detail::detail(&db, page, &listed, &site, &windows, now)).await?;
+                let d = within(detail::detail(db, page, &listed, &site, &windows, now)).await?;
                 let html = me.inner.templates.site(&d, me.max_age())?;
                 Ok(Pair::new(Body::new(html.into_bytes()), Body::json(&d)))
             })
@@ -227,8 +233,10 @@ impl StatusPages {
         self.inner
             .windows
             .get(site, move || async move {
-                let db = within(pool.get()).await?;
-                within(detail::windows(&db, &name)).await
+                let mut db = within(pool.get()).await?;
+                let tx = within(snapshot(&mut db)).await?;
+                let db: &tokio_postgres::Transaction = &tx;
+                within(detail::windows(db, &name)).await
             })
             .await
     }
@@ -246,10 +254,12 @@ impl StatusPages {
             .get(&key, move || async move {
                 let face = match kind {
                     badges::Kind::Status => {
-                        let db = within(me.inner.pool.get()).await?;
+                        let mut db = within(me.inner.pool.get()).await?;
+                        let tx = within(snapshot(&mut db)).await?;
+                        let db: &tokio_postgres::Transaction = &tx;
                         let now = Utc::now();
                         let page = me.page();
-                        let s = detail::status_now(&db, &page, &listed, &site, now);
+                        let s = detail::status_now(db, &page, &listed, &site, now);
                         badges::status(within(s).await?)
                     }
                     badges::Kind::Uptime(span) | badges::Kind::ResponseTime(span) => {
@@ -277,6 +287,19 @@ async fn within<T, E: Into<StatusError>>(
         .await
         .map_err(|_| StatusError::Timeout)?
         .map_err(Into::into)
+}
+
+/// A read-only transaction of one snapshot: every number of a page read
+/// at one moment (a site page's windows, read apart from its totals, once
+/// counted a check the totals did not). Dropped, it rolls back.
+async fn snapshot(
+    db: &mut deadpool_postgres::Object,
+) -> Result<deadpool_postgres::Transaction<'_>, tokio_postgres::Error> {
+    db.build_transaction()
+        .isolation_level(tokio_postgres::IsolationLevel::RepeatableRead)
+        .read_only(true)
+        .start()
+        .await
 }
 
 /// `99.931`, `100`, `99.9`: a view's `round(…, 3)` without trailing zeros.
