@@ -213,6 +213,10 @@ async fn run(db: &TestDb, site: &str, steps: &[Step]) -> Result<(), String> {
     sync(&cfg).await?;
     let (mut first, second) = (Live::start(&cfg), Live::start(&cfg2));
     let (mut last_slot, mut last_up) = (None, true);
+    // Since when the site is disabled or removed: no incident may open on
+    // its results from then on (the last ones once paged its default
+    // channels).
+    let mut off_since = None;
     for (n, step) in steps.iter().enumerate() {
         let mut by_second = false;
         match step {
@@ -223,7 +227,13 @@ async fn run(db: &TestDb, site: &str, steps: &[Step]) -> Result<(), String> {
             Step::Maintenance(on) => conf.maintenance = *on,
             Step::Route(r) => conf.route = r.clone(),
             Step::Thresholds(f, o) => conf.thresholds = (*f, *o),
-            Step::Presence(p) => conf.presence = *p,
+            Step::Presence(p) => {
+                conf.presence = *p;
+                off_since = match p {
+                    Presence::Enabled => None,
+                    _ => off_since.or(Some(chrono::Utc::now())),
+                };
+            }
             Step::Damping(d) => conf.damping = *d,
             Step::OtherDamping(d, w) => (other.damping, other.flap_window_ms) = (*d, *w),
             Step::OtherPass => by_second = true,
@@ -263,6 +273,21 @@ async fn run(db: &TestDb, site: &str, steps: &[Step]) -> Result<(), String> {
         judge(&client, site, quiet, &conf.route)
             .await
             .map_err(|e| format!("after step {n} ({step:?}): {e}"))?;
+        if let Some(off) = off_since {
+            let late = client
+                .query_one(
+                    "SELECT count(*) FROM incidents WHERE site = $1 AND opened_at > $2",
+                    &[&site, &off],
+                )
+                .await
+                .map_err(|e| e.to_string())?
+                .get::<_, i64>(0);
+            if late > 0 {
+                return Err(format!(
+                    "after step {n} ({step:?}): an incident opened on a site disabled or removed"
+                ));
+            }
+        }
     }
     Ok(())
 }
@@ -395,4 +420,74 @@ fn every_opened_gets_exactly_one_resolved_on_its_channel() {
             "no {e} in {events:?}"
         );
     }
+}
+
+/// A channel removed while an incident is open gets no reminders (they
+/// piled up, one a pass, and would all have gone at once had it come
+/// back); its `resolved` is still queued, for a channel of that name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_removed_channel_collects_no_reminders() {
+    let db = TestDb::create().await;
+    store::migrate(&mut db.client().await).await.unwrap();
+    let client = db.client().await;
+    let text = |channels: &[&str]| {
+        let mut t = "[incidents]\nsettle = \"1ms\"\n[alerts]\nremind_every = \"1ms\"\n".to_owned();
+        for c in channels {
+            t.push_str(&format!(
+                "[[alerts.channels]]\nname = \"{c}\"\nkind = \"webhook\"\nurl = \"http://127.0.0.1:9/{c}\"\n"
+            ));
+        }
+        t + "[[sites]]\nname = \"s\"\nurl = \"https://s.example/\"\nfailure_threshold = 1\n"
+    };
+    let cfg = TestConfig::new(&db, &text(&["a", "b"]));
+    let live = Live::start(&cfg);
+    // The first pass sets the watermark.
+    live.evaluator.pass().await.unwrap();
+    let settle = |slot: chrono::DateTime<chrono::Utc>| {
+        let left = (slot + chrono::Duration::milliseconds(2) - chrono::Utc::now())
+            .to_std()
+            .unwrap_or_default();
+        tokio::time::sleep(left)
+    };
+    let mut slot = put(&client, "s", false).await.unwrap();
+    settle(slot).await;
+    live.evaluator.pass().await.unwrap();
+    assert_eq!(
+        crate::support::count(
+            &client,
+            "SELECT count(*) FROM alert_outbox WHERE event = 'opened'"
+        )
+        .await,
+        2,
+        "opened on a and b"
+    );
+    let before =
+        crate::support::count(&client, "SELECT coalesce(max(id), 0) FROM alert_outbox").await;
+    cfg.set_sites(&text(&["b"]));
+    let (settings, sites) = cfg.load_shared();
+    live.settings.send_replace(settings);
+    live.sites.send_replace(sites);
+    for _ in 0..5 {
+        slot = put(&client, "s", false).await.unwrap();
+        settle(slot).await;
+        live.evaluator.pass().await.unwrap();
+    }
+    slot = put(&client, "s", true).await.unwrap();
+    settle(slot).await;
+    live.evaluator.pass().await.unwrap();
+    let after = |channel: &str, event: &str| {
+        let sql = format!(
+            "SELECT count(*) FROM alert_outbox
+             WHERE channel = '{channel}' AND event = '{event}' AND id > {before}"
+        );
+        let client = &client;
+        async move { crate::support::count(client, &sql).await }
+    };
+    assert_eq!(after("a", "reminder").await, 0, "reminders for removed a");
+    assert!(
+        after("b", "reminder").await > 0,
+        "b, still configured, is reminded"
+    );
+    assert_eq!(after("a", "resolved").await, 1, "a's end is queued");
+    assert_eq!(after("b", "resolved").await, 1);
 }

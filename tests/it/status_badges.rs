@@ -231,3 +231,79 @@ async fn a_site_page_after_a_badge_counts_the_same_checks_everywhere() {
     assert_eq!(day["checks"], 6, "{page}");
     assert_eq!(page["site"]["checks"], 6, "{page}");
 }
+
+/// With a persister writing a check at a time, every site page read counts
+/// the same checks in `site.checks` and its one-day window (read apart,
+/// they disagreed on every read), and a reload that gives a listed site a
+/// maintenance window shows at once (an older render was served).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_page_is_one_moment_and_follows_the_site_list() {
+    let db = crate::support::TestDb::create().await;
+    sitewatch::store::migrate(&mut db.client().await)
+        .await
+        .unwrap();
+    let text = |maintenance: bool| {
+        let mut t = "[status_page]\nenabled = true\nrefresh = \"1h\"\nsites = [\"a\"]\n\
+                     [[sites]]\nname = \"a\"\nurl = \"http://127.0.0.1:9/\"\n"
+            .to_owned();
+        if maintenance {
+            let now = chrono::Utc::now();
+            t.push_str(&format!(
+                "maintenance = [{{ from = \"{}\", to = \"{}\" }}]\n",
+                (now - chrono::Duration::hours(1)).to_rfc3339(),
+                (now + chrono::Duration::hours(1)).to_rfc3339()
+            ));
+        }
+        t
+    };
+    let cfg = crate::support::TestConfig::new(&db, &text(false));
+    let (settings, sites) = cfg.load_shared();
+    sitewatch::store::sync_sites(&mut db.client().await, &sites)
+        .await
+        .unwrap();
+    let writer = {
+        let client = db.client().await;
+        tokio::spawn(async move {
+            for i in 0.. {
+                let slot = chrono::Utc::now() - chrono::Duration::milliseconds(i);
+                let up = crate::support::slot_outcomes("a", slot, "http://127.0.0.1:9/").1;
+                sitewatch::store::insert_results(&client, &[up])
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    let mut differ = Vec::new();
+    for _ in 0..10 {
+        // A page service of its own each time: nothing cached between reads.
+        let addr = serve_pages(&settings, sites.clone()).await;
+        let page = json(format!("http://{addr}/status/sites/a.json")).await;
+        let day = page["windows"][0].clone();
+        assert_eq!(day["window"], "1 day", "{page}");
+        if day["checks"] != page["site"]["checks"] {
+            differ.push((page["site"]["checks"].clone(), day["checks"].clone()));
+        }
+    }
+    writer.abort();
+    assert!(
+        differ.is_empty(),
+        "site.checks and the day's checks: {differ:?}"
+    );
+
+    let pool = sitewatch::store::pool(&settings).unwrap();
+    let (sites_tx, sites_rx) = tokio::sync::watch::channel(sites);
+    let (_p, page) = tokio::sync::watch::channel(std::sync::Arc::new(settings.status_page.clone()));
+    let app = sitewatch::api::status::StatusPages::new(page, pool, sites_rx).router();
+    let addr = crate::incidents::serve(app).await;
+    let status = || async {
+        json(format!("http://{addr}/status.json")).await["groups"][0]["sites"][0]["status"].clone()
+    };
+    assert_eq!(status().await, "up");
+    cfg.set_sites(&text(true));
+    sites_tx.send_replace(cfg.load_shared().1);
+    assert_eq!(
+        status().await,
+        "maintenance",
+        "served a render from before the reload"
+    );
+}
