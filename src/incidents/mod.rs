@@ -288,6 +288,10 @@ impl Evaluator {
                     // Down again soon after a recovery: the change that
                     // makes it flap opens the incident as flapping.
                     let flapping = flaps.record(&mut st.changes, at);
+                    // The ends queued so far go first: a channel reads a
+                    // site's news in the order it happened.
+                    notify::pair(&tx, &ended).await?;
+                    ended.clear();
                     let id: i64 = tx
                         .query_one(
                             "INSERT INTO incidents (site, opened_at, cause, first_failing_check,

@@ -26,6 +26,8 @@ const CHANNELS: [&str; 3] = ["a", "b", "c"];
 enum Step {
     /// A check result of the site.
     Result(bool),
+    /// Several results evaluated in one pass (a backlog, or a slow pass).
+    Burst(Vec<bool>),
     /// A maintenance window starts (true) or ends (false) now.
     Maintenance(bool),
     /// The site's `alert_channels` become this subset (by reload).
@@ -58,6 +60,7 @@ enum Presence {
 fn any_step() -> impl Strategy<Value = Step> {
     prop_oneof![
         10 => any::<bool>().prop_map(Step::Result),
+        2 => proptest::collection::vec(any::<bool>(), 2..8).prop_map(Step::Burst),
         2 => any::<bool>().prop_map(Step::Maintenance),
         1 => proptest::sample::subsequence(vec![0usize, 1, 2], 0..=3).prop_map(Step::Route),
         1 => (1u16..=3, 1u16..=3).prop_map(|(f, o)| Step::Thresholds(f, o)),
@@ -212,6 +215,8 @@ async fn run(db: &TestDb, site: &str, steps: &[Step]) -> Result<(), String> {
     };
     sync(&cfg).await?;
     let (mut first, second) = (Live::start(&cfg), Live::start(&cfg2));
+    // The first pass on a store only sets the watermark.
+    first.evaluator.pass().await.map_err(|e| e.to_string())?;
     let (mut last_slot, mut last_up) = (None, true);
     // Since when the site is disabled or removed: no incident may open on
     // its results from then on (the last ones once paged its default
@@ -223,6 +228,12 @@ async fn run(db: &TestDb, site: &str, steps: &[Step]) -> Result<(), String> {
             Step::Result(up) => {
                 last_up = *up;
                 last_slot = Some(put(&client, site, *up).await?);
+            }
+            Step::Burst(ups) => {
+                for up in ups {
+                    last_up = *up;
+                    last_slot = Some(put(&client, site, *up).await?);
+                }
             }
             Step::Maintenance(on) => conf.maintenance = *on,
             Step::Route(r) => conf.route = r.clone(),
@@ -357,6 +368,27 @@ async fn judge(
             ));
         }
     }
+    // A channel reads a site's news in the order it happened: nothing of an
+    // incident after anything of a later one.
+    let mut newest: BTreeMap<String, i64> = BTreeMap::new();
+    for r in client
+        .query(
+            "SELECT o.channel, o.incident_id, o.event FROM alert_outbox o
+             JOIN incidents i ON i.id = o.incident_id WHERE i.site = $1 ORDER BY o.id",
+            &[&site],
+        )
+        .await
+        .map_err(|e| e.to_string())?
+    {
+        let (channel, id, event): (String, i64, String) = (r.get(0), r.get(1), r.get(2));
+        let n = newest.entry(channel.clone()).or_insert(id);
+        if id < *n {
+            return Err(format!(
+                "{channel} hears {event} of incident {id} after news of incident {n}"
+            ));
+        }
+        *n = id;
+    }
     // An open incident, not quiet, with somewhere to go has said so.
     for (id, (resolved, opened)) in &incidents {
         if !resolved && !quiet && !route.is_empty() && !opened {
@@ -380,6 +412,13 @@ fn every_opened_gets_exactly_one_resolved_on_its_channel() {
         store::migrate(&mut db.client().await).await.unwrap();
         db
     });
+    // One written history first, so that every kind of event is judged
+    // whatever the generator draws: opened and resolved, then down again
+    // (flapping), held down for a window (settled), and up (resolved).
+    use Step::{Calm, Result as R};
+    let written = [R(false), R(true), R(false), Calm, R(true)];
+    rt.block_on(run(&db, "written", &written))
+        .unwrap_or_else(|e| panic!("the written history: {e}"));
     let histories = std::sync::atomic::AtomicUsize::new(0);
     let longest = std::sync::atomic::AtomicUsize::new(0);
     let config = ProptestConfig {

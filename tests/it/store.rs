@@ -88,6 +88,7 @@ async fn time_leading_check_ids_start_an_hour_after_an_upgrade_with_results() {
              ALTER TABLE rollup_hour_closed RENAME TO rollup_hour;
              ALTER TABLE check_results DROP COLUMN judge_ms;
              ALTER TABLE site_state DROP COLUMN changes;
+             DROP INDEX alert_outbox_incident;
              ALTER TABLE incidents DROP COLUMN flapping_since, DROP COLUMN flapped;
              ALTER TABLE alert_outbox DROP CONSTRAINT alert_outbox_event_check;
              ALTER TABLE alert_outbox ADD CONSTRAINT alert_outbox_event_check
