@@ -90,6 +90,12 @@ pub async fn ensure_topics_with_retry(
     cancel: &CancellationToken,
 ) -> Result<(), BusError> {
     let mut delay = Duration::from_millis(250);
+    // As at run time (`kafka.stall_timeout`): a Kafka that never answers
+    // (a wrong CA, a wrong password, a wrong address) ends the start, for
+    // the supervisor to retry and the operator to see, instead of a daemon
+    // that runs and never checks anything.
+    let started = tokio::time::Instant::now();
+    let limit = settings.kafka.stall_timeout;
     loop {
         let attempt = tokio::select! {
             _ = cancel.cancelled() => return Err(BusError::Cancelled),
@@ -97,11 +103,20 @@ pub async fn ensure_topics_with_retry(
         };
         match attempt {
             Ok(()) => return Ok(()),
+            Err(e) if started.elapsed() >= limit => {
+                return Err(BusError::Fatal(format!(
+                    "no answer from Kafka at {} for {} (kafka.stall_timeout) since start; \
+                     the last attempt: {}",
+                    settings.kafka.brokers,
+                    crate::config::show_duration(limit),
+                    crate::checker::error_chain(&e)
+                )));
+            }
             Err(e) => {
                 tracing::warn!(
-                    error = %e,
+                    error = %crate::checker::error_chain(&e),
                     brokers = %settings.kafka.brokers,
-                    retry_in = ?delay,
+                    retry_in_ms = delay.as_millis() as u64,
                     "Kafka not ready; topics not created yet"
                 );
             }

@@ -163,19 +163,25 @@ fn parse(path: &Path, env: HashMap<String, String>) -> Result<Settings, ConfigEr
     let main_sites = table.remove("sites");
 
     let vars = env.clone();
-    let raw = match daemon_settings(&table, env) {
+    let (raw, usable) = match daemon_settings(&table, env.clone()) {
         Ok(raw) => {
             problems.extend(raw.validate(path));
-            Some(raw)
+            (Some(raw), None)
         }
-        Err(p) => {
-            problems.push(p.with_file(path));
-            None
+        Err(whole) => {
+            let (mut found, usable) = section_problems(&table, env);
+            if found.is_empty() {
+                found.push(whole);
+            }
+            problems.extend(found.into_iter().map(|p| p.with_file(path)));
+            (None, usable)
         }
     };
-    // Sites are still checked against the defaults when the daemon settings
-    // are broken, so the operator sees both kinds of problem at once.
-    let fallback = RawSettings::default_for_sites();
+    // Sites are still checked when the daemon settings are broken, against
+    // the sections that are not (a bad `[postgres]` key once made every
+    // site fail the default `min_interval` the file had lowered), so the
+    // operator sees every problem at once, each as it is.
+    let fallback = usable.unwrap_or_else(RawSettings::default_for_sites);
     let base = raw.as_ref().unwrap_or(&fallback);
 
     let mut site_tables: Vec<(Arc<Path>, usize, toml::Table)> = Vec::new();
@@ -300,6 +306,37 @@ impl DaemonProblem {
 }
 
 /// Layers the main file's daemon settings under the environment overrides.
+/// The daemon settings failed as a whole: each top-level section is read
+/// alone, so that each broken one is named with its own problem (serde
+/// stops at the first), and the others are read together for the sites to
+/// be checked against. Returns the problems and those settings (`None` if
+/// even they fail, as when an environment override is what is wrong).
+fn section_problems(
+    table: &toml::Table,
+    env: HashMap<String, String>,
+) -> (Vec<DaemonProblem>, Option<RawSettings>) {
+    let mut problems = Vec::new();
+    let mut good = toml::Table::new();
+    for (key, value) in table {
+        let alone = toml::Table::from_iter([(key.clone(), value.clone())]);
+        match daemon_settings(&alone, HashMap::new()) {
+            Ok(_) => {
+                good.insert(key.clone(), value.clone());
+            }
+            Err(p) => problems.push(p),
+        }
+    }
+    let usable = match daemon_settings(&good, env) {
+        Ok(raw) => Some(raw),
+        Err(p) => {
+            // Not a section's fault: the environment's.
+            problems.push(p);
+            None
+        }
+    };
+    (problems, usable)
+}
+
 fn daemon_settings(
     table: &toml::Table,
     env: HashMap<String, String>,

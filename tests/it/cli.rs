@@ -57,6 +57,14 @@ fn every_broken_config_is_rejected_naming_file_site_and_field() {
                 path.display()
             );
         }
+        // What one problem must not make the rest of the file say.
+        for r in text.lines().filter_map(|l| l.strip_prefix("# refute: ")) {
+            assert!(
+                !stderr.contains(r),
+                "{}: did not expect {r:?} in:\n{stderr}",
+                path.display()
+            );
+        }
         checked += 1;
     }
     assert!(checked >= 15, "corpus shrank to {checked} files");

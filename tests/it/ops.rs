@@ -493,3 +493,34 @@ async fn admin_listener_and_systemd_notify_follow_the_daemon() {
     stop_reading.store(true, std::sync::atomic::Ordering::Relaxed);
     reader.join().unwrap();
 }
+
+/// A Kafka that never answers at start (here, nothing listens) ends the
+/// start after `kafka.stall_timeout`, as a stall does at run time, with a
+/// message naming the brokers and the setting: the supervisor restarts it
+/// and the operator sees why, instead of a daemon that never checks.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kafka_that_never_answers_at_start_ends_the_start() {
+    let db = TestDb::create().await;
+    let cfg = TestConfig::with_endpoints(
+        &db.url,
+        "127.0.0.1:1",
+        "[[sites]]\nname = \"a\"\nurl = \"http://127.0.0.1:9/\"\n",
+    );
+    let mut settings = cfg.load();
+    settings.kafka.stall_timeout = Duration::from_secs(3);
+    let run = sitewatch::daemon::run(
+        settings,
+        &[],
+        tokio_util::sync::CancellationToken::new(),
+        crate::support::no_reloads(),
+    );
+    let e = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("the start ends")
+        .expect_err("an error for the supervisor");
+    let text = e.to_string();
+    assert!(
+        text.contains("127.0.0.1:1") && text.contains("kafka.stall_timeout"),
+        "{text}"
+    );
+}
