@@ -12,6 +12,7 @@ mod listeners;
 pub mod maintenance;
 mod normalize;
 mod on_demand;
+mod pg_url;
 mod problem;
 mod request;
 mod secret;
@@ -33,6 +34,7 @@ pub use normalize::normalize_url;
 pub use on_demand::{
     parse_on_demand, refuse_by_policy, FieldError, PortRange, MAX_ON_DEMAND_TIMEOUT,
 };
+pub use pg_url::{split as split_pg_url, PgTls, SslMode};
 pub use problem::{ConfigErrors, Problem, SiteRef};
 pub use secret::Secret;
 pub use settings::{

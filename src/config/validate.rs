@@ -43,9 +43,42 @@ impl RawSettings {
         if self.postgres.pool_size == 0 {
             bad("postgres.pool_size", "must be at least 1".into());
         }
-        if let Err(e) = self.postgres.url.parse::<tokio_postgres::Config>() {
-            // tokio-postgres errors do not echo the string, so no password leaks.
-            bad("postgres.url", format!("not a valid Postgres URL: {e}"));
+        match super::pg_url::split(&self.postgres.url) {
+            Err(e) => bad("postgres.url", e),
+            Ok((rest, tls)) => {
+                if let Err(e) = rest.parse::<tokio_postgres::Config>() {
+                    // tokio-postgres errors do not echo the string, so no
+                    // password leaks; their reason is in the source.
+                    let mut why = e.to_string();
+                    let mut source = std::error::Error::source(&e);
+                    while let Some(s) = source {
+                        why = format!("{why}: {s}");
+                        source = s.source();
+                    }
+                    bad("postgres.url", format!("not a valid Postgres URL: {why}"));
+                }
+                for (name, path) in [
+                    ("sslrootcert", &tls.root_cert),
+                    ("sslcert", &tls.cert),
+                    ("sslkey", &tls.key),
+                ] {
+                    if let Some(p) = path {
+                        if let Err(e) = std::fs::metadata(p) {
+                            bad(
+                                "postgres.url",
+                                format!("{name} {}: cannot read: {e}", p.display()),
+                            );
+                        }
+                    }
+                }
+                if tls.root_cert.is_some() && self.postgres.ca_path.is_some() {
+                    bad(
+                        "postgres.ca_path",
+                        "the CA is given twice: here and as sslrootcert in postgres.url; keep one"
+                            .into(),
+                    );
+                }
+            }
         }
         if self.kafka.brokers.trim().is_empty() {
             bad("kafka.brokers", "must list at least one host:port".into());

@@ -71,29 +71,84 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 /// TLS for Postgres connections, used when the URL's `sslmode` asks for it
-/// (`prefer`, the default, uses TLS only if the server offers it).
+/// (`prefer`, the default, uses TLS only if the server offers it). The
+/// server's certificate is verified against `postgres.ca_path` or the
+/// URL's `sslrootcert` (else the system's roots), and its name too unless
+/// `sslmode=verify-ca`; `sslcert`/`sslkey` are presented when the server
+/// asks for a client certificate.
 fn tls(settings: &Settings) -> Result<MakeTlsConnector, StoreError> {
+    let (_, opts) = split(settings)?;
     let mut builder = SslConnector::builder(SslMethod::tls())
         .map_err(|e| StoreError::Config(format!("TLS set-up: {e}")))?;
-    if let Some(ca) = &settings.postgres.ca_path {
+    let ca = settings
+        .postgres
+        .ca_path
+        .as_ref()
+        .map(|p| ("postgres.ca_path", p));
+    if let Some((name, ca)) = ca.or(opts.root_cert.as_ref().map(|p| ("sslrootcert", p))) {
         builder.set_ca_file(ca).map_err(|e| {
             StoreError::Config(format!(
-                "postgres.ca_path {}: not a readable PEM certificate: {e}",
+                "{name} {}: not a readable PEM certificate: {e}",
                 ca.display()
             ))
         })?;
     }
-    Ok(MakeTlsConnector::new(builder.build()))
+    if let (Some(cert), Some(key)) = (&opts.cert, &opts.key) {
+        builder.set_certificate_chain_file(cert).map_err(|e| {
+            StoreError::Config(format!(
+                "sslcert {}: not a readable PEM certificate: {e}",
+                cert.display()
+            ))
+        })?;
+        builder
+            .set_private_key_file(key, openssl::ssl::SslFiletype::PEM)
+            .map_err(|e| {
+                StoreError::Config(format!(
+                    "sslkey {}: not a readable PEM key: {e}",
+                    key.display()
+                ))
+            })?;
+        builder.check_private_key().map_err(|e| {
+            StoreError::Config(format!(
+                "sslkey {} is not the key of sslcert {}: {e}",
+                key.display(),
+                cert.display()
+            ))
+        })?;
+    }
+    let mut connector = MakeTlsConnector::new(builder.build());
+    if !opts.mode.verifies_host() {
+        connector.set_callback(|config, _| {
+            config.set_verify_hostname(false);
+            Ok(())
+        });
+    }
+    Ok(connector)
+}
+
+/// The URL's TLS options apart from what the driver reads.
+fn split(settings: &Settings) -> Result<(String, crate::config::PgTls), StoreError> {
+    crate::config::split_pg_url(&settings.postgres.url).map_err(StoreError::Config)
 }
 
 /// The driver configuration for `settings`, with the password from
 /// `postgres.password` / `postgres.password_file` applied.
 pub fn pg_config(settings: &Settings) -> Result<tokio_postgres::Config, StoreError> {
-    build_pg_config(
-        &settings.postgres.url,
+    let (url, opts) = split(settings)?;
+    let mut cfg = build_pg_config(
+        &url,
         settings.postgres_password.as_ref(),
         settings.postgres.connect_timeout,
-    )
+    )?;
+    use crate::config::SslMode;
+    cfg.ssl_mode(match opts.mode {
+        SslMode::Disable => tokio_postgres::config::SslMode::Disable,
+        SslMode::Prefer => tokio_postgres::config::SslMode::Prefer,
+        SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => {
+            tokio_postgres::config::SslMode::Require
+        }
+    });
+    Ok(cfg)
 }
 
 fn build_pg_config(
@@ -103,7 +158,7 @@ fn build_pg_config(
 ) -> Result<tokio_postgres::Config, StoreError> {
     let mut cfg: tokio_postgres::Config = url
         .parse()
-        .map_err(|e: tokio_postgres::Error| StoreError::Config(e.to_string()))?;
+        .map_err(|e: tokio_postgres::Error| StoreError::Config(error_chain(&e)))?;
     if let Some(pw) = password {
         cfg.password(pw.expose());
     }

@@ -24,6 +24,7 @@ mod leaks;
 mod limits;
 mod ops;
 mod pairing;
+mod pg_tls;
 mod pipeline;
 mod receivers;
 mod recovery;
