@@ -356,12 +356,7 @@ async fn reload(
     // channels' templates, and clients that cannot be built (a CA file
     // gone). Half applied, the evaluator queued openings for a channel the
     // sender never took on.
-    let mut problems = crate::alerts::check(&next.alerts);
-    if problems.is_empty() {
-        if let Err(e) = crate::alerts::Deliverer::new(&next.alerts, &next.checker.user_agent) {
-            problems.push(e);
-        }
-    }
+    let problems = crate::alerts::usable(&next.alerts, &next.checker.user_agent);
     if !problems.is_empty() {
         metrics::counter!(m::RELOADS, "result" => "rejected").increment(1);
         tracing::error!(file = %current.file.display(), problems = problems.len(),

@@ -52,6 +52,19 @@ pub fn check(alerts: &crate::config::AlertSettings) -> Vec<String> {
     problems
 }
 
+/// [`check`], and whether the channels' clients can be built (CA and
+/// client certificate files that parse): everything `validate`, the start
+/// and a reload refuse, offline. One message per problem.
+pub fn usable(alerts: &crate::config::AlertSettings, user_agent: &str) -> Vec<String> {
+    let mut problems = check(alerts);
+    if problems.is_empty() {
+        if let Err(e) = Deliverer::new(alerts, user_agent) {
+            problems.push(e);
+        }
+    }
+    problems
+}
+
 /// Notifications of one channel claimed (leased) per round.
 const CLAIM: i64 = 5;
 

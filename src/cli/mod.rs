@@ -110,7 +110,8 @@ pub fn main(cli: Cli) -> ExitCode {
             config: ConfigPath { path: config },
         } => match config::load(&config) {
             Ok(settings) => {
-                let problems = crate::alerts::check(&settings.alerts);
+                let problems =
+                    crate::alerts::usable(&settings.alerts, &settings.checker.user_agent);
                 if !problems.is_empty() {
                     complain!("{}: {}", config.display(), problems.join("\n  "));
                     return ExitCode::from(EXIT_CONFIG);
@@ -178,7 +179,7 @@ pub(crate) fn load(path: &std::path::Path) -> Result<Settings, ExitCode> {
         Ok(settings) => {
             // What `validate` refuses, every command refuses: a template
             // that cannot be bounded is never run by the daemon.
-            let problems = crate::alerts::check(&settings.alerts);
+            let problems = crate::alerts::usable(&settings.alerts, &settings.checker.user_agent);
             if !problems.is_empty() {
                 complain!("{}: {}", path.display(), problems.join("\n  "));
                 return Err(ExitCode::from(EXIT_CONFIG));

@@ -196,15 +196,18 @@ impl Evaluator {
             )
             .await?;
         let (from, to): (DateTime<Utc>, DateTime<Utc>) = (w.get(0), w.get(1));
-        if to <= from {
-            // The first pass only sets the watermark.
-            tx.commit().await?;
-            return Ok(Pass::default());
-        }
+        // No window to read on the first pass (it sets the watermark), or
+        // when a reload raised `settle`: the watermark stays, and the rest
+        // of the pass (sites disabled, flaps settled, held openings,
+        // reminders) goes on all the same.
+        let window = to > from;
+        let to = if window { to } else { from };
         // Only sites where something can change: a failure in the window, a
         // streak or incident going on, or a maintenance window to mark.
         let ids = crate::store::check_ids(&*tx).await?;
-        let rows = if from >= ids.time_leading_from {
+        let rows = if !window {
+            Vec::new()
+        } else if from >= ids.time_leading_from {
             let (lo, hi) = crate::model::time_leading_range(from, to);
             tx.query(WINDOW_BY_ID, &[&from, &to, &with_windows, &lo, &hi])
                 .await?
@@ -268,6 +271,21 @@ impl Evaluator {
                 in_window.1.push(at);
             }
             let st = states.entry(site.clone()).or_default();
+            // A flap that settled before this result ends here, as it would
+            // have at a pass of its own: a backlog is evaluated as live.
+            if let Some(id) = st.open_incident.filter(|_| st.flapping) {
+                if flaps.settled(&st.changes, at) {
+                    st.flapping = false;
+                    if st.down {
+                        settle_down(&tx, id).await?;
+                    } else {
+                        settle_up(&tx, id, st.changes.last().copied().unwrap_or(at)).await?;
+                        st.open_incident = None;
+                        ended.push(id);
+                        pass.resolved += 1;
+                    }
+                }
+            }
             if outcome == "down" {
                 if st.fails == 0 {
                     st.streak_first_check = Some(check);
@@ -288,8 +306,10 @@ impl Evaluator {
                     // Down again soon after a recovery: the change that
                     // makes it flap opens the incident as flapping.
                     let flapping = flaps.record(&mut st.changes, at);
-                    // The ends queued so far go first: a channel reads a
-                    // site's news in the order it happened.
+                    // The ends queued so far go first: a site's news is
+                    // queued in the order it happened (delivery keeps that
+                    // order within an incident; a failed send of one
+                    // incident does not hold back the next).
                     notify::pair(&tx, &ended).await?;
                     ended.clear();
                     let id: i64 = tx
@@ -463,23 +483,9 @@ async fn end_flapping(
             continue;
         }
         if down {
-            // Reminders start again from here, not from the flapping.
-            tx.execute(
-                "UPDATE incidents SET flapping_since = NULL, last_notified_at = now()
-                 WHERE id = $1",
-                &[&id],
-            )
-            .await?;
-            notify::tell(tx, id, "settled").await?;
+            settle_down(tx, id).await?;
         } else {
-            let up_at = changes.last().copied().unwrap_or(now);
-            tx.execute(
-                "UPDATE incidents SET flapping_since = NULL, resolved_at = $2,
-                        resolution = 'recovered'
-                 WHERE id = $1",
-                &[&id, &up_at],
-            )
-            .await?;
+            settle_up(tx, id, changes.last().copied().unwrap_or(now)).await?;
             tx.execute(
                 "UPDATE site_state SET open_incident = NULL WHERE site = $1",
                 &[&site],
@@ -491,6 +497,34 @@ async fn end_flapping(
         tracing::info!(incident = id, site = %site, down, "the site stopped flapping");
     }
     Ok(resolved)
+}
+
+/// Resolves incident `id`, whose site settled up at `up_at` (its end);
+/// the caller pairs it.
+async fn settle_up(
+    tx: &tokio_postgres::Transaction<'_>,
+    id: i64,
+    up_at: DateTime<Utc>,
+) -> Result<(), StoreError> {
+    tx.execute(
+        "UPDATE incidents SET flapping_since = NULL, resolved_at = $2, resolution = 'recovered'
+         WHERE id = $1",
+        &[&id, &up_at],
+    )
+    .await?;
+    Ok(())
+}
+
+/// Ends the flapping of incident `id`, whose site settled down: its
+/// channels are told, and it goes on as any other.
+async fn settle_down(tx: &tokio_postgres::Transaction<'_>, id: i64) -> Result<(), StoreError> {
+    // Reminders start again from here, not from the flapping.
+    tx.execute(
+        "UPDATE incidents SET flapping_since = NULL, last_notified_at = now() WHERE id = $1",
+        &[&id],
+    )
+    .await?;
+    notify::tell(tx, id, "settled").await
 }
 
 /// Adds failures to open incidents, `(incident, (last failing check, how

@@ -87,6 +87,14 @@ pub async fn sync_sites<S: std::borrow::Borrow<Site>>(
             &[&names],
         )
         .await?;
+    // A site disabled or removed forgets its incident state (its open
+    // incident is closed by the evaluator): back, it starts afresh, not one
+    // failure away from an incident begun before it left.
+    tx.execute(
+        "DELETE FROM site_state s USING sites t WHERE t.name = s.site AND NOT t.enabled",
+        &[],
+    )
+    .await?;
     tx.commit().await?;
     Ok(SyncReport {
         added,

@@ -41,6 +41,34 @@ async fn put(client: &tokio_postgres::Client, slot: DateTime<Utc>, up: bool) {
         .unwrap();
 }
 
+/// An evaluator of `settings` (the sender of its settings beside it) that
+/// starts from just before `t0`.
+async fn evaluator_from(
+    client: &tokio_postgres::Client,
+    t0: DateTime<Utc>,
+    settings: &std::sync::Arc<Settings>,
+    sites: &SiteList,
+) -> (
+    Evaluator,
+    tokio::sync::watch::Sender<std::sync::Arc<Settings>>,
+) {
+    client
+        .execute(
+            "INSERT INTO incident_watermark VALUES (1, $1)",
+            &[&(t0 - Duration::seconds(1))],
+        )
+        .await
+        .unwrap();
+    let (tx, rx) = tokio::sync::watch::channel(settings.clone());
+    let evaluator = Evaluator::new(
+        rx,
+        store::pool(settings).unwrap(),
+        tokio::sync::watch::channel(sites.clone()).1,
+        sitewatch::liveness::Beat::detached("evaluator"),
+    );
+    (evaluator, tx)
+}
+
 /// Each channel's events, in queue order.
 async fn sent(client: &tokio_postgres::Client) -> BTreeMap<String, Vec<String>> {
     let mut by: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -85,25 +113,10 @@ async fn a_site_flapping_for_five_minutes_sends_at_most_three_per_channel() {
         put(&client, slot, up).await;
         slot += Duration::seconds(5);
     }
-    client
-        .execute(
-            "INSERT INTO incident_watermark VALUES (1, $1)",
-            &[&(t0 - Duration::seconds(1))],
-        )
-        .await
-        .unwrap();
-
     // Evaluated up to 110 s ago: the 5 minutes of flapping and 10 s of calm.
     let cfg = TestConfig::new(&db, &config("110s"));
     let (settings, sites) = cfg.load_shared();
-    let (tx, rx) = tokio::sync::watch::channel(settings.clone());
-    let (_stx, srx) = tokio::sync::watch::channel(sites.clone());
-    let evaluator = Evaluator::new(
-        rx,
-        store::pool(&settings).unwrap(),
-        srx,
-        sitewatch::liveness::Beat::detached("evaluator"),
-    );
+    let (evaluator, tx) = evaluator_from(&client, t0, &settings, &sites).await;
     evaluator.pass().await.unwrap();
     let during = sent(&client).await;
     for channel in ["pager", "chat"] {
@@ -153,4 +166,36 @@ async fn a_site_flapping_for_five_minutes_sends_at_most_three_per_channel() {
     .await;
     assert_eq!(flapped, 1, "the record keeps that it flapped");
     assert_eq!(status(&settings, sites).await, "up");
+}
+
+/// A backlog is evaluated as live: a flap that settled in the middle of
+/// one pass's window ends there, so an outage after it is told as one,
+/// not folded into the flapping incident (a pass once settled flaps only
+/// at its end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backlog_settles_a_flap_where_it_settled() {
+    let db = TestDb::create().await;
+    let client = db.client().await;
+    store::migrate(&mut db.client().await).await.unwrap();
+    // Every 5 s, failure_threshold 2: down twice (opened), up (resolved),
+    // down twice (flapping: 3 changes in 60 s), up for 80 s (settled up),
+    // then down for 35 s: a new outage.
+    let t0 = Utc::now() - Duration::minutes(3);
+    let outcomes = [false, false, true, false, false]
+        .into_iter()
+        .chain(std::iter::repeat_n(true, 16))
+        .chain(std::iter::repeat_n(false, 7));
+    for (i, up) in outcomes.enumerate() {
+        put(&client, t0 + Duration::seconds(5 * i as i64), up).await;
+    }
+    let cfg = TestConfig::new(&db, &config("1ms"));
+    let (settings, sites) = cfg.load_shared();
+    let (evaluator, _tx) = evaluator_from(&client, t0, &settings, &sites).await;
+    evaluator.pass().await.unwrap();
+    let told = sent(&client).await;
+    assert_eq!(
+        told.get("pager").map(Vec::as_slice),
+        Some(&["opened", "resolved", "flapping", "resolved", "opened"].map(String::from)[..]),
+        "{told:?}"
+    );
 }

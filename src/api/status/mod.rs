@@ -91,7 +91,7 @@ struct Inner {
     /// The settings and sites the caches were made under: when either
     /// moves on (a reload), the caches are emptied before anything is
     /// served (a site's new maintenance window shows at once).
-    seen: std::sync::Mutex<(Arc<StatusPage>, SiteList)>,
+    seen: std::sync::Mutex<Seen>,
     pool: Pool,
     sites: watch::Receiver<SiteList>,
     templates: page::Templates,
@@ -110,9 +110,9 @@ impl StatusPages {
         pool: Pool,
         sites: watch::Receiver<SiteList>,
     ) -> Self {
-        let seen = (page.borrow().clone(), sites.borrow().clone());
-        let cache = cache::Cache::new(seen.0.refresh);
-        let windows = cache::Cache::new(seen.0.refresh);
+        let seen = Seen::new(page.borrow().clone(), sites.borrow().clone());
+        let cache = cache::Cache::new(seen.page.refresh);
+        let windows = cache::Cache::new(seen.page.refresh);
         StatusPages {
             inner: Arc::new(Inner {
                 page,
@@ -151,10 +151,16 @@ impl StatusPages {
         let now = self.inner.page.borrow().clone();
         let sites = self.inner.sites.borrow().clone();
         let mut seen = self.inner.seen.lock().expect("status page lock");
-        if !Arc::ptr_eq(&seen.0, &now) || !Arc::ptr_eq(&seen.1, &sites) {
-            self.inner.cache.reset(now.refresh);
-            self.inner.windows.reset(now.refresh);
-            *seen = (now.clone(), sites);
+        if !Arc::ptr_eq(&seen.page, &now) || !Arc::ptr_eq(&seen.sites, &sites) {
+            let next = Seen::new(now.clone(), sites);
+            // Every reload sends a new site list: only a change to what
+            // the page shows empties the caches (a reload during a
+            // Postgres outage turned the page into 503s).
+            if next.page != seen.page || next.listed != seen.listed {
+                self.inner.cache.reset(now.refresh);
+                self.inner.windows.reset(now.refresh);
+            }
+            *seen = next;
         }
         now
     }
@@ -287,6 +293,30 @@ async fn within<T, E: Into<StatusError>>(
         .await
         .map_err(|_| StatusError::Timeout)?
         .map_err(Into::into)
+}
+
+/// The settings the caches were made under.
+struct Seen {
+    page: Arc<StatusPage>,
+    sites: SiteList,
+    /// The listed sites' configs, as compared (debug forms: a site has no
+    /// `PartialEq`, and its secrets print redacted, which the page never
+    /// shows anyway).
+    listed: Vec<String>,
+}
+
+impl Seen {
+    fn new(page: Arc<StatusPage>, sites: SiteList) -> Seen {
+        let by_name: HashMap<&str, &Site> = sites.iter().map(|s| (s.name.as_str(), &**s)).collect();
+        let listed = (page.listed())
+            .map(|l| format!("{:?}", by_name.get(l.site.as_str())))
+            .collect();
+        Seen {
+            page,
+            sites,
+            listed,
+        }
+    }
 }
 
 /// A read-only transaction of one snapshot: every number of a page read
