@@ -277,9 +277,10 @@ impl Evaluator {
                 if flaps.settled(&st.changes, at) {
                     st.flapping = false;
                     if st.down {
-                        settle_down(&tx, id).await?;
+                        flapping::settle_down(&tx, id).await?;
                     } else {
-                        settle_up(&tx, id, st.changes.last().copied().unwrap_or(at)).await?;
+                        flapping::settle_up(&tx, id, st.changes.last().copied().unwrap_or(at))
+                            .await?;
                         st.open_incident = None;
                         ended.push(id);
                         pass.resolved += 1;
@@ -399,7 +400,7 @@ impl Evaluator {
         add_failures(&tx, &ongoing).await?;
         save_states(&tx, &states).await?;
         pass.resolved += close_orphaned(&tx).await?;
-        pass.resolved += end_flapping(&tx, flaps, to).await?;
+        pass.resolved += flapping::end(&tx, flaps, to).await?;
         if alerts {
             notify::send_held_openings(&tx, &by_name, &settings.alerts).await?;
         }
@@ -455,76 +456,6 @@ async fn close_orphaned(tx: &tokio_postgres::Transaction<'_>) -> Result<usize, S
             .await?;
     }
     Ok(closed.len())
-}
-
-/// Ends the flapping of the sites that held one state for a whole
-/// `flap_window` by slot time `now`: one settled up is resolved (the time
-/// it went up is its end) and its channels told `resolved`; one settled
-/// down is told `settled`, and its incident goes on as any other. Returns
-/// how many were resolved.
-async fn end_flapping(
-    tx: &tokio_postgres::Transaction<'_>,
-    flaps: flapping::Rule,
-    now: DateTime<Utc>,
-) -> Result<usize, StoreError> {
-    let flapping = tx
-        .query(
-            "SELECT i.id, i.site, s.state = 'down', s.changes
-             FROM incidents i JOIN site_state s ON s.open_incident = i.id
-             WHERE i.flapping_since IS NOT NULL AND i.resolved_at IS NULL",
-            &[],
-        )
-        .await?;
-    let mut resolved = 0;
-    for r in &flapping {
-        let (id, site, down, changes): (i64, &str, bool, Vec<DateTime<Utc>>) =
-            (r.get(0), r.get(1), r.get(2), r.get(3));
-        if !flaps.settled(&changes, now) {
-            continue;
-        }
-        if down {
-            settle_down(tx, id).await?;
-        } else {
-            settle_up(tx, id, changes.last().copied().unwrap_or(now)).await?;
-            tx.execute(
-                "UPDATE site_state SET open_incident = NULL WHERE site = $1",
-                &[&site],
-            )
-            .await?;
-            notify::pair(tx, &[id]).await?;
-            resolved += 1;
-        }
-        tracing::info!(incident = id, site = %site, down, "the site stopped flapping");
-    }
-    Ok(resolved)
-}
-
-/// Resolves incident `id`, whose site settled up at `up_at` (its end);
-/// the caller pairs it.
-async fn settle_up(
-    tx: &tokio_postgres::Transaction<'_>,
-    id: i64,
-    up_at: DateTime<Utc>,
-) -> Result<(), StoreError> {
-    tx.execute(
-        "UPDATE incidents SET flapping_since = NULL, resolved_at = $2, resolution = 'recovered'
-         WHERE id = $1",
-        &[&id, &up_at],
-    )
-    .await?;
-    Ok(())
-}
-
-/// Ends the flapping of incident `id`, whose site settled down: its
-/// channels are told, and it goes on as any other.
-async fn settle_down(tx: &tokio_postgres::Transaction<'_>, id: i64) -> Result<(), StoreError> {
-    // Reminders start again from here, not from the flapping.
-    tx.execute(
-        "UPDATE incidents SET flapping_since = NULL, last_notified_at = now() WHERE id = $1",
-        &[&id],
-    )
-    .await?;
-    notify::tell(tx, id, "settled").await
 }
 
 /// Adds failures to open incidents, `(incident, (last failing check, how

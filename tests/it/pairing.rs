@@ -530,3 +530,76 @@ async fn a_removed_channel_collects_no_reminders() {
     assert_eq!(after("a", "resolved").await, 1, "a's end is queued");
     assert_eq!(after("b", "resolved").await, 1);
 }
+
+/// A site disabled in the middle of a failure streak starts afresh when it
+/// is enabled again (it once opened an incident on its first failure back,
+/// dated from before it left); and a reload that raises `settle` still
+/// closes the incident of a site disabled with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_site_back_from_disabled_starts_afresh() {
+    let db = TestDb::create().await;
+    store::migrate(&mut db.client().await).await.unwrap();
+    let client = db.client().await;
+    let mut conf = Conf {
+        site: "back".into(),
+        route: vec![0],
+        maintenance: false,
+        thresholds: (3, 1),
+        presence: Presence::Enabled,
+        damping: 0,
+        flap_window_ms: 1000,
+    };
+    let cfg = TestConfig::new(&db, &conf.text());
+    let sync = |cfg: &TestConfig| {
+        let settings = cfg.load();
+        async move {
+            let mut c = store::connect(&settings).await.unwrap();
+            store::sync_sites(&mut c, &settings.sites).await.unwrap();
+        }
+    };
+    sync(&cfg).await;
+    let live = Live::start(&cfg);
+    live.evaluator.pass().await.unwrap();
+    let step = |up: bool| {
+        let (client, live) = (&client, &live);
+        async move {
+            let slot = put(client, "back", up).await.unwrap();
+            let left = (slot + chrono::Duration::milliseconds(2) - chrono::Utc::now())
+                .to_std()
+                .unwrap_or_default();
+            tokio::time::sleep(left).await;
+            live.evaluator.pass().await.unwrap();
+        }
+    };
+    step(false).await;
+    step(false).await;
+    for presence in [Presence::Disabled, Presence::Enabled] {
+        conf.presence = presence;
+        live.reload(&cfg, &conf);
+        sync(&cfg).await;
+        live.evaluator.pass().await.unwrap();
+    }
+    step(false).await;
+    let incidents = |sql: &'static str| crate::support::count(&client, sql);
+    assert_eq!(
+        incidents("SELECT count(*) FROM incidents").await,
+        0,
+        "one failure back is one of three"
+    );
+    step(false).await;
+    step(false).await;
+    assert_eq!(incidents("SELECT count(*) FROM incidents").await, 1);
+
+    // `settle` raised to 10 minutes and the site disabled, in one reload.
+    conf.presence = Presence::Disabled;
+    cfg.set_sites(&conf.text().replace("settle = \"1ms\"", "settle = \"10m\""));
+    let (settings, sites) = cfg.load_shared();
+    live.settings.send_replace(settings);
+    live.sites.send_replace(sites);
+    sync(&cfg).await;
+    live.evaluator.pass().await.unwrap();
+    assert_eq!(
+        incidents("SELECT count(*) FROM incidents WHERE resolution = 'site disabled'").await,
+        1
+    );
+}
