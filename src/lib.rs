@@ -19,7 +19,8 @@
 //! * [`daemon`]: start-up and the stages as tasks, by role.
 //! * [`cli`]: the `sitewatch` command line, one module per command.
 //! * [`incidents`]: results to per-site state and incidents (one evaluator
-//!   at a time across instances); [`alerts`]: their webhook notifications.
+//!   at a time across instances), who is told what of them, flap damping;
+//!   [`alerts`]: sending those notifications on every channel.
 //! * [`shutdown`]: signals to cancellation.
 //! * [`net`]: which addresses are public (server-side request forgery).
 //! * [`api`]: the public API, the public status page and badges, and the
