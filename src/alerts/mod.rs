@@ -58,9 +58,29 @@ pub fn check(alerts: &crate::config::AlertSettings) -> Vec<String> {
 pub fn usable(alerts: &crate::config::AlertSettings, user_agent: &str) -> Vec<String> {
     let mut problems = check(alerts);
     if problems.is_empty() {
-        if let Err(e) = Deliverer::new(alerts, user_agent) {
-            problems.push(e);
+        // The SMTP pools start a task on the runtime they are built in:
+        // outside one (`validate`, a command's config check) a runtime of
+        // its own, dropped with them.
+        let own = tokio::runtime::Handle::try_current().is_err().then(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+        });
+        let entered = match &own {
+            Some(Ok(rt)) => Some(rt.enter()),
+            Some(Err(e)) => {
+                problems.push(format!("checking the alert channels: {e}"));
+                return problems;
+            }
+            None => None,
+        };
+        match Deliverer::new(alerts, user_agent) {
+            // Dropped inside the runtime too: the pools' drop starts a task.
+            Ok(built) => drop(built),
+            Err(e) => problems.push(e),
         }
+        drop(entered);
+        drop(own);
     }
     problems
 }
